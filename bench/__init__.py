@@ -1,0 +1,1 @@
+"""hmq's benchmark suite: ``make bench`` (``python -m bench``)."""

@@ -1,0 +1,120 @@
+"""One benchmark scenario per process, so its peak memory is its own.
+
+``python -m bench.scenarios NAME N`` runs against the queue of ``$HMQ_HOME`` and prints one JSON
+line of figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hmq
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _wait(tag: hmq.Tag) -> None:
+    while tag.pull() != 0:
+        time.sleep(0.2)
+
+
+def end_to_end(n: int) -> dict[str, Any]:
+    """No-op tasks: submit, run on the workers, pull; tasks per second end to end."""
+
+    @hmq.task
+    def noop(x):
+        return x
+
+    for i in range(n):
+        noop(i)
+    t0 = time.perf_counter()
+    tag = noop.submit(quiet=True)
+    t1 = time.perf_counter()
+    _wait(tag)
+    t2 = time.perf_counter()
+    assert tag.n_results == n
+    return {"tasks": n, "submit_per_s": n / (t1 - t0), "end_to_end_per_s": n / (t2 - t0), "seconds": t2 - t0}
+
+
+def large_tag(n: int) -> dict[str, Any]:
+    """A big tag: submit rate, run, then pull into a linked file (results per second), memory."""
+
+    @hmq.task
+    def square(x):
+        return x * x
+
+    for i in range(n):
+        square(i)
+    t0 = time.perf_counter()
+    tag = square.submit(quiet=True)
+    t1 = time.perf_counter()
+    submit_peak = _peak_mb()
+    name = tag.name
+    del tag
+    while hmq.api.get_tag_status(name)["completed"] < n:
+        time.sleep(1)
+    t2 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        pulled = hmq.Tag.from_queue(name)
+        pulled.to_file(Path(tmp) / "big.db", stay_linked=True)
+        t3 = time.perf_counter()
+        assert pulled.pull(workers=4) == 0
+        t4 = time.perf_counter()
+        assert pulled.n_results == n
+        size = os.path.getsize(Path(tmp) / "big.db")
+        pulled.close()
+    hmq.api.delete_tasks(tag=name)
+    return {
+        "tasks": n,
+        "submit_per_s": n / (t1 - t0),
+        "run_per_s": n / (t2 - t1),
+        "pull_per_s": n / (t4 - t3),
+        "from_queue_per_s": n / (t3 - t2),
+        "tag_file_mb": size / 1e6,
+        "submit_peak_mb": submit_peak,
+    }
+
+
+def payload(n: int) -> dict[str, Any]:
+    """1 MB of arguments in and 1 MB of results out per task: MB/s both ways."""
+
+    @hmq.task
+    def echo_size(blob):
+        return [len(blob)] * (1024 * 1024 // 8)  # about 1 MB of JSON numbers, compressible
+
+    mb = 1024 * 1024
+    for _ in range(n):
+        echo_size(os.urandom(mb))
+    t0 = time.perf_counter()
+    tag = echo_size.submit(quiet=True)
+    t1 = time.perf_counter()
+    while hmq.api.get_tag_status(tag.name)["completed"] < n:
+        time.sleep(0.2)
+    t2 = time.perf_counter()
+    tag.pull()
+    t3 = time.perf_counter()
+    raw = sum(len(json.dumps(r)) for r in tag.results) / 1e6
+    return {"tasks": n, "upload_mb_per_s": n * mb / 1e6 / (t1 - t0), "pull_json_mb_per_s": raw / (t3 - t2)}
+
+
+SCENARIOS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "end_to_end": end_to_end,
+    "large_tag": large_tag,
+    "payload": payload,
+}
+
+if __name__ == "__main__":
+    name, n = sys.argv[1], int(sys.argv[2])
+    out = SCENARIOS[name](n)
+    out["peak_mb"] = _peak_mb()
+    print(json.dumps(out))

@@ -1,0 +1,124 @@
+"""Submitting calls: pickle, encrypt into chunks, upload in parallel, register in batches.
+
+Per chunk (up to ``CHUNK_MAX_CALLS`` calls): one presigned PUT; per
+``SUBMIT_CHUNKS_PER_REQUEST`` chunks: one API request. Task ids are made here, so a retried
+registration never duplicates a task.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Optional
+
+import cloudpickle
+
+from hmq import defaults, formats, wire
+from hmq._errors import UsageError
+
+if TYPE_CHECKING:
+    from hmq.api import API
+
+UPLOADS_IN_FLIGHT = 4
+
+
+class Submission:
+    def __init__(
+        self, api: API, tag: str, digest: str, ncores: int, datacenters: Optional[list[str]], packages: Sequence[str]
+    ) -> None:
+        from hmq.api import python_version
+
+        try:
+            wire.check_name(tag)
+            self.packages = wire.normalise_packages(list(packages))
+            self.datacenters = sorted({wire.check_name(d) for d in datacenters}) if datacenters else None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not isinstance(ncores, int) or ncores < 1:
+            raise UsageError(f"ncores must be a positive integer, got {ncores!r}")
+        self.api, self.tag, self.digest, self.ncores, self.python = api, tag, digest, ncores, python_version()
+        self.kid, self.compute_public = api.compute_key()
+        self._slots: deque[wire.UploadSlot] = deque()
+
+    def _writer(self) -> formats.ChunkWriter:
+        return formats.ChunkWriter(
+            self.api.identity,
+            self.compute_public,
+            self.kid,
+            tag=self.tag,
+            function=self.digest,
+            python=self.python,
+            ncores=self.ncores,
+            packages=self.packages,
+        )
+
+    def _chunks(self, calls: Iterable[Any], ids: list[str]) -> Iterable[formats.ChunkWriter]:
+        writer = self._writer()
+        for n, call in enumerate(calls):
+            try:
+                args, kwargs = call
+                pickled = cloudpickle.dumps((tuple(args), dict(kwargs)))
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"call {n} cannot be sent: {exc}") from None
+            except Exception as exc:  # pickling runs arbitrary __reduce__ code of user objects
+                raise UsageError(f"call {n} cannot be pickled: {type(exc).__name__}: {exc}") from exc
+            if len(pickled) > defaults.MAX_CALL_BYTES:
+                raise UsageError(
+                    f"call {n} is {len(pickled)} bytes; one call may carry at most "
+                    f"{defaults.MAX_CALL_BYTES} bytes (store large inputs elsewhere and pass a reference)"
+                )
+            task_id = str(uuid.uuid4())
+            ids.append(task_id)
+            writer.add(task_id, pickled)
+            if len(writer) >= defaults.CHUNK_MAX_CALLS or writer.nbytes >= defaults.CHUNK_MAX_BYTES:
+                yield writer
+                writer = self._writer()
+        if len(writer):
+            yield writer
+
+    def _slot(self, remaining_hint: int) -> wire.UploadSlot:
+        if not self._slots:
+            self._slots.extend(self.api._upload_slots("chunk", max(1, min(64, remaining_hint))))
+        return self._slots.popleft()
+
+    def _upload(self, writer: formats.ChunkWriter, slot: wire.UploadSlot) -> wire.ChunkIn:
+        blob, header_len, entries = writer.finish()
+        self.api.transport.put_object(slot.url, blob)
+        return wire.ChunkIn(
+            key=slot.key,
+            header_len=header_len,
+            function=self.digest,
+            python=self.python,
+            ncores=self.ncores,
+            packages=self.packages,
+            datacenters=self.datacenters,
+            tasks=[(uuid.UUID(e.task_id), e.offset, e.length) for e in entries],
+        )
+
+    def _register(self, chunks: list[wire.ChunkIn], progress: Any) -> None:
+        self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        if progress is not None:
+            progress.update(sum(len(c.tasks) for c in chunks))
+
+    def run(self, calls: Sequence[Any], progress: Any = None) -> list[str]:
+        if len(calls) == 0:
+            raise UsageError("nothing to submit: no calls were recorded")
+        ids: list[str] = []
+        estimate = -(-len(calls) // defaults.CHUNK_MAX_CALLS)
+        pending: deque[Future[wire.ChunkIn]] = deque()
+        uploaded: list[wire.ChunkIn] = []
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="hmq-upload") as pool:
+            for n, writer in enumerate(self._chunks(calls, ids)):
+                pending.append(pool.submit(self._upload, writer, self._slot(estimate - n)))
+                while len(pending) > UPLOADS_IN_FLIGHT or (pending and pending[0].done()):
+                    uploaded.append(pending.popleft().result())
+                    if len(uploaded) >= defaults.SUBMIT_CHUNKS_PER_REQUEST:
+                        self._register(uploaded, progress)
+                        uploaded = []
+            while pending:
+                uploaded.append(pending.popleft().result())
+        if uploaded:
+            self._register(uploaded, progress)
+        return ids

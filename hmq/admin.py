@@ -1,0 +1,71 @@
+"""The administrator's side: granting and revoking access, listing users and workers.
+
+Every call is signed with the admin key; the API trusts only the admin public key it was
+deployed with.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hmq import crypto, wire
+from hmq._errors import AuthenticationError, PermissionDenied
+from hmq._transport import Transport
+
+
+def read_admin_key(adminkey: str | os.PathLike[str] | crypto.AdminKey) -> crypto.AdminKey:
+    """The admin key itself (``hmqadmin1_...``), or the path of a file holding it."""
+    if isinstance(adminkey, crypto.AdminKey):
+        return adminkey
+    text = str(adminkey).strip()
+    if not text.startswith(crypto.ADMIN_SECRET_PREFIX) and "\n" not in text:
+        try:
+            path = Path(text).expanduser()
+            if path.is_file():
+                text = path.read_text().strip()
+        except OSError:
+            pass  # not a path either: refused below
+    return crypto.AdminKey.from_text(text)
+
+
+class Admin:
+    """Administration of one deployment with the admin key."""
+
+    def __init__(self, url: str, adminkey: str | os.PathLike[str] | crypto.AdminKey) -> None:
+        self.key = read_admin_key(adminkey)
+        self.transport = Transport(url, self.key.identity)
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def register(self, certificate: dict[str, Any]) -> wire.UserOut:
+        """Store an admin-signed certificate (and publish the compute key with it)."""
+        body = wire.GrantIn(certificate=certificate, compute_key=self.key.statement())
+        try:
+            return self.transport.call("POST", "/v1/users", body, model=wire.UserOut)
+        except AuthenticationError as exc:
+            raise PermissionDenied(
+                f"the API does not accept this admin key ({exc}); is it the deployment's admin key?"
+            ) from None
+
+    def grant(self, signing_request: str, username: str, role: str = "user") -> wire.UserOut:
+        """Grant the key behind a signing request access as ``username``."""
+        subject, _ = crypto.parse_signing_request(signing_request)
+        return self.register(crypto.issue_certificate(self.key.identity, username, role, subject))
+
+    def revoke(self, username: str) -> wire.RevokeOut:
+        return self.transport.call("POST", f"/v1/users/{username}/revoke", {}, model=wire.RevokeOut)
+
+    def users(self) -> list[wire.UserOut]:
+        return [wire.UserOut.model_validate(u) for u in self.transport.call("GET", "/v1/users")]
+
+    def workers(self) -> list[wire.WorkerInfo]:
+        return [wire.WorkerInfo.model_validate(w) for w in self.transport.call("GET", "/v1/workers")]

@@ -1,0 +1,531 @@
+"""``hmq.API``: the client of one hmq deployment, with the methods of the user guide's reference.
+
+``hmq.api`` is the default instance; it reads ``$HMQ_HOME/client.json`` on first use, so
+``import hmq`` stays cheap and works before anything is configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from hmq import crypto, defaults, formats, wire
+from hmq._errors import ConfigurationError, HmqError, IntegrityError, NotFound, UsageError
+from hmq._transport import Transport
+from hmq._version import __version__
+from hmq.admin import Admin
+from hmq.config import ClientConfig, hmq_home
+
+
+def python_version() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+class API:
+    """Client of one hmq deployment.
+
+    Args:
+        url: the API's URL. Without it, the configuration under ``home`` is used.
+        identity: the caller's secret key (a user's, a worker's).
+        admin: the admin's public key, pinned to check compute keys and workers' certificates.
+        home: where the configuration lives (default ``$HMQ_HOME`` or ``~/.hmq``).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        identity: Optional[crypto.Identity] = None,
+        admin: Optional[crypto.PublicIdentity] = None,
+        *,
+        home: Optional[Path] = None,
+    ) -> None:
+        self._home = home
+        self._explicit = url is not None
+        self._config = ClientConfig(url.rstrip("/"), identity, admin) if url is not None else None
+        self._transport: Optional[Transport] = None
+        self._compute: Optional[tuple[str, bytes]] = None
+        self._functions: dict[str, bytes] = {}
+        self._lock = threading.RLock()
+        self.worker_id: Optional[uuid.UUID] = None
+
+    # --- configuration and transport ----------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self._home or hmq_home()
+
+    @property
+    def config(self) -> ClientConfig:
+        """The URL and keys in use (read from ``HMQ_HOME`` on first use)."""
+        with self._lock:
+            if self._config is None:
+                self._config = ClientConfig.load(self.home)
+            return self._config
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    @property
+    def identity(self) -> crypto.Identity:
+        identity = self.config.identity
+        if identity is None:
+            raise ConfigurationError("this client has no key: run hmq.request_access(url) first")
+        return identity
+
+    @property
+    def transport(self) -> Transport:
+        with self._lock:
+            if self._transport is None:
+                self._transport = Transport(self.config.url, self.config.identity)
+            return self._transport
+
+    def close(self) -> None:
+        """Close network connections (the instance stays usable)."""
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+    def reset(self) -> None:
+        """Forget cached configuration and connections (e.g. after ``hmq up`` rewrote them)."""
+        with self._lock:
+            self.close()
+            self._compute = None
+            if not self._explicit:
+                self._config = None
+
+    def _call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.transport.call(method, path, body, **kwargs)
+
+    # --- connecting ---------------------------------------------------------------------
+    def setup(self, url: str) -> str:
+        """Connect to queueing API.
+
+        Creates this client's key (or reuses it for the same URL), pins the deployment's admin
+        key and saves the configuration under ``HMQ_HOME``.
+
+        Args:
+            url: The server URL (``https://`` is assumed when no scheme is given).
+
+        Raises:
+            ValueError: Only one instance is supported: this ``HMQ_HOME`` is set up for another URL.
+
+        Returns:
+            The signing request (``ADD-USER_...``) to hand to the administrator.
+        """
+        url, info = _probe(url)
+        existing = ClientConfig.load(self.home) if ClientConfig.exists(self.home) else None
+        if existing is not None and existing.url.rstrip("/") != url:
+            raise ConfigurationError(
+                f"{self.home} is already set up for {existing.url}; only one instance is supported per "
+                f"HMQ_HOME (set HMQ_HOME to another directory to use {url})"
+            )
+        identity = existing.identity if existing and existing.identity else crypto.Identity.generate()
+        config = ClientConfig(url=url, identity=identity, admin=crypto.PublicIdentity.from_text(info.admin_public_key))
+        config.save(self.home)
+        with self._lock:
+            self.close()
+            self._config, self._explicit, self._compute = config, False, None
+        return crypto.make_signing_request(identity, url)
+
+    def ping(self) -> bool:
+        """Test connection to server.
+
+        Returns:
+            Whether the server is reachable.
+        """
+        try:
+            return self._call("GET", "/v1/health", signed=False, retry=False) == {"status": "ok"}
+        except HmqError:
+            return False
+
+    def info(self) -> wire.Info:
+        """The deployment's protocol version, limits, admin key and compute keys."""
+        return self._call("GET", "/v1/info", signed=False, model=wire.Info)
+
+    def whoami(self) -> dict[str, str]:
+        """Name and role this key is granted as."""
+        return self._call("GET", "/v1/whoami")
+
+    # --- administration -----------------------------------------------------------------
+    def grant_access(self, signing_request: str, adminkey: str, username: str, role: str = "user") -> wire.UserOut:
+        """Signs a user request and grants access.
+
+        The admin's certificate for the user's key is stored by the API and checked by every
+        worker before it runs one of the user's tasks; the compute key's public half is
+        published with it.
+
+        Args:
+            signing_request: The signing request generated with setup().
+            adminkey: The admin key (``hmqadmin1_...``) or the path of a file holding it.
+            username: Arbitrary username to identify the user.
+            role: ``user`` (default) or ``worker``.
+
+        Raises:
+            ValueError: Admin key was not supported, or the signing request is invalid.
+        """
+        _, request_url = crypto.parse_signing_request(signing_request)
+        # An API built for a URL talks to it; hmq.api talks to the deployment the user asked.
+        url = self._config.url if self._explicit and self._config is not None else request_url
+        with Admin(url, adminkey) as admin:
+            return admin.grant(signing_request, username, role)
+
+    def revoke_access(self, username: str, adminkey: str) -> wire.RevokeOut:
+        """Revoke a user's (or worker's) access; their open tasks are cancelled."""
+        with Admin(self.url, adminkey) as admin:
+            return admin.revoke(username)
+
+    # --- keys of the deployment ----------------------------------------------------------
+    def admin_key(self) -> crypto.PublicIdentity:
+        """The pinned admin key (pinned on first use if the configuration has none)."""
+        with self._lock:
+            config = self.config
+            if config.admin is None:
+                config.admin = crypto.PublicIdentity.from_text(self.info().admin_public_key)
+            return config.admin
+
+    def compute_key(self) -> tuple[str, bytes]:
+        """``(kid, public key)`` of the newest compute key the admin signed."""
+        with self._lock:
+            if self._compute is None:
+                admin = self.admin_key()
+                statements = self.info().compute_keys
+                if not statements:
+                    raise ConfigurationError(
+                        "the admin has not published a compute key yet (granting access publishes it)"
+                    )
+                try:
+                    self._compute = crypto.verify_compute_statement(statements[0], admin)
+                except IntegrityError:
+                    raise IntegrityError(
+                        "the API serves a compute key not signed by the pinned admin key; refusing to submit"
+                    ) from None
+            return self._compute
+
+    # --- functions ----------------------------------------------------------------------
+    def fetch_function(self, function: str) -> wire.FunctionOut:
+        """Look up one of the caller's registered functions by digest (with a presigned URL of its
+        encrypted blob). Raises :class:`hmq.NotFound` if it is not registered."""
+        return self._call("GET", f"/v1/functions/{function}", model=wire.FunctionOut)
+
+    def register_function(self, remote_function: dict[str, Any], digest: str) -> bool:
+        """Encrypt and upload a pickled function, once: an already registered digest is skipped.
+
+        Args:
+            remote_function: ``{"callable": <cloudpickle bytes>}``.
+            digest: SHA-256 (hex) of the pickle.
+        """
+        pickled = remote_function["callable"]
+        if hashlib.sha256(pickled).hexdigest() != digest:
+            raise UsageError("digest does not match the pickled function")
+        try:
+            self.fetch_function(digest)
+            return True
+        except NotFound:
+            pass
+        kid, public = self.compute_key()
+        digest, blob = formats.encode_function(pickled, public, kid)
+        slot = self._upload_slots("function", 1)[0]
+        self.transport.put_object(slot.url, blob)
+        self._call(
+            "POST",
+            "/v1/functions",
+            wire.FunctionIn(digest=digest, key=slot.key, size=len(blob)),
+            model=wire.FunctionOut,
+        )
+        return True
+
+    def _upload_slots(self, kind: str, count: int) -> list[wire.UploadSlot]:
+        out = self._call("POST", "/v1/uploads", {"kind": kind, "count": count}, model=wire.UploadsOut)
+        return out.slots
+
+    # --- submitting ---------------------------------------------------------------------
+    def submit_tasks(
+        self,
+        tag: str,
+        digest: str,
+        calls: Sequence[Any],
+        ncores: int = 1,
+        datacenters: Optional[list[str]] = None,
+        *,
+        packages: Sequence[str] = (),
+        progress: Any = None,
+    ) -> list[str]:
+        """Encrypt, upload and register calls of a registered function under ``tag``.
+
+        Args:
+            tag: full tag name.
+            digest: the function's digest (see :meth:`register_function`).
+            calls: ``(args, kwargs)`` pairs.
+            ncores: cores each call needs.
+            datacenters: names of the datacenters allowed to run the calls (default: any).
+            packages: PEP 508 requirements installed in the calls' environment.
+            progress: optional object with ``update(n)`` (e.g. a tqdm bar).
+
+        Returns:
+            The task ids, in submission order.
+        """
+        from hmq._submit import Submission
+
+        return Submission(self, tag, digest, ncores, datacenters, packages).run(calls, progress)
+
+    # --- tags and tasks ------------------------------------------------------------------
+    def get_tag_status(self, tag: str) -> dict[str, int]:
+        """Fetch task statistics for a given tag.
+
+        Args:
+            tag: The tag to inspect.
+
+        Returns:
+            Task status counts (pending, running, completed, failed, cancelled, total).
+        """
+        return self._call("GET", f"/v1/tags/{tag}", model=wire.TagStatus).model_dump(exclude={"tag"})
+
+    def list_tags(self) -> list[wire.TagSummary]:
+        """The caller's tags with their task counts."""
+        return [wire.TagSummary.model_validate(t) for t in self._call("GET", "/v1/tags")]
+
+    def iter_tasks(self, tag: str, page: int = 10_000) -> Iterator[list[str]]:
+        """Pages of the tag's task ids, in submission order."""
+        after: Optional[str] = None
+        while True:
+            out = self._call(
+                "GET", f"/v1/tags/{tag}/tasks", params={"after": after, "limit": page}, model=wire.TaskPage
+            )
+            if out.tasks:
+                yield [str(t) for t in out.tasks]
+            if out.next is None:
+                return
+            after = out.next
+
+    def find_tasks(self, tag: str) -> list[str]:
+        """All task ids of a tag, in submission order."""
+        return [t for page in self.iter_tasks(tag) for t in page]
+
+    def get_tasks_status(self, tasks: list[str]) -> dict[str, Optional[str]]:
+        """State of each task (``None`` for unknown or deleted ones)."""
+        out: dict[str, Optional[str]] = {}
+        for part in _parts(tasks):
+            out.update(self._call("POST", "/v1/tasks/status", {"tasks": part}, model=wire.TaskStatusOut).statuses)
+        return out
+
+    def done_page(self, tag: str, cursor: str = "", limit: int = defaults.PULL_PAGE_TASKS) -> wire.DonePage:
+        """One page of a tag's finished tasks after ``cursor`` (see ``Tag.pull``)."""
+        return self._call("GET", f"/v1/tags/{tag}/done", params={"cursor": cursor, "limit": limit}, model=wire.DonePage)
+
+    def lookup(self, tasks: list[str]) -> wire.DonePage:
+        """Finished-task listing for specific ids (at most ``MAX_TASKS_PER_REQUEST``)."""
+        return self._call("POST", "/v1/tasks/results", {"tasks": tasks}, model=wire.DonePage)
+
+    def fetch_results(self, obj: wire.DoneObject) -> list[formats.ResultRecord]:
+        """Download, verify and decrypt one result object."""
+        blob = self.transport.get_object(obj.url)
+        return list(formats.decode_results(blob, self.identity, self.admin_key()))
+
+    def retrieve_results(self, tasks: list[str]) -> dict[str, Optional[dict[str, Any]]]:
+        """Results of specific tasks: ``{id: {"status", "result", "error"}}``, ``None`` while open
+        or unknown."""
+        out: dict[str, Optional[dict[str, Any]]] = {t: None for t in tasks}
+        for part in _parts(tasks):
+            page = self.lookup(part)
+            for closed in page.closed:
+                out[str(closed.id)] = {"status": closed.status, "result": None, "error": closed.error}
+            wanted = set(part)
+            for obj in page.objects:
+                for rec in self.fetch_results(obj):
+                    if rec.task_id in wanted:
+                        value = formats.decompress(rec.payload)
+                        out[rec.task_id] = (
+                            {"status": "failed", "result": None, "error": value.decode()}
+                            if rec.is_error
+                            else {"status": "completed", "result": _loads(value), "error": None}
+                        )
+        return out
+
+    def _select(self, path: str, tasks: Optional[list[str]], tag: Optional[str]) -> list[str]:
+        if (tasks is None) == (tag is None):
+            raise UsageError("name either tasks or a tag")
+        done: list[str] = []
+        if tag is not None:
+            while True:
+                out = self._call("POST", path, {"tag": tag}, model=wire.TaskIdsOut)
+                done += [str(t) for t in out.tasks]
+                if not out.more:
+                    return done
+        for part in _parts(list(tasks or [])):
+            done += [str(t) for t in self._call("POST", path, {"tasks": part}, model=wire.TaskIdsOut).tasks]
+        return done
+
+    def cancel_tasks(self, tasks: Optional[list[str]] = None, tag: Optional[str] = None) -> list[str]:
+        """Cancels tasks in the queue.
+
+        Identification of tasks may be done either by complete list of task ids or tag names.
+
+        Args:
+            tasks: List of task ids. Defaults to None.
+            tag: Tag name. Defaults to None.
+
+        Returns:
+            List of task ids canceled (those still pending or running).
+        """
+        return self._select("/v1/tasks/cancel", tasks, tag)
+
+    def delete_tasks(self, tasks: Optional[list[str]] = None, tag: Optional[str] = None) -> list[str]:
+        """Deletes tasks from the queue, with their stored calls and results.
+
+        Identification of tasks may be done either by complete list of task ids or tag names.
+
+        Args:
+            tasks: List of task ids. Defaults to None.
+            tag: Tag name. Defaults to None.
+
+        Returns:
+            List of task ids deleted.
+        """
+        return self._select("/v1/tasks/delete", tasks, tag)
+
+    # --- the worker's side ---------------------------------------------------------------
+    def register_worker(self, datacenter: str, cores: int, python: Optional[str] = None) -> wire.WorkerOut:
+        """Register this client as a worker (needs a key granted the ``worker`` role)."""
+        out = self._call(
+            "POST",
+            "/v1/workers",
+            wire.WorkerIn(
+                datacenter=datacenter,
+                cores=cores,
+                python=python or python_version(),
+                hostname=socket.gethostname(),
+                version=__version__,
+            ),
+            model=wire.WorkerOut,
+        )
+        self.worker_id = out.worker_id
+        return out
+
+    def _worker(self) -> uuid.UUID:
+        if self.worker_id is None:
+            raise UsageError("register the worker first (API.register_worker)")
+        return self.worker_id
+
+    def dequeue_tasks(
+        self,
+        datacenter: str,
+        packagelists: Optional[dict[str, Any]] = None,
+        maxtasks: int = 1,
+        available: int = 1,
+        allocated: int = 0,
+        running: int = 0,
+        used: int = 0,
+    ) -> wire.ClaimOut:
+        """Claim up to ``maxtasks`` tasks for this worker under a lease.
+
+        Args:
+            datacenter: the worker's datacenter (it registers with it on first use).
+            packagelists: package environments the worker has ready (digest -> packages).
+            maxtasks: most tasks to claim.
+            available: free cores; only tasks needing at most this many are handed out.
+            allocated, running, used: the worker's load, recorded for operators.
+        """
+        if self.worker_id is None:
+            self.register_worker(datacenter, max(available, allocated, 1))
+        body = wire.ClaimIn(
+            max_tasks=min(maxtasks, defaults.CLAIM_MAX_TASKS),
+            available=max(available, 1),
+            packagesets=list(packagelists or {}),
+            allocated=allocated,
+            running=running,
+            used=used,
+        )
+        return self._call("POST", f"/v1/workers/{self._worker()}/claim", body, model=wire.ClaimOut, retry=False)
+
+    def result_slots(self, count: int) -> list[wire.UploadSlot]:
+        """Presigned PUT URLs for result objects of this worker."""
+        out = self._call(
+            "POST", f"/v1/workers/{self._worker()}/uploads", {"kind": "results", "count": count}, model=wire.UploadsOut
+        )
+        return out.slots
+
+    def store_results(self, results: wire.CompleteIn | dict[str, Any]) -> wire.CompleteOut:
+        """Report uploaded result objects, rejected tasks and released tasks."""
+        body = results if isinstance(results, wire.CompleteIn) else wire.CompleteIn.model_validate(results)
+        return self._call("POST", f"/v1/workers/{self._worker()}/complete", body, model=wire.CompleteOut)
+
+    def sync_tasks(self, datacenter: str, known: list[str]) -> list[str]:
+        """Extend this worker's leases; return those of ``known`` it should drop (cancelled,
+        deleted or re-leased)."""
+        del datacenter  # the worker registered with it
+        out = self._call("POST", f"/v1/workers/{self._worker()}/heartbeat", {"tasks": known}, model=wire.HeartbeatOut)
+        return [str(t) for t in out.drop]
+
+    def missing_dependencies(
+        self, datacenter: str, installlist: Sequence[Sequence[str]] | str | os.PathLike[str], python_version: str
+    ) -> list[list[str]]:
+        """Package sets that pending tasks for ``datacenter`` need and that are not in
+        ``installlist`` (a list of package sets, or a file with one set per line)."""
+        if isinstance(installlist, (str, os.PathLike)):
+            try:
+                lines = Path(installlist).read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            installed = {tuple(sorted(line.split())) for line in lines if line.strip()}
+        else:
+            installed = {tuple(sorted(s)) for s in installlist}
+        out = self._call(
+            "GET",
+            "/v1/workers/packagesets",
+            params={"datacenter": datacenter, "python": python_version},
+            model=wire.PackageSetsOut,
+        )
+        return [s for s in out.packagesets if tuple(sorted(s)) not in installed]
+
+    def warm_cache(self, function: str, payload: bytes) -> None:
+        """Keep a verified pickled function in this process (``CachedWorker`` reuses it)."""
+        if hashlib.sha256(payload).hexdigest() != function:
+            raise IntegrityError("function payload does not match its digest")
+        with self._lock:
+            self._functions[function] = payload
+
+    def cached_function(self, function: str) -> Optional[bytes]:
+        with self._lock:
+            return self._functions.get(function)
+
+
+def _parts(items: list[str], size: int = defaults.MAX_TASKS_PER_REQUEST) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _loads(raw: bytes) -> Any:
+    import json
+
+    return json.loads(raw)
+
+
+def _probe(url: str) -> tuple[str, wire.Info]:
+    """Find the API behind ``url`` (adding https:// or http:// when no scheme is given)."""
+    url = url.strip().rstrip("/")
+    candidates = [url] if "://" in url else [f"https://{url}", f"http://{url}"]
+    problems = []
+    for candidate in candidates:
+        transport = Transport(candidate, None, retries=1)
+        try:
+            info = transport.call("GET", "/v1/info", signed=False, model=wire.Info)
+        except HmqError as exc:
+            problems.append(f"{candidate}: {exc}")
+            continue
+        finally:
+            transport.close()
+        if not info.min_protocol <= defaults.PROTOCOL_VERSION <= info.protocol:
+            raise ConfigurationError(
+                f"the API at {candidate} speaks protocol {info.min_protocol}-{info.protocol}; this hmq speaks "
+                f"{defaults.PROTOCOL_VERSION} (upgrade {'hmq' if info.min_protocol > defaults.PROTOCOL_VERSION else 'the API'})"
+            )
+        return candidate, info
+    raise ConfigurationError("instance is not reachable: " + "; ".join(problems))

@@ -1,0 +1,225 @@
+"""The ``hmq`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from hmq._errors import HmqError
+from hmq.config import hmq_home
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from None
+
+
+def _admin_key_text(admin_key_file: Optional[Path]) -> str:
+    if admin_key_file is not None:
+        return admin_key_file.read_text().strip()
+    return click.prompt("Admin key", hide_input=True).strip()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hmq")
+def main() -> None:
+    """hmq: an end-to-end encrypted task queue. `hmq up` starts a local one."""
+
+
+# --- the embedded stack ------------------------------------------------------------------------
+@main.command()
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Local worker processes.")
+@click.option(
+    "--cores", type=click.IntRange(min=1), default=None, help="Cores per worker (default: all cores / workers)."
+)
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=None, help="API port (default: a free one).")
+@click.option("--database", default=None, help="Index database URL (default: SQLite under $HMQ_HOME/server).")
+@click.option("--storage", default=None, help="Object store URL (default: file://$HMQ_HOME/server/objects).")
+def up(
+    workers: int, cores: Optional[int], port: Optional[int], database: Optional[str], storage: Optional[str]
+) -> None:
+    """Start a local queue (API + workers) in the background; returns once it is healthy."""
+    from hmq import stack
+
+    home = hmq_home()
+    try:
+        state = stack.up(home, workers=workers, cores=cores, port=port, database=database, storage=storage)
+    except HmqError as exc:
+        _fail(exc)
+    click.echo(f"hmq is up at {state.url} with {len(state.workers)} worker(s); HMQ_HOME={home}")
+
+
+@main.command()
+def down() -> None:
+    """Stop the local queue started by `hmq up`."""
+    from hmq import stack
+
+    state = stack.down(hmq_home())
+    click.echo("hmq is down" if state is not None else "hmq was not running")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show the local queue started by `hmq up`."""
+    from hmq import stack
+
+    state = stack.StackState.load(hmq_home())
+    info: dict[str, Any] = state.status() if state else {"running": False, "home": str(hmq_home()), "workers": []}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    elif not info["running"]:
+        click.echo("hmq is not running (start it with `hmq up`)")
+    else:
+        click.echo(f"API      {info['url']} (pid {info['api']['pid']})")
+        click.echo(f"index    {info['database']}")
+        click.echo(f"objects  {info['storage']}")
+        for w in info["workers"]:
+            click.echo(f"{w['name']:<9}pid {w['pid']} {'running' if w['alive'] else 'stopped'}  log {w['log']}")
+    if not info["running"]:
+        sys.exit(1)
+
+
+# --- access ------------------------------------------------------------------------------------
+@main.command("request-access")
+@click.argument("url")
+def request_access(url: str) -> None:
+    """Create your key for the API at URL and print the signing request for the admin."""
+    import hmq
+
+    try:
+        hmq.request_access(url)
+    except HmqError as exc:
+        _fail(exc)
+
+
+@main.command("grant-access")
+@click.argument("signing_request")
+@click.argument("username")
+@click.option(
+    "--admin-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the admin key (default: prompt).",
+)
+@click.option("--role", type=click.Choice(["user", "worker"]), default="user", show_default=True)
+def grant_access(signing_request: str, username: str, admin_key_file: Optional[Path], role: str) -> None:
+    """Admin: grant the key behind SIGNING_REQUEST access as USERNAME."""
+    from hmq.api import API
+
+    try:
+        out = API().grant_access(signing_request, _admin_key_text(admin_key_file), username, role=role)
+    except HmqError as exc:
+        _fail(exc)
+    click.echo(f"granted {out.role} {out.name!r} (key {out.key_id})")
+
+
+@main.command()
+@click.argument("username")
+@click.option("--api", "url", required=True, help="API URL.")
+@click.option("--admin-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+def revoke(username: str, url: str, admin_key_file: Optional[Path]) -> None:
+    """Admin: revoke USERNAME; their open tasks are cancelled."""
+    from hmq.admin import Admin
+
+    try:
+        with Admin(url, _admin_key_text(admin_key_file)) as admin:
+            out = admin.revoke(username)
+    except HmqError as exc:
+        _fail(exc)
+    click.echo(f"revoked {out.name!r}; cancelled {out.cancelled} open task(s)")
+
+
+@main.command("add-worker")
+@click.argument("name")
+@click.option("--api", "url", required=True, help="API URL the worker will use.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Credentials file to write (a secret).",
+)
+@click.option("--admin-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+def add_worker(name: str, url: str, out: Path, admin_key_file: Optional[Path]) -> None:
+    """Admin: create and grant worker credentials (run workers with --credentials OUT)."""
+    from hmq import crypto
+    from hmq.admin import Admin
+    from worker.credentials import WorkerCredentials
+
+    try:
+        key = crypto.AdminKey.from_text(_admin_key_text(admin_key_file))
+        creds = WorkerCredentials.create(key, name, url)
+        with Admin(url, key) as admin:
+            admin.register(creds.certificate)
+        creds.save(out)
+    except HmqError as exc:
+        _fail(exc)
+    click.echo(f"worker {name!r} granted; credentials written to {out} (keep them secret)")
+
+
+@main.command("admin-key")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the new admin key."
+)
+def admin_key(out: Path) -> None:
+    """Create a deployment's admin key; prints the public key for HMQ_ADMIN_PUBLIC_KEY."""
+    from hmq import crypto
+    from hmq.config import write_private
+
+    if out.exists():
+        _fail(click.UsageError(f"{out} exists; refusing to overwrite an admin key"))
+    key = crypto.AdminKey.generate()
+    write_private(out, key.to_text() + "\n")
+    click.echo(key.identity.public.to_text())
+
+
+# --- the queue ---------------------------------------------------------------------------------
+@main.command()
+def tags() -> None:
+    """List your tags with their task counts."""
+    import hmq
+
+    try:
+        for t in hmq.api.list_tags():
+            click.echo(f"{t.tag}  {t.total} task(s), {t.open} open")
+    except HmqError as exc:
+        _fail(exc)
+
+
+# --- running the parts -------------------------------------------------------------------------
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a worker (same options as `python -m worker`)."""
+    from worker.__main__ import main as worker_main
+
+    worker_main.main(args=ctx.args, prog_name="hmq worker")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the API under uvicorn, configured by HMQ_* variables (same as `python -m lambdas.serve`)."""
+    from lambdas.serve import main as serve_main
+
+    serve_main(ctx.args)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply index schema migrations to HMQ_DATABASE_URL."""
+    import os
+
+    from lambdas.db import current_revision, make_engine
+    from lambdas.db import migrate as run
+
+    url = os.environ.get("HMQ_DATABASE_URL")
+    if not url:
+        _fail(click.UsageError("HMQ_DATABASE_URL is not set"))
+    engine = make_engine(str(url))
+    run(engine)
+    click.echo(f"index schema at revision {current_revision(engine)}")

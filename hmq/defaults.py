@@ -1,0 +1,104 @@
+"""Every tunable number of hmq, in one place, each with what it is for.
+
+Client, API and worker all read their limits from here; the API's settings may override the
+server-side ones (see ``lambdas.settings``).
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+"""Version of the HTTP protocol and blob formats. Clients and servers of any package version
+interoperate as long as they share this number (the API reports the range it accepts)."""
+
+# --- requests and signatures -------------------------------------------------------------
+REQUEST_MAX_SKEW_SECONDS = 300.0
+"""A signed request whose timestamp differs from the server clock by more than this is refused
+as stale or from the future. Its nonce is remembered for twice as long, so a replay inside the
+window is refused too."""
+
+REQUEST_TIMEOUT_SECONDS = 60.0
+"""HTTP timeout of one API request or one presigned transfer (connect/read/write each)."""
+
+REQUEST_RETRIES = 4
+"""How many times a client retries an idempotent request after a connection error or a 502/503/504
+(with exponential backoff starting at ``REQUEST_RETRY_BACKOFF_SECONDS``)."""
+
+REQUEST_RETRY_BACKOFF_SECONDS = 0.25
+"""First retry delay; doubled on each retry."""
+
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+"""Largest JSON body the API accepts (below API Gateway's and Lambda's 6 MB payload limits).
+Blobs never pass through the API, so only metadata has to fit."""
+
+# --- objects -----------------------------------------------------------------------------
+PRESIGN_EXPIRY_SECONDS = 900
+"""Lifetime of a presigned GET or PUT URL."""
+
+MAX_OBJECT_BYTES = 2 * 1024**3
+"""Largest object (function, call chunk or result batch) the store accepts."""
+
+MAX_CALL_BYTES = 256 * 1024**2
+"""Largest single encrypted call (arguments of one task); larger calls are refused at submit."""
+
+# --- submission --------------------------------------------------------------------------
+CHUNK_MAX_CALLS = 2000
+"""Calls per submit chunk: one object in the store and one index batch per chunk."""
+
+CHUNK_MAX_BYTES = 32 * 1024**2
+"""A chunk is closed early once its calls add up to this many bytes."""
+
+SUBMIT_CHUNKS_PER_REQUEST = 8
+"""Chunks registered with the index in one API request."""
+
+MAX_TASKS_PER_REQUEST = 20_000
+"""Task ids per request for cancel, delete, status and result look-ups (client batches above)."""
+
+# --- tasks -------------------------------------------------------------------------------
+LEASE_SECONDS = 120.0
+"""How long a claimed task belongs to its worker without a heartbeat. A worker heartbeats every
+``LEASE_SECONDS / 4``; a lease that runs out returns the task to pending (attempt + 1)."""
+
+MAX_ATTEMPTS = 3
+"""Leases a task may lose (its worker vanished) before it fails with a clear error."""
+
+CLAIM_MAX_TASKS = 500
+"""Upper bound on tasks handed to a worker in one claim."""
+
+# --- pulling -----------------------------------------------------------------------------
+PULL_PAGE_TASKS = 5000
+"""Finished tasks listed per page when pulling a tag."""
+
+PULL_POLL_MIN_SECONDS = 0.5
+"""First wait of a blocking pull when tasks are still open; doubles up to the maximum."""
+
+PULL_POLL_MAX_SECONDS = 10.0
+"""Longest wait between two rounds of a blocking pull."""
+
+# --- worker ------------------------------------------------------------------------------
+WORKER_POLL_MIN_SECONDS = 0.05
+"""First wait of an idle worker before it asks for work again; doubles up to the maximum."""
+
+WORKER_POLL_MAX_SECONDS = 2.0
+"""Longest wait of an idle worker between two claims."""
+
+WORKER_FLUSH_SECONDS = 0.25
+"""A worker uploads finished results at least this often, or as soon as a batch is full."""
+
+WORKER_RESULT_BATCH = 500
+"""Results per result object uploaded by a worker."""
+
+WORKER_EXECUTOR_BATCH = 64
+"""Calls handed to one executor process per round trip (fewer when they need many cores)."""
+
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+"""Environment variables set to a task's ``ncores`` in its executor process."""
+
+PIP_INSTALL_TIMEOUT_SECONDS = 1800.0
+"""Longest a worker waits for pip to build one package environment."""

@@ -1,0 +1,374 @@
+"""The embedded stack: ``hmq up`` runs an API (uvicorn, SQLite, local object directory) and
+local workers in the background, with keys made and access granted, so that the user guide's
+examples run unchanged; ``hmq down`` stops everything it started.
+
+Layout under ``HMQ_HOME``::
+
+    client.json        the user's key and the API URL (what ``import hmq`` uses)
+    admin.key          the admin key (0600)
+    worker.json        the local workers' credentials (0600)
+    stack.json         what is running: URL, pids, logs
+    server/            settings.json (0600), index.db, objects/
+    logs/              api.log, worker-N.log
+    worker-cache/      package environments and scratch directories
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hmq import crypto
+from hmq._errors import ConfigurationError, HmqError
+from hmq._transport import Transport
+from hmq.admin import Admin
+from hmq.config import ClientConfig, write_private
+
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+
+
+@dataclass
+class Proc:
+    pid: int
+    log: str
+    name: str = ""
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+@dataclass
+class StackState:
+    url: str
+    home: str
+    api: Proc
+    workers: list[Proc] = field(default_factory=list)
+    database: str = ""
+    storage: str = ""
+    started: float = 0.0
+
+    @classmethod
+    def load(cls, home: Path) -> Optional[StackState]:
+        try:
+            data = json.loads((home / "stack.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return cls(
+            url=data["url"],
+            home=data["home"],
+            api=Proc(**data["api"]),
+            workers=[Proc(**w) for w in data["workers"]],
+            database=data.get("database", ""),
+            storage=data.get("storage", ""),
+            started=data.get("started", 0.0),
+        )
+
+    def save(self, home: Path) -> None:
+        (home / "stack.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self.api.alive(),
+            "url": self.url,
+            "home": self.home,
+            "database": self.database,
+            "storage": self.storage,
+            "api": {**asdict(self.api), "alive": self.api.alive()},
+            "workers": [{**asdict(w), "alive": w.alive()} for w in self.workers],
+        }
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_settings(
+    home: Path, admin: crypto.AdminKey, database: Optional[str], storage: Optional[str]
+) -> dict[str, str]:
+    """The API's ``HMQ_*`` environment, kept in ``server/settings.json`` across restarts."""
+    server = home / "server"
+    path = server / "settings.json"
+    try:
+        env = json.loads(path.read_text())
+    except FileNotFoundError:
+        env = {"HMQ_STORAGE_SECRET": secrets.token_hex(32)}
+    env["HMQ_ADMIN_PUBLIC_KEY"] = admin.identity.public.to_text()
+    env["HMQ_DATABASE_URL"] = database or env.get("HMQ_DATABASE_URL") or f"sqlite:///{server / 'index.db'}"
+    env["HMQ_STORAGE_URL"] = storage or env.get("HMQ_STORAGE_URL") or (server / "objects").as_uri()
+    write_private(path, json.dumps(env, indent=2) + "\n")
+    return env
+
+
+def _admin_key(home: Path) -> crypto.AdminKey:
+    path = home / "admin.key"
+    if path.exists():
+        return crypto.AdminKey.from_text(path.read_text())
+    key = crypto.AdminKey.generate()
+    write_private(path, key.to_text() + "\n")
+    return key
+
+
+# Processes this interpreter started: kept so they are reaped by `down` (not left as zombies
+# when `up` and `down` run in one long-lived process, such as a notebook).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        # A session of its own: `hmq down` can signal the process and everything it started.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def _reap(pid: int) -> None:
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    transport = Transport(url, None, retries=0, timeout=2.0)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise HmqError(f"the API exited during start-up (code {proc.returncode}); {log}:\n{_tail(log)}")
+            try:
+                if transport.call("GET", "/v1/health", signed=False, retry=False) == {"status": "ok"}:
+                    return
+            except HmqError:
+                pass
+            time.sleep(0.1)
+    finally:
+        transport.close()
+    raise HmqError(f"the API did not become healthy within {STARTUP_TIMEOUT:.0f} s; {log}:\n{_tail(log)}")
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def up(
+    home: Path,
+    *,
+    workers: int = 1,
+    cores: Optional[int] = None,
+    port: Optional[int] = None,
+    database: Optional[str] = None,
+    storage: Optional[str] = None,
+    username: Optional[str] = None,
+) -> StackState:
+    """Start the embedded stack (or return the running one)."""
+    home.mkdir(parents=True, exist_ok=True)
+    current = StackState.load(home)
+    if current is not None:
+        if current.api.alive():
+            return current
+        down(home)  # stale state from a crashed stack
+    if ClientConfig.exists(home) and not (home / "server" / "settings.json").exists():
+        raise ConfigurationError(
+            f"{home} is set up for the deployment at {ClientConfig.load(home).url}; `hmq up` would replace that "
+            f"configuration. Use another HMQ_HOME for a local queue (e.g. HMQ_HOME=~/.hmq-local hmq up)"
+        )
+    admin = _admin_key(home)
+    env = {**_child_env(), **_server_settings(home, admin, database, storage)}
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env["HMQ_PUBLIC_URL"] = url
+    logs = home / "logs"
+    api_log = logs / "api.log"
+    api = _spawn(
+        [sys.executable, "-m", "lambdas.serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        api_log,
+        env,
+    )
+    state = StackState(
+        url=url,
+        home=str(home),
+        api=Proc(api.pid, str(api_log), "api"),
+        database=env["HMQ_DATABASE_URL"],
+        storage=env["HMQ_STORAGE_URL"],
+        started=time.time(),
+    )
+    state.save(home)
+    try:
+        _wait_healthy(url, api, api_log)
+        _grant_local_user(home, url, admin, username)
+        worker_file = _grant_local_worker(home, url, admin)
+        started = time.time()
+        per_worker = cores or max(1, (os.cpu_count() or 1) // max(workers, 1))
+        for i in range(workers):
+            log = logs / f"worker-{i}.log"
+            proc = _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "worker",
+                    "--api",
+                    url,
+                    "--credentials",
+                    str(worker_file),
+                    "--datacenter",
+                    "local",
+                    "--cores",
+                    str(per_worker),
+                    "--cache-dir",
+                    str(home / "worker-cache"),
+                ],
+                log,
+                _child_env(),
+            )
+            state.workers.append(Proc(proc.pid, str(log), f"worker-{i}"))
+        state.save(home)
+        _wait_workers(url, admin, state, started)
+    except BaseException:
+        down(home)
+        raise
+    return state
+
+
+def _grant_local_user(home: Path, url: str, admin: crypto.AdminKey, username: Optional[str]) -> None:
+    config = ClientConfig.load(home) if ClientConfig.exists(home) else None
+    identity = config.identity if config is not None and config.identity is not None else crypto.Identity.generate()
+    name = username or _default_username()
+    with Admin(url, admin) as adm:
+        adm.register(crypto.issue_certificate(admin.identity, name, "user", identity.public))
+    ClientConfig(url=url, identity=identity, admin=admin.identity.public).save(home)
+
+
+def _default_username() -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "user"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "user"
+
+
+def _grant_local_worker(home: Path, url: str, admin: crypto.AdminKey) -> Path:
+    from worker.credentials import WorkerCredentials
+
+    path = home / "worker.json"
+    try:
+        creds = WorkerCredentials.load(path)
+        if creds.admin != admin.identity.public:
+            raise ConfigurationError("stale worker credentials")
+    except ConfigurationError:
+        creds = WorkerCredentials.create(admin, "local-worker", url)
+    creds.url = url
+    creds.compute[admin.compute_kid] = admin.compute
+    creds.save(path)
+    with Admin(url, admin) as adm:
+        adm.register(creds.certificate)
+    return path
+
+
+def _wait_workers(url: str, admin: crypto.AdminKey, state: StackState, since: float) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    with Admin(url, admin) as adm:
+        while time.monotonic() < deadline:
+            for w in state.workers:
+                if not w.alive():
+                    raise HmqError(f"{w.name} exited during start-up; {w.log}:\n{_tail(Path(w.log))}")
+            if len([w for w in adm.workers() if w.registered >= since]) >= len(state.workers):
+                return
+            time.sleep(0.1)
+    raise HmqError(f"workers did not register within {STARTUP_TIMEOUT:.0f} s; see {Path(state.home) / 'logs'}")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid and pid_alive(int(entry.name)):
+                    return True
+            except (ProcessLookupError, PermissionError):
+                continue
+    return False
+
+
+def _stop(procs: list[Proc]) -> None:
+    """SIGTERM each process group, wait, then SIGKILL whatever is left."""
+    for p in procs:
+        _signal_group(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and any(_group_alive(p.pid) for p in procs):
+        for p in procs:
+            if p.pid in _CHILDREN and _CHILDREN[p.pid].poll() is not None:
+                _reap(p.pid)
+        time.sleep(0.05)
+    for p in procs:
+        if _group_alive(p.pid):
+            _signal_group(p.pid, signal.SIGKILL)
+    for p in procs:
+        _reap(p.pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_group_alive(p.pid) for p in procs):
+        time.sleep(0.05)
+
+
+def down(home: Path) -> Optional[StackState]:
+    """Stop the workers (they hand back unfinished tasks), then the API."""
+    state = StackState.load(home)
+    if state is None:
+        return None
+    _stop(state.workers)
+    _stop([state.api])
+    (home / "stack.json").unlink(missing_ok=True)
+    return state

@@ -1,0 +1,396 @@
+"""``hmq.Tag``: a set of tasks and their results, kept in a SQLite database.
+
+The database is in memory until :meth:`Tag.to_file` links it to a file. Its tables:
+
+- ``meta(key, value)``: ``format`` (``hmq-tag``), ``schema_version``, ``name``, ``cursor``
+  (how far :meth:`Tag.pull` has read the queue);
+- ``tasks(seq, id, status, result, error)``: one row per task in submission order; ``result``
+  is the zstandard-compressed JSON the worker produced, ``error`` the traceback text.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Generator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from hmq import defaults, formats, wire
+from hmq._errors import NotFound, TagFileError, UsageError
+
+if TYPE_CHECKING:
+    from hmq.api import API
+
+SCHEMA_VERSION = 1
+FORMAT = "hmq-tag"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    status INTEGER NOT NULL DEFAULT 0,
+    result BLOB,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status) WHERE status = 0;
+"""
+
+
+class LocalState(enum.IntEnum):
+    """A task's state as this tag file knows it."""
+
+    OPEN = 0  # neither result nor error yet
+    COMPLETED = 1
+    FAILED = 2
+    CANCELLED = 3
+    DELETED = 4  # gone from the queue before it finished
+
+
+_FROM_SERVER = {"completed": LocalState.COMPLETED, "failed": LocalState.FAILED, "cancelled": LocalState.CANCELLED}
+
+
+def _default_api() -> API:
+    import hmq
+
+    return hmq.api
+
+
+class Tag:
+    """Represents a collection of tasks.
+
+    Attributes:
+        name: the tag's name in the queue (``<function or tag>_<uuid>``).
+        results: generator yielding all results in submission order (``None`` where missing).
+        errors: generator yielding all errors in submission order (``None`` where missing).
+        n_results: number of results.
+        n_errors: number of errors.
+    """
+
+    def __init__(self, name: str, api: Optional[API] = None) -> None:
+        self._api = api
+        self._filename: Optional[str] = None
+        self._db = self._connect(":memory:")
+        self._set_meta(format=FORMAT, schema_version=str(SCHEMA_VERSION), name=name, cursor="")
+        self._db.commit()
+
+    # --- database plumbing ----------------------------------------------------------------
+    @staticmethod
+    def _connect(target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(target, check_same_thread=False)
+        db.executescript(_SCHEMA)
+        if target != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def _set_meta(self, **values: str) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", values.items())
+
+    def _meta(self, key: str) -> Optional[str]:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def api(self) -> API:
+        return self._api or _default_api()
+
+    @property
+    def name(self) -> str:
+        return self._meta("name") or ""
+
+    @name.setter
+    def name(self, value: str) -> None:
+        try:
+            wire.check_name(value)
+        except ValueError as exc:
+            raise UsageError(f"tag name {value!r} {exc}") from None
+        self._set_meta(name=value, cursor="")
+        self._db.commit()
+
+    @property
+    def filename(self) -> Optional[str]:
+        """The file this tag is linked to, if any."""
+        return self._filename
+
+    def add_tasks(self, ids: Iterable[str]) -> int:
+        """Record task ids (in order); ids already present are skipped. Returns how many were new."""
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO tasks(id) VALUES (?)", ((i,) for i in ids))
+        self._db.commit()
+        return self._db.total_changes - before
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+
+    def __repr__(self) -> str:
+        return f"Tag({self.name!r}, tasks={len(self)}, results={self.n_results}, errors={self.n_errors})"
+
+    # --- reading --------------------------------------------------------------------------
+    def _column(self, column: str) -> Generator[Any, None, None]:
+        cursor = self._db.execute(f"SELECT {column} FROM tasks ORDER BY seq")
+        try:
+            for batch in iter(lambda: cursor.fetchmany(1000), []):
+                yield from batch
+        finally:
+            cursor.close()
+
+    @property
+    def results(self) -> Generator[Any, None, None]:
+        """Generator yielding all results, in submission order.
+
+        Yields:
+            The result, or None if the task has not been completed or an error occurred.
+        """
+        for (raw,) in self._column("result"):
+            yield None if raw is None else json.loads(formats.decompress(raw))
+
+    @property
+    def errors(self) -> Generator[Optional[str], None, None]:
+        """Generator yielding all errors, in submission order.
+
+        Yields:
+            The error (the remote traceback), or None if the task has not been completed or
+            an error has not occurred.
+        """
+        for (error,) in self._column("error"):
+            yield error
+
+    @property
+    def task_ids(self) -> Generator[str, None, None]:
+        """Task ids in submission order."""
+        for (task_id,) in self._column("id"):
+            yield task_id
+
+    def _count(self, state: LocalState) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks WHERE status = ?", (int(state),)).fetchone()[0]
+
+    @property
+    def n_results(self) -> int:
+        """Count the number of results."""
+        return self._count(LocalState.COMPLETED)
+
+    @property
+    def n_errors(self) -> int:
+        """Count the number of errors."""
+        return self._count(LocalState.FAILED)
+
+    @property
+    def states(self) -> dict[str, int]:
+        """Number of tasks per local state (open, completed, failed, cancelled, deleted)."""
+        counts = dict(self._db.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+        return {s.name.lower(): counts.get(int(s), 0) for s in LocalState}
+
+    # --- talking to the queue --------------------------------------------------------------
+    def cancel(self) -> list[str]:
+        """Cancels all remaining tasks in the queue. Returns the ids cancelled."""
+        ids = self.api.cancel_tasks(tag=self.name)
+        self._mark(ids, LocalState.CANCELLED)
+        return ids
+
+    def delete(self, downloaded_only: bool = False) -> list[str]:
+        """Delete data from the queue (tasks, their calls and stored results).
+
+        Args:
+            downloaded_only: only delete tasks whose result or error is in this tag already.
+
+        Returns:
+            The ids deleted. Local results stay; tasks deleted before finishing are marked so
+            that :meth:`pull` does not wait for them.
+        """
+        if downloaded_only:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM tasks WHERE status IN (?, ?)", (int(LocalState.COMPLETED), int(LocalState.FAILED))
+                )
+            ]
+            return self.api.delete_tasks(tasks=ids) if ids else []
+        ids = self.api.delete_tasks(tag=self.name)
+        self._mark(ids, LocalState.DELETED)
+        return ids
+
+    def fetch_tasks(self) -> int:
+        """Adds all remaining tasks in the queue for this tag.
+
+        Existing tasks in this tag remain available.
+
+        Returns:
+            Number of tasks added.
+        """
+        return sum(self.add_tasks(page) for page in self.api.iter_tasks(self.name))
+
+    def _mark(self, ids: Iterable[str], state: LocalState) -> None:
+        self._db.executemany("UPDATE tasks SET status = ? WHERE id = ? AND status = 0", ((int(state), i) for i in ids))
+        self._db.commit()
+
+    def _open_ids(self, subset: Optional[set[str]] = None) -> list[str]:
+        ids = [r[0] for r in self._db.execute("SELECT id FROM tasks WHERE status = 0 ORDER BY seq")]
+        return ids if subset is None else [i for i in ids if i in subset]
+
+    def _apply(self, page: wire.DonePage, pool: ThreadPoolExecutor) -> None:
+        """Store one page of finished tasks: download its result objects in parallel, write the
+        rows in one transaction."""
+        rows: list[tuple[int, Optional[bytes], Optional[str], str]] = []
+        for closed in page.closed:
+            rows.append((int(_FROM_SERVER.get(closed.status, LocalState.FAILED)), None, closed.error, str(closed.id)))
+        for obj, records in zip(page.objects, pool.map(self.api.fetch_results, page.objects), strict=True):
+            wanted = {str(t) for t in obj.tasks}
+            for rec in records:
+                if rec.task_id not in wanted:
+                    continue  # the API did not accept this result (e.g. the task was cancelled)
+                if rec.is_error:
+                    rows.append((int(LocalState.FAILED), None, formats.decompress(rec.payload).decode(), rec.task_id))
+                else:
+                    rows.append((int(LocalState.COMPLETED), rec.payload, None, rec.task_id))
+        self._db.executemany("UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ? AND status = 0", rows)
+        self._db.executemany(
+            "UPDATE tasks SET status = ? WHERE id = ? AND status = 0",
+            ((int(LocalState.DELETED), str(t)) for t in page.unknown),
+        )
+
+    def _reconcile(self, ids: Sequence[str], pool: ThreadPoolExecutor, batchsize: int) -> None:
+        """Ask for specific open tasks: results the listing missed, and tasks deleted meanwhile."""
+        size = max(1, min(batchsize, defaults.MAX_TASKS_PER_REQUEST))
+        for i in range(0, len(ids), size):
+            self._apply(self.api.lookup(list(ids[i : i + size])), pool)
+            self._db.commit()
+
+    def _pull_once(self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor) -> int:
+        if subset is not None:
+            self._reconcile(self._open_ids(subset), pool, max(batchsize, defaults.PULL_PAGE_TASKS))
+            return len(self._open_ids(subset))
+        if self._count(LocalState.OPEN) == 0:
+            return 0
+        cursor = self._meta("cursor") or ""
+        limit = max(batchsize, defaults.PULL_PAGE_TASKS)
+        while True:
+            try:
+                page = self.api.done_page(self.name, cursor, limit)
+            except NotFound:
+                # The whole tag was deleted from the queue: its tasks will never finish.
+                self._reconcile(self._open_ids(), pool, limit)
+                return self._count(LocalState.OPEN)
+            self._apply(page, pool)
+            cursor = page.cursor
+            self._set_meta(cursor=cursor)
+            self._db.commit()
+            if not page.more:
+                break
+        if page.open == 0 and self._count(LocalState.OPEN):
+            # Nothing is running, yet some tasks are still open here: they were deleted, or
+            # finished in a transaction the cursor had already passed. Ask for them by id.
+            self._reconcile(self._open_ids(), pool, limit)
+        return self._count(LocalState.OPEN)
+
+    def pull(
+        self, blocking: bool = False, batchsize: int = 100, tasks_subset: Optional[list[str]] = None, workers: int = 4
+    ) -> int:
+        """Downloads data from the queue for all tasks in the tag.
+
+        Args:
+            blocking: Whether to retry downloading until all data has been fetched. Defaults to False.
+            batchsize: Tasks asked for per request; pages grow to ``PULL_PAGE_TASKS`` for large tags.
+            tasks_subset: Subset of tasks to download. Defaults to None.
+            workers: Number of parallel downloads. Defaults to 4.
+
+        Returns:
+            Number of remaining tasks for which neither result nor error is available (tasks
+            cancelled or deleted in the queue do not count: they will never have one).
+        """
+        subset = set(tasks_subset) if tasks_subset is not None else None
+        delay = defaults.PULL_POLL_MIN_SECONDS
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="hmq-pull") as pool:
+            while True:
+                remaining = self._pull_once(batchsize, subset, pool)
+                if remaining == 0 or not blocking:
+                    return remaining
+                time.sleep(delay)
+                delay = min(delay * 2, defaults.PULL_POLL_MAX_SECONDS)
+
+    # --- files ------------------------------------------------------------------------------
+    def to_file(self, filename: str | os.PathLike[str], stay_linked: bool = False, overwrite: bool = False) -> None:
+        """Exports the current state to a file.
+
+        Args:
+            filename: Export destination.
+            stay_linked: If True, switches this tag to a file-based database: later pulls
+                write there, and memory use stays flat however many results arrive.
+            overwrite: Replace an existing file.
+        """
+        path = Path(filename)
+        if self._filename is not None and path.resolve() == Path(self._filename).resolve():
+            self._db.commit()
+            return
+        if path.exists():
+            if not overwrite:
+                raise TagFileError(f"{path} exists; pass overwrite=True to replace it")
+            path.unlink()
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        target = sqlite3.connect(str(path))
+        try:
+            self._db.commit()
+            self._db.backup(target)
+        finally:
+            target.close()
+        if stay_linked:
+            old = self._db
+            self._db = self._connect(str(path))
+            self._filename = str(path)
+            old.close()
+
+    @staticmethod
+    def from_file(filename: str | os.PathLike[str]) -> Tag:
+        """Loads a tag and all results for all tasks from a file.
+
+        The returned tag stays linked to the file.
+
+        Raises:
+            ValueError: If the file does not exist or is not an hmq tag file.
+        """
+        path = Path(filename)
+        if not path.is_file():
+            raise TagFileError(f"tag file {path} does not exist")
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise TagFileError(f"{path} is not an hmq tag file: {exc}") from None
+        if meta.get("format") != FORMAT:
+            db.close()
+            raise TagFileError(f"{path} is not an hmq tag file")
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise TagFileError(
+                f"{path} has schema version {version}; this hmq reads up to {SCHEMA_VERSION} (upgrade hmq)"
+            )
+        db.close()
+        tag = Tag.__new__(Tag)
+        tag._api = None
+        tag._db = Tag._connect(str(path))
+        tag._filename = str(path)
+        return tag
+
+    @staticmethod
+    def from_queue(tag: str, api: Optional[API] = None) -> Tag:
+        """Loads a tag from the queue by downloading the corresponding tasks.
+
+        Does not pull results.
+
+        Args:
+            tag: The tag name.
+
+        Returns:
+            The populated object.
+        """
+        out = Tag(tag, api)
+        out.fetch_tasks()
+        return out
+
+    def close(self) -> None:
+        self._db.close()

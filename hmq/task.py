@@ -1,0 +1,125 @@
+"""``@hmq.task``: record calls of a function, then submit them as one tag."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+import cloudpickle
+
+from hmq._errors import UsageError
+from hmq.tag import Tag
+
+_UNSAFE = re.compile(r"[^\w.\-]")
+
+
+class TaskFunction:
+    """A function whose calls are recorded instead of run; :meth:`submit` queues them.
+
+    Calling it returns ``None`` and appends ``(args, kwargs)`` to the recorded calls.
+    Keyword defaults given to the decorator (``@hmq.task(x=1)``) apply to every call that does
+    not pass that keyword; they are sent once with the function, not with every call.
+    """
+
+    def __init__(self, func: Callable[..., Any], defaults: Optional[dict[str, Any]] = None) -> None:
+        if not callable(func):
+            raise UsageError("hmq.task decorates a function")
+        functools.update_wrapper(self, func)
+        self.__name__: str = getattr(func, "__name__", "task")
+        self._func = func
+        self._defaults = dict(defaults or {})
+        self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self._calls.append((args, kwargs))
+
+    def __len__(self) -> int:
+        """Number of recorded, not yet submitted calls."""
+        return len(self._calls)
+
+    def clear(self) -> None:
+        """Forget the recorded calls."""
+        self._calls = []
+
+    def _payload(self) -> bytes:
+        target = functools.partial(self._func, **self._defaults) if self._defaults else self._func
+        try:
+            return cloudpickle.dumps(target)
+        except Exception as exc:  # cloudpickle raises whatever the function's globals raise
+            raise UsageError(f"function {self.__name__!r} cannot be pickled: {type(exc).__name__}: {exc}") from exc
+
+    def submit(
+        self,
+        tag: Optional[str] = None,
+        ncores: int = 1,
+        datacenters: Optional[Sequence[str] | str] = None,
+        packages: Sequence[str] = (),
+        quiet: bool = False,
+        api: Any = None,
+    ) -> Tag:
+        """Send all recorded calls to the queue as one tag.
+
+        Args:
+            tag: tag name prefix (default: the function's name); a UUID is appended.
+            ncores: cores each call may use (thread-count variables are set to it).
+            datacenters: datacenter name(s) allowed to run the calls (default: any).
+            packages: PEP 508 requirements to install in the calls' environment.
+            quiet: no progress bar.
+            api: the :class:`hmq.API` to use (default ``hmq.api``).
+
+        Returns:
+            The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
+        """
+        if api is None:
+            import hmq
+
+            api = hmq.api
+        if not self._calls:
+            raise UsageError(f"nothing to submit: call {self.__name__}(...) first to record calls")
+        prefix = _UNSAFE.sub("_", tag if tag is not None else self.__name__)[:160] or "task"
+        name = f"{prefix}_{uuid.uuid4()}"
+        if isinstance(datacenters, str):
+            datacenters = [datacenters]
+        payload = self._payload()
+        digest = hashlib.sha256(payload).hexdigest()
+        api.register_function({"callable": payload}, digest)
+        progress = None
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(self._calls), desc=f"Submitting {name}", unit="task", disable=None, leave=False)
+        try:
+            ids = api.submit_tasks(
+                name,
+                digest,
+                self._calls,
+                ncores,
+                list(datacenters) if datacenters else None,
+                packages=packages,
+                progress=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+        self._calls = []
+        out = Tag(name, api if api is not _default() else None)
+        out.add_tasks(ids)
+        return out
+
+
+def _default() -> Any:
+    import hmq
+
+    return hmq.api
+
+
+def task(func: Optional[Callable[..., Any]] = None, **defaults: Any) -> Any:
+    """Decorate a function so that calling it records a task (``@hmq.task`` or
+    ``@hmq.task(key=default, ...)``)."""
+    if func is None:
+        return lambda f: TaskFunction(f, defaults)
+    return TaskFunction(func, defaults)

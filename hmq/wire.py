@@ -1,0 +1,311 @@
+"""The JSON schemas of the HTTP protocol, shared by the client, the API and the worker.
+
+Unknown fields are ignored on both sides, so a newer client or server can add fields without
+breaking the other (compatibility is by ``PROTOCOL_VERSION``, not by package version).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Optional
+from uuid import UUID
+
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from hmq import defaults
+
+NAME_RE = re.compile(r"^[\w.\-]{1,200}$")
+DIGEST_RE = r"^[0-9a-f]{64}$"
+KEY_RE = r"^[A-Za-z0-9_./\-]{1,512}$"
+
+
+def check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError("must be 1-200 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def check_requirement(value: str) -> str:
+    """A ``packages=`` entry must be one PEP 508 requirement; it reaches pip as one argument."""
+    if not isinstance(value, str) or not value.strip() or value.strip().startswith("-"):
+        raise ValueError(f"{value!r} is not a PEP 508 requirement")
+    try:
+        Requirement(value)
+    except InvalidRequirement as exc:
+        raise ValueError(f"{value!r} is not a PEP 508 requirement: {exc}") from None
+    return value.strip()
+
+
+def normalise_packages(packages: list[str]) -> list[str]:
+    """Validated, de-duplicated, sorted: one package set, one environment."""
+    return sorted({check_requirement(p) for p in packages})
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+PackageReq = Annotated[str, AfterValidator(check_requirement)]
+Digest = Annotated[str, Field(pattern=DIGEST_RE)]
+ObjectKey = Annotated[str, Field(pattern=KEY_RE)]
+TaskList = Annotated[list[UUID], Field(max_length=defaults.MAX_TASKS_PER_REQUEST)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+# --- errors and service info -------------------------------------------------------------
+class ErrorDetail(Model):
+    code: str
+    message: str
+
+
+class ErrorBody(Model):
+    error: ErrorDetail
+
+
+class Info(Model):
+    service: Literal["hmq"] = "hmq"
+    version: str
+    protocol: int
+    min_protocol: int
+    admin_public_key: str
+    compute_keys: list[dict[str, Any]]
+    max_object_bytes: int
+    max_request_bytes: int
+    presign_expiry_seconds: int
+
+
+# --- users -------------------------------------------------------------------------------
+class GrantIn(Model):
+    certificate: dict[str, Any]
+    compute_key: Optional[dict[str, Any]] = None
+
+
+class UserOut(Model):
+    name: str
+    role: str
+    key_id: str
+    revoked: bool
+    created: float
+
+
+class RevokeOut(Model):
+    name: str
+    revoked: bool
+    cancelled: int
+
+
+# --- uploads and functions ----------------------------------------------------------------
+class UploadsIn(Model):
+    kind: Literal["function", "chunk", "results"]
+    count: int = Field(ge=1, le=1000)
+
+
+class UploadSlot(Model):
+    key: str
+    url: str
+
+
+class UploadsOut(Model):
+    slots: list[UploadSlot]
+    expires_in: int
+
+
+class FunctionIn(Model):
+    digest: Digest
+    key: ObjectKey
+    size: int = Field(ge=1)
+
+
+class FunctionOut(Model):
+    digest: str
+    size: int
+    url: Optional[str] = None
+
+
+# --- submission --------------------------------------------------------------------------
+class ChunkIn(Model):
+    key: ObjectKey
+    header_len: int = Field(ge=8)
+    function: Digest
+    python: str = Field(pattern=r"^\d+\.\d+$")
+    ncores: int = Field(ge=1, le=4096)
+    packages: list[PackageReq] = Field(default_factory=list, max_length=200)
+    datacenters: Optional[list[Name]] = Field(default=None, max_length=100)
+    tasks: list[tuple[UUID, int, int]] = Field(min_length=1, max_length=10_000)
+
+
+class SubmitIn(Model):
+    tag: Name
+    chunks: list[ChunkIn] = Field(min_length=1, max_length=64)
+
+
+class SubmitOut(Model):
+    created: int
+    existing: int
+
+
+# --- tags and tasks ----------------------------------------------------------------------
+TaskState = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+class TagStatus(Model):
+    tag: str
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+class TagSummary(Model):
+    tag: str
+    created: float
+    total: int
+    open: int
+
+
+class TaskPage(Model):
+    tasks: list[UUID]
+    next: Optional[str] = None
+
+
+class DoneObject(Model):
+    """Finished tasks whose results are in one result object."""
+
+    key: str
+    url: str
+    tasks: list[UUID]
+
+
+class ClosedTask(Model):
+    """A task that ended without a result object (cancelled, or failed on the API's side)."""
+
+    id: UUID
+    status: TaskState
+    error: Optional[str] = None
+
+
+class DonePage(Model):
+    """A page of finished tasks. ``open`` counts the tag's (or the asked-for) tasks still pending
+    or running; ``unknown`` lists asked-for ids the API does not know (deleted)."""
+
+    objects: list[DoneObject]
+    closed: list[ClosedTask]
+    cursor: str
+    more: bool
+    open: int
+    unknown: list[UUID] = Field(default_factory=list)
+
+
+class TaskSelection(Model):
+    tasks: Optional[TaskList] = None
+    tag: Optional[Name] = None
+
+
+class TaskIdsOut(Model):
+    """Ids acted upon. When a whole tag was named, ``more`` says the call must be repeated."""
+
+    tasks: list[UUID]
+    more: bool = False
+
+
+class TaskStatusOut(Model):
+    statuses: dict[str, Optional[TaskState]]
+
+
+# --- workers -----------------------------------------------------------------------------
+class WorkerIn(Model):
+    datacenter: Name
+    cores: int = Field(ge=1, le=100_000)
+    python: str = Field(pattern=r"^\d+\.\d+$")
+    hostname: str = Field(default="", max_length=255)
+    version: str = Field(default="", max_length=64)
+
+
+class WorkerOut(Model):
+    worker_id: UUID
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class WorkerInfo(Model):
+    id: UUID
+    name: str
+    datacenter: str
+    cores: int
+    python: str
+    hostname: str
+    version: str
+    registered: float
+    last_seen: float
+    running: int
+
+
+class ClaimIn(Model):
+    max_tasks: int = Field(ge=1, le=defaults.CLAIM_MAX_TASKS)
+    available: int = Field(ge=1, description="free cores: only tasks with ncores <= available are handed out")
+    packagesets: list[str] = Field(default_factory=list, max_length=1000)
+    allocated: int = 0
+    running: int = 0
+    used: int = 0
+
+
+class ClaimTask(Model):
+    id: UUID
+    offset: int
+    length: int
+    attempt: int
+
+
+class ClaimGroup(Model):
+    chunk_key: str
+    chunk_url: str
+    header_len: int
+    function: str
+    function_url: str
+    certificate: dict[str, Any]
+    tag: str
+    tasks: list[ClaimTask]
+
+
+class ClaimOut(Model):
+    groups: list[ClaimGroup]
+    lease_until: float
+
+
+class StoredResults(Model):
+    key: ObjectKey
+    tag: Name
+    completed: list[UUID] = Field(default_factory=list)
+    failed: list[UUID] = Field(default_factory=list)
+
+
+class RejectedTask(Model):
+    id: UUID
+    error: str = Field(max_length=10_000)
+
+
+class CompleteIn(Model):
+    results: list[StoredResults] = Field(default_factory=list, max_length=100)
+    rejected: list[RejectedTask] = Field(default_factory=list, max_length=defaults.MAX_TASKS_PER_REQUEST)
+    release: TaskList = Field(default_factory=list)
+
+
+class CompleteOut(Model):
+    accepted: int
+    ignored: list[UUID]
+
+
+class HeartbeatIn(Model):
+    tasks: TaskList = Field(default_factory=list)
+
+
+class HeartbeatOut(Model):
+    lease_until: float
+    drop: list[UUID]
+
+
+class PackageSetsOut(Model):
+    packagesets: list[list[str]]

@@ -1,0 +1,88 @@
+"""The API's app factory: one FastAPI app from one :class:`Settings`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hmq import __version__
+from hmq._errors import BadRequest
+from lambdas import errors
+from lambdas.auth import Authenticator
+from lambdas.db import Index, make_engine, migrate
+from lambdas.service import Context
+from lambdas.settings import Settings
+from lambdas.storage import store_from_url
+
+BLOB_PREFIX = "/v1/blobs/"
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (blob uploads have their own limit)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(BLOB_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": "too_large",
+                        "message": f"request body of {int(length)} bytes exceeds the limit of {self.limit}",
+                    }
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BadRequest(413, "too_large", f"request body exceeds the limit of {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(settings: Settings, *, serverless: bool = False) -> FastAPI:
+    """Build the API. ``serverless`` selects Lambda-friendly database connections."""
+    from lambdas.routes import blobs, tags, users, work
+
+    engine = make_engine(settings.database_url, serverless=serverless)
+    if settings.migrate_on_start:
+        migrate(engine)
+    index = Index(engine)
+    store = store_from_url(
+        settings.storage_url, secret=settings.storage_secret, max_object_bytes=settings.max_object_bytes
+    )
+    app = FastAPI(
+        title="hmq API",
+        version=__version__,
+        description="Metadata API of the hmq task queue. Blobs move by presigned URL only.",
+    )
+    app.state.ctx = Context(settings, index, store)
+    app.state.auth = Authenticator(settings, index)
+    errors.install(app)
+    for module in (users, tags, work, blobs):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    return app

@@ -1,0 +1,173 @@
+"""The index: metadata only. No column holds a plaintext argument, function or result."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import Optional
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT primary keys are not rowid aliases on SQLite (no autoincrement there): use INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class TaskStatus(enum.IntEnum):
+    """Task lifecycle: pending -> running -> completed | failed; cancelled before completion."""
+
+    PENDING = 0
+    RUNNING = 1
+    COMPLETED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+OPEN_STATES = (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    sign_pub: Mapped[bytes] = mapped_column(LargeBinary(32))
+    enc_pub: Mapped[bytes] = mapped_column(LargeBinary(32))
+    certificate: Mapped[str] = mapped_column(Text)
+    created: Mapped[float] = mapped_column(Float)
+    revoked: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+
+
+class Nonce(Base):
+    """Nonces of recent signed requests: a replay inside the clock-skew window is refused."""
+
+    __tablename__ = "nonces"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+
+class ComputeKey(Base):
+    """Admin-signed statements of the compute keys that clients seal call keys to."""
+
+    __tablename__ = "compute_keys"
+    kid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    statement: Mapped[str] = mapped_column(Text)
+    issued: Mapped[float] = mapped_column(Float)
+
+
+class Function(Base):
+    __tablename__ = "functions"
+    __table_args__ = (UniqueConstraint("user_id", "digest"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    digest: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Chunk(Base):
+    """One submitted object holding many encrypted calls."""
+
+    __tablename__ = "chunks"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"), index=True)
+    function_id: Mapped[int] = mapped_column(ForeignKey("functions.id"))
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    header_len: Mapped[int] = mapped_column(Integer)
+
+
+class Batch(Base):
+    """A set of tasks that finished together: a result object, or a closure without one
+    (cancellation, failure decided by the API). Its increasing id is the pull cursor."""
+
+    __tablename__ = "batches"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"), index=True)
+    key: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_claim", "status", "python", "seq"),
+        Index("ix_tasks_tag_seq", "tag_id", "seq"),
+        Index("ix_tasks_tag_batch", "tag_id", "batch_id", "seq"),
+        Index("ix_tasks_tag_status", "tag_id", "status"),
+        Index("ix_tasks_user_status", "user_id", "status"),
+        Index("ix_tasks_lease", "status", "lease_until"),
+        Index("ix_tasks_worker", "worker_id"),
+        Index("ix_tasks_chunk", "chunk_id"),
+    )
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
+    ncores: Mapped[int] = mapped_column(Integer)
+    python: Mapped[str] = mapped_column(String(16))
+    packages: Mapped[str] = mapped_column(Text, default="[]")
+    datacenters: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    status: Mapped[int] = mapped_column(SmallInteger, default=TaskStatus.PENDING)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[Optional[uuid.UUID]] = mapped_column(Uuid, nullable=True)
+    lease_until: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    batch_id: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    datacenter: Mapped[str] = mapped_column(String(200))
+    cores: Mapped[int] = mapped_column(Integer)
+    python: Mapped[str] = mapped_column(String(16))
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    registered: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    allocated: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    used: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,37 @@
+"""HTTP routes: thin adapters from requests to ``lambdas.service`` operations."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from lambdas.auth import Authenticator, Principal
+from lambdas.service import Context
+
+
+def ctx(request: Request) -> Context:
+    """FastAPI dependency: the app's settings, index and store."""
+    return request.app.state.ctx
+
+
+def signed_target(request: Request) -> str:
+    """Path relative to the API root plus query: what the client signed."""
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    query = request.scope.get("query_string", b"").decode()
+    return path + ("?" + query if query else "")
+
+
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated caller."""
+    body = await request.body()
+    auth: Authenticator = request.app.state.auth
+    return await run_in_threadpool(auth.authenticate, request.headers, request.method, signed_target(request), body)
+
+
+def base_url(request: Request) -> str:
+    """Where presigned URLs of the local store point: the configured public URL, else this request's."""
+    c = ctx(request)
+    return c.settings.public_url or str(request.base_url)

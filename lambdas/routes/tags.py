@@ -1,0 +1,100 @@
+"""Submitting, inspecting, pulling, cancelling and deleting tasks."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from hmq import defaults, wire
+from lambdas.auth import Principal
+from lambdas.routes import base_url, ctx, principal
+from lambdas.service import Context, submit, tags
+
+router = APIRouter(prefix="/v1", tags=["tasks"])
+
+
+@router.post("/uploads", response_model=wire.UploadsOut)
+def uploads(
+    body: wire.UploadsIn, request: Request, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.UploadsOut:
+    """Presigned PUT URLs for new objects under the caller's own prefix."""
+    return submit.uploads(c, p, body, base_url(request))
+
+
+@router.post("/functions", response_model=wire.FunctionOut)
+def register_function(
+    body: wire.FunctionIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.FunctionOut:
+    return submit.register_function(c, p, body)
+
+
+@router.get("/functions/{digest}", response_model=wire.FunctionOut)
+def get_function(
+    digest: str, request: Request, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.FunctionOut:
+    return submit.get_function(c, p, digest, base_url(request))
+
+
+@router.post("/tasks", response_model=wire.SubmitOut)
+def submit_tasks(body: wire.SubmitIn, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.SubmitOut:
+    """Register uploaded chunks' tasks. Idempotent: task ids already known are skipped."""
+    return submit.submit(c, p, body)
+
+
+@router.post("/tasks/status", response_model=wire.TaskStatusOut)
+def task_status(
+    body: wire.TaskSelection, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.TaskStatusOut:
+    return tags.task_statuses(c, p, list(body.tasks or []))
+
+
+@router.post("/tasks/results", response_model=wire.DonePage)
+def task_results(
+    body: wire.TaskSelection, request: Request, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.DonePage:
+    return tags.lookup(c, p, list(body.tasks or []), base_url(request))
+
+
+@router.post("/tasks/cancel", response_model=wire.TaskIdsOut)
+def cancel(body: wire.TaskSelection, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TaskIdsOut:
+    return tags.cancel(c, p, body)
+
+
+@router.post("/tasks/delete", response_model=wire.TaskIdsOut)
+def delete(body: wire.TaskSelection, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TaskIdsOut:
+    return tags.delete_tasks(c, p, body)
+
+
+@router.get("/tags", response_model=list[wire.TagSummary])
+def list_tags(p: Principal = Depends(principal), c: Context = Depends(ctx)) -> list[wire.TagSummary]:
+    return tags.list_tags(c, p)
+
+
+@router.get("/tags/{tag}", response_model=wire.TagStatus)
+def tag_status(tag: str, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TagStatus:
+    return tags.tag_status(c, p, tag)
+
+
+@router.get("/tags/{tag}/tasks", response_model=wire.TaskPage)
+def find_tasks(
+    tag: str,
+    after: Optional[str] = None,
+    limit: int = Query(default=10_000, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
+    p: Principal = Depends(principal),
+    c: Context = Depends(ctx),
+) -> wire.TaskPage:
+    return tags.find_tasks(c, p, tag, after, limit)
+
+
+@router.get("/tags/{tag}/done", response_model=wire.DonePage)
+def done(
+    tag: str,
+    request: Request,
+    cursor: str = "",
+    limit: int = Query(default=defaults.PULL_PAGE_TASKS, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
+    p: Principal = Depends(principal),
+    c: Context = Depends(ctx),
+) -> wire.DonePage:
+    """Finished tasks after ``cursor``, grouped by result object, with presigned GET URLs."""
+    return tags.done_page(c, p, tag, cursor, limit, base_url(request))

@@ -1,0 +1,147 @@
+"""Uploads, function registration and task submission."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import cast
+
+from sqlalchemy import Table, select
+
+from hmq import wire
+from hmq._errors import BadRequest, NotFound, PermissionDenied
+from lambdas.auth import Principal
+from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus
+from lambdas.service import Context, insert_ignore
+
+KIND_LETTER = {"function": "f", "chunk": "c"}
+
+
+def upload_prefix(principal: Principal, kind: str) -> str:
+    """Object keys are allocated by the API under the caller's own prefix, so a caller can only
+    ever register objects it was allowed to upload."""
+    if kind == "results":
+        return f"w/{principal.key_id}/"
+    return f"u/{principal.key_id}/{KIND_LETTER[kind]}/"
+
+
+def uploads(ctx: Context, principal: Principal, body: wire.UploadsIn, base_url: str) -> wire.UploadsOut:
+    principal.require("worker" if body.kind == "results" else "user")
+    prefix = upload_prefix(principal, body.kind)
+    slots = []
+    for _ in range(body.count):
+        key = prefix + uuid.uuid4().hex
+        slots.append(wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)))
+    return wire.UploadsOut(slots=slots, expires_in=ctx.settings.presign_expiry_seconds)
+
+
+def _checked_size(ctx: Context, key: str, minimum: int) -> int:
+    size = ctx.store.size(key)
+    if size is None:
+        raise BadRequest(400, "object_missing", f"object {key!r} has not been uploaded")
+    if size > ctx.settings.max_object_bytes:
+        ctx.store.delete([key])
+        raise BadRequest(
+            413, "object_too_large", f"object is {size} bytes; the limit is {ctx.settings.max_object_bytes}"
+        )
+    if size < minimum:
+        raise BadRequest(400, "object_truncated", f"object {key!r} is {size} bytes, shorter than declared ({minimum})")
+    return size
+
+
+def register_function(ctx: Context, principal: Principal, body: wire.FunctionIn) -> wire.FunctionOut:
+    principal.require("user")
+    if not body.key.startswith(upload_prefix(principal, "function")):
+        raise PermissionDenied("function object was not uploaded through this user's upload slots")
+    size = _checked_size(ctx, body.key, body.size)
+    with ctx.index.write() as session:
+        existing = session.scalars(
+            select(Function).where(Function.user_id == principal.user_id, Function.digest == body.digest)
+        ).one_or_none()
+        if existing is not None:
+            if existing.key != body.key:
+                ctx.store.delete([body.key])  # registered before: keep the first copy
+            return wire.FunctionOut(digest=existing.digest, size=existing.size)
+        session.add(
+            Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=time.time())
+        )
+    return wire.FunctionOut(digest=body.digest, size=size)
+
+
+def get_function(ctx: Context, principal: Principal, digest: str, base_url: str) -> wire.FunctionOut:
+    principal.require("user")
+    with ctx.index.read() as session:
+        fn = session.scalars(
+            select(Function).where(Function.user_id == principal.user_id, Function.digest == digest)
+        ).one_or_none()
+    if fn is None:
+        raise NotFound(404, "unknown_function", f"function {digest} is not registered")
+    return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url))
+
+
+def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.SubmitOut:
+    principal.require("user")
+    prefix = upload_prefix(principal, "chunk")
+    for chunk in body.chunks:
+        if not chunk.key.startswith(prefix):
+            raise PermissionDenied("chunk object was not uploaded through this user's upload slots")
+        end = max(offset + length for _, offset, length in chunk.tasks)
+        if any(offset < chunk.header_len or length <= 0 for _, offset, length in chunk.tasks):
+            raise BadRequest(400, "invalid_chunk", "call ranges must lie after the chunk header")
+        _checked_size(ctx, chunk.key, end)
+    now = time.time()
+    created = existing = 0
+    with ctx.index.write() as session:
+        tag = session.scalars(select(Tag).where(Tag.name == body.tag)).one_or_none()
+        if tag is None:
+            tag = Tag(user_id=principal.user_id, name=body.tag, created=now)
+            session.add(tag)
+            session.flush()
+        elif tag.user_id != principal.user_id:
+            raise BadRequest(409, "tag_taken", f"tag name {body.tag!r} is in use; choose another")
+        digests = {c.function for c in body.chunks}
+        functions = dict(
+            session.execute(
+                select(Function.digest, Function.id).where(
+                    Function.user_id == principal.user_id, Function.digest.in_(digests)
+                )
+            ).all()
+        )
+        for chunk in body.chunks:
+            if chunk.function not in functions:
+                raise BadRequest(400, "unknown_function", f"function {chunk.function} is not registered")
+            chunk_row = session.scalars(select(Chunk).where(Chunk.key == chunk.key)).one_or_none()
+            if chunk_row is None:
+                chunk_row = Chunk(
+                    tag_id=tag.id, function_id=functions[chunk.function], key=chunk.key, header_len=chunk.header_len
+                )
+                session.add(chunk_row)
+                session.flush()
+            elif chunk_row.tag_id != tag.id:
+                raise BadRequest(409, "chunk_reused", "this chunk was submitted to another tag")
+            packages = json.dumps(wire.normalise_packages(chunk.packages))
+            datacenters = "," + ",".join(sorted(set(chunk.datacenters))) + "," if chunk.datacenters else None
+            rows = [
+                {
+                    "id": task_id,
+                    "tag_id": tag.id,
+                    "user_id": principal.user_id,
+                    "chunk_id": chunk_row.id,
+                    "offset": offset,
+                    "length": length,
+                    "ncores": chunk.ncores,
+                    "python": chunk.python,
+                    "packages": packages,
+                    "datacenters": datacenters,
+                    "status": TaskStatus.PENDING,
+                    "attempt": 0,
+                    "created": now,
+                }
+                for task_id, offset, length in chunk.tasks
+            ]
+            table = cast(Table, Task.__table__)
+            inserted = insert_ignore(session, table, rows, returning=table.c.id)
+            created += len(inserted)
+            existing += len(rows) - len(inserted)
+    return wire.SubmitOut(created=created, existing=existing)

@@ -1,0 +1,266 @@
+"""Tags and their tasks, as their owner sees them: status, listing, pulling, cancel, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Optional, cast
+
+from sqlalchemy import delete, exists, func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from hmq import defaults, wire
+from hmq._errors import BadRequest, NotFound
+from lambdas.auth import Principal
+from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
+from lambdas.service import Context, chunked, new_batch
+from lambdas.service.leases import sweep_expired
+
+SELECT_PAGE = 5000  # tasks changed per statement when cancelling or deleting a whole tag
+
+
+def _state(status: int) -> wire.TaskState:
+    return cast(wire.TaskState, TaskStatus(status).label)
+
+
+def own_tag(session: Session, principal: Principal, name: str) -> Tag:
+    """The caller's tag by name. Another user's tag is reported as unknown, not as forbidden:
+    a user cannot even learn that someone else's tag exists."""
+    principal.require("user")
+    tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
+    if tag is None or tag.user_id != principal.user_id:
+        raise NotFound(404, "unknown_tag", f"unknown tag {name!r}")
+    return tag
+
+
+def _sweep(ctx: Context) -> None:
+    with ctx.index.write() as session:
+        sweep_expired(session, ctx.settings.max_attempts, ctx.settings.lease_seconds)
+
+
+def tag_status(ctx: Context, principal: Principal, name: str) -> wire.TagStatus:
+    _sweep(ctx)
+    with ctx.index.read() as session:
+        tag = own_tag(session, principal, name)
+        counts = dict(
+            session.execute(select(Task.status, func.count()).where(Task.tag_id == tag.id).group_by(Task.status)).all()
+        )
+    out = wire.TagStatus(tag=name, **{TaskStatus(s).label: n for s, n in counts.items()})
+    out.total = sum(counts.values())
+    return out
+
+
+def list_tags(ctx: Context, principal: Principal) -> list[wire.TagSummary]:
+    principal.require("user")
+    with ctx.index.read() as session:
+        rows = session.execute(
+            select(
+                Tag.name, Tag.created, func.count(Task.seq), func.count(Task.seq).filter(Task.status.in_(OPEN_STATES))
+            )
+            .join(Task, Task.tag_id == Tag.id, isouter=True)
+            .where(Tag.user_id == principal.user_id)
+            .group_by(Tag.id)
+            .order_by(Tag.created)
+        ).all()
+    return [wire.TagSummary(tag=n, created=c, total=t, open=o) for n, c, t, o in rows]
+
+
+def find_tasks(ctx: Context, principal: Principal, name: str, after: Optional[str], limit: int) -> wire.TaskPage:
+    with ctx.index.read() as session:
+        tag = own_tag(session, principal, name)
+        query = select(Task.seq, Task.id).where(Task.tag_id == tag.id)
+        if after:
+            query = query.where(Task.seq > _int(after))
+        rows = session.execute(query.order_by(Task.seq).limit(limit)).all()
+    return wire.TaskPage(tasks=[r.id for r in rows], next=str(rows[-1].seq) if len(rows) == limit else None)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(400, "invalid_cursor", f"invalid cursor {text!r}") from None
+
+
+def _group_done(
+    ctx: Context, rows: Sequence[Any], base_url: str
+) -> tuple[list[wire.DoneObject], list[wire.ClosedTask]]:
+    objects: list[wire.DoneObject] = []
+    closed: list[wire.ClosedTask] = []
+    by_key: dict[str, wire.DoneObject] = {}
+    for row in rows:
+        if row.key is None:
+            closed.append(wire.ClosedTask(id=row.id, status=_state(row.status), error=row.error))
+            continue
+        obj = by_key.get(row.key)
+        if obj is None:
+            obj = by_key[row.key] = wire.DoneObject(key=row.key, url=ctx.presign_get(row.key, base_url), tasks=[])
+            objects.append(obj)
+        obj.tasks.append(row.id)
+    return objects, closed
+
+
+def _done_columns() -> tuple:
+    return (Task.seq, Task.id, Task.status, Task.batch_id, Task.error, Batch.key)
+
+
+def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit: int, base_url: str) -> wire.DonePage:
+    """Finished tasks of a tag after ``cursor``, grouped by the result object holding them."""
+    _sweep(ctx)
+    try:
+        batch_after, seq_after = (int(x) for x in cursor.split(":")) if cursor else (0, 0)
+    except ValueError:
+        raise BadRequest(400, "invalid_cursor", f"invalid cursor {cursor!r}") from None
+    with ctx.index.read() as session:
+        tag = own_tag(session, principal, name)
+        rows = session.execute(
+            select(*_done_columns())
+            .join(Batch, Batch.id == Task.batch_id)
+            .where(
+                Task.tag_id == tag.id,
+                Task.batch_id.is_not(None),
+                tuple_(Task.batch_id, Task.seq) > tuple_(batch_after, seq_after),
+            )
+            .order_by(Task.batch_id, Task.seq)
+            .limit(limit)
+        ).all()
+        open_count = session.scalar(select(func.count()).where(Task.tag_id == tag.id, Task.status.in_(OPEN_STATES)))
+    objects, closed = _group_done(ctx, rows, base_url)
+    next_cursor = f"{rows[-1].batch_id}:{rows[-1].seq}" if rows else cursor
+    return wire.DonePage(
+        objects=objects, closed=closed, cursor=next_cursor, more=len(rows) == limit, open=open_count or 0
+    )
+
+
+def lookup(ctx: Context, principal: Principal, ids: list[uuid.UUID], base_url: str) -> wire.DonePage:
+    """Results and states of specific tasks; ids that are unknown (deleted) are listed as such."""
+    principal.require("user")
+    _sweep(ctx)
+    with ctx.index.read() as session:
+        rows = session.execute(
+            select(*_done_columns())
+            .join(Batch, Batch.id == Task.batch_id, isouter=True)
+            .where(Task.id.in_(ids), Task.user_id == principal.user_id)
+        ).all()
+    found = {r.id for r in rows}
+    done = [r for r in rows if r.batch_id is not None]
+    objects, closed = _group_done(ctx, done, base_url)
+    open_count = sum(1 for r in rows if r.status in OPEN_STATES)
+    return wire.DonePage(
+        objects=objects,
+        closed=closed,
+        cursor="",
+        more=False,
+        open=open_count,
+        unknown=[i for i in ids if i not in found],
+    )
+
+
+def task_statuses(ctx: Context, principal: Principal, ids: list[uuid.UUID]) -> wire.TaskStatusOut:
+    principal.require("user")
+    _sweep(ctx)
+    with ctx.index.read() as session:
+        rows = session.execute(
+            select(Task.id, Task.status).where(Task.id.in_(ids), Task.user_id == principal.user_id)
+        ).all()
+    known = {r.id: _state(r.status) for r in rows}
+    return wire.TaskStatusOut(statuses={str(i): known.get(i) for i in ids})
+
+
+# --- cancel ------------------------------------------------------------------------------------
+def _selected(
+    session: Session, principal: Principal, sel: wire.TaskSelection, extra: list, limit: int
+) -> list[tuple[int, int, uuid.UUID]]:
+    """(seq, tag_id, id) of the caller's tasks chosen by ids or by tag, at most ``limit``."""
+    if (sel.tasks is None) == (sel.tag is None):
+        raise BadRequest(400, "invalid_selection", "name either tasks or a tag")
+    query = select(Task.seq, Task.tag_id, Task.id).where(Task.user_id == principal.user_id, *extra)
+    if sel.tag is not None:
+        query = query.where(Task.tag_id == own_tag(session, principal, sel.tag).id)
+    else:
+        query = query.where(Task.id.in_(sel.tasks or []))
+    return [tuple(r) for r in session.execute(query.order_by(Task.seq).limit(limit)).all()]  # type: ignore[misc]
+
+
+def _close(session: Session, rows: list[tuple[int, int, uuid.UUID]], status: TaskStatus, error: Optional[str]) -> None:
+    by_tag: dict[int, list[int]] = defaultdict(list)
+    for seq, tag_id, _ in rows:
+        by_tag[tag_id].append(seq)
+    for tag_id, seqs in by_tag.items():
+        batch = new_batch(session, tag_id)
+        for part in chunked(seqs, SELECT_PAGE):
+            session.execute(
+                update(Task)
+                .where(Task.seq.in_(part), Task.status.in_(OPEN_STATES))
+                .values(status=status, batch_id=batch, lease_until=None, error=error)
+            )
+
+
+def cancel(ctx: Context, principal: Principal, sel: wire.TaskSelection) -> wire.TaskIdsOut:
+    """Cancel open tasks (pending or running). A worker's later result for them is ignored."""
+    principal.require("user")
+    limit = defaults.MAX_TASKS_PER_REQUEST
+    with ctx.index.write() as session:
+        rows = _selected(session, principal, sel, [Task.status.in_(OPEN_STATES)], limit)
+        _close(session, rows, TaskStatus.CANCELLED, None)
+    return wire.TaskIdsOut(tasks=[r[2] for r in rows], more=sel.tag is not None and len(rows) == limit)
+
+
+def cancel_open_tasks_of_user(session: Session, user_id: int, reason: str) -> int:
+    rows = [
+        tuple(r)
+        for r in session.execute(
+            select(Task.seq, Task.tag_id, Task.id).where(Task.user_id == user_id, Task.status.in_(OPEN_STATES))
+        ).all()
+    ]
+    _close(session, rows, TaskStatus.CANCELLED, reason)  # type: ignore[arg-type]
+    return len(rows)
+
+
+# --- delete ------------------------------------------------------------------------------------
+def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) -> wire.TaskIdsOut:
+    """Delete tasks, then every object and tag that no remaining task needs."""
+    principal.require("user")
+    limit = defaults.MAX_TASKS_PER_REQUEST
+    with ctx.index.write() as session:
+        rows = _selected(session, principal, sel, [], limit)
+        seqs = [r[0] for r in rows]
+        chunk_ids: set[int] = set()
+        batch_ids: set[int] = set()
+        for part in chunked(seqs, SELECT_PAGE):
+            for chunk_id, batch_id in session.execute(select(Task.chunk_id, Task.batch_id).where(Task.seq.in_(part))):
+                chunk_ids.add(chunk_id)
+                if batch_id is not None:
+                    batch_ids.add(batch_id)
+            session.execute(delete(Task).where(Task.seq.in_(part)))
+        keys = _collect_garbage(session, chunk_ids, batch_ids, {r[1] for r in rows})
+    ctx.store.delete(keys)
+    return wire.TaskIdsOut(tasks=[r[2] for r in rows], more=sel.tag is not None and len(rows) == limit)
+
+
+def _collect_garbage(session: Session, chunk_ids: set[int], batch_ids: set[int], tag_ids: set[int]) -> list[str]:
+    """Remove chunks, batches and tags no task refers to any more; return their object keys."""
+    keys: list[str] = []
+    for part in chunked(sorted(chunk_ids), SELECT_PAGE):
+        orphans = session.execute(
+            select(Chunk.id, Chunk.key).where(Chunk.id.in_(part), ~exists().where(Task.chunk_id == Chunk.id))
+        ).all()
+        keys += [k for _, k in orphans]
+        session.execute(delete(Chunk).where(Chunk.id.in_([i for i, _ in orphans])))
+    for part in chunked(sorted(batch_ids), SELECT_PAGE):
+        batches = session.execute(
+            select(Batch.id, Batch.key).where(Batch.id.in_(part), ~exists().where(Task.batch_id == Batch.id))
+        ).all()
+        keys += [k for _, k in batches if k]
+        session.execute(delete(Batch).where(Batch.id.in_([i for i, _ in batches])))
+    for tag_id in tag_ids:
+        if session.scalar(select(exists().where(Task.tag_id == tag_id))):
+            continue
+        leftover = session.scalars(select(Batch.key).where(Batch.tag_id == tag_id, Batch.key.is_not(None))).all()
+        keys += [k for k in leftover if k]
+        session.execute(delete(Batch).where(Batch.tag_id == tag_id))
+        keys += list(session.scalars(select(Chunk.key).where(Chunk.tag_id == tag_id)).all())
+        session.execute(delete(Chunk).where(Chunk.tag_id == tag_id))
+        session.execute(delete(Tag).where(Tag.id == tag_id))
+    return keys

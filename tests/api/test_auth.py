@@ -1,0 +1,100 @@
+"""Every request is signed; the API refuses the unsigned, the wrong, the stale and the replayed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import hmq
+from hmq import crypto
+from tests.helpers import Server, raw_request, signed
+
+
+def _error(response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["message"]
+
+
+def test_health_and_info_need_no_signature(server: Server) -> None:
+    assert raw_request(server.url, "GET", "/v1/health").json() == {"status": "ok"}
+    info = raw_request(server.url, "GET", "/v1/info").json()
+    assert info["admin_public_key"] == server.admin_key.identity.public.to_text() and info["protocol"] == 1
+
+
+def test_unsigned_request_is_refused(server: Server) -> None:
+    status, message = _error(raw_request(server.url, "GET", "/v1/whoami"))
+    assert status == 401 and "not signed" in message
+
+
+def test_ungranted_key_is_refused(server: Server) -> None:
+    stranger = server.client(crypto.Identity.generate())
+    with pytest.raises(hmq.AuthenticationError, match="has not been granted access"):
+        stranger.whoami()
+
+
+def test_signature_from_another_key_is_refused(server: Server) -> None:
+    user = server.user("ada")
+    headers = signed(crypto.Identity.generate(), "GET", "/v1/whoami")
+    headers[crypto.H_KEY] = user.identity.key_id  # claim to be ada
+    status, message = _error(raw_request(server.url, "GET", "/v1/whoami", headers=headers))
+    assert status == 401 and "does not match" in message
+
+
+def test_altered_body_is_refused(server: Server) -> None:
+    user = server.user()
+    body = json.dumps({"tasks": []}).encode()
+    headers = signed(user.identity, "POST", "/v1/tasks/status", body)
+    status, message = _error(raw_request(server.url, "POST", "/v1/tasks/status", b'{"tasks": null}', headers))
+    assert status == 401 and "altered" in message
+
+
+def test_replayed_request_is_refused(server: Server) -> None:
+    user = server.user()
+    headers = signed(user.identity, "GET", "/v1/whoami")
+    first = raw_request(server.url, "GET", "/v1/whoami", headers=headers)
+    assert first.status_code == 200 and first.json()["role"] == "user"
+    status, message = _error(raw_request(server.url, "GET", "/v1/whoami", headers=headers))
+    assert status == 401 and "replayed" in message
+
+
+@pytest.mark.parametrize(("shift", "word"), [(-3600, "stale"), (3600, "future")])
+def test_stale_and_future_requests_are_refused(
+    server: Server, shift: float, word: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = server.user()
+    now = time.time()
+    monkeypatch.setattr(crypto.time, "time", lambda: now + shift)
+    headers = signed(user.identity, "GET", "/v1/whoami")
+    monkeypatch.undo()
+    status, message = _error(raw_request(server.url, "GET", "/v1/whoami", headers=headers))
+    assert status == 401 and word in message
+
+
+def test_users_cannot_administer(server: Server) -> None:
+    user = server.user()
+    with pytest.raises(hmq.PermissionDenied, match="needs the admin role"):
+        user._call("GET", "/v1/users")
+
+
+def test_grant_with_a_foreign_admin_key_is_refused(server: Server) -> None:
+    api = server.client()
+    request = crypto.make_signing_request(crypto.Identity.generate(), server.url)
+    with pytest.raises(hmq.PermissionDenied, match="admin key"):
+        api.grant_access(request, crypto.AdminKey.generate().to_text(), "mallory")
+    with pytest.raises(ValueError, match="admin key not supported"):
+        api.grant_access(request, "not-a-key", "mallory")
+
+
+def test_revoked_user_is_refused_and_their_queue_cancelled(server: Server) -> None:
+    from tests.helpers import submit
+
+    user = server.user("bob")
+    tag = submit(user, lambda x: x, [(1,), (2,)])
+    with server.admin() as admin:
+        out = admin.revoke("bob")
+    assert out.cancelled == 2
+    with pytest.raises(hmq.PermissionDenied, match="revoked"):
+        user.get_tag_status(tag.name)
+    with server.admin() as admin:
+        assert [u.revoked for u in admin.users() if u.name == "bob"] == [True]

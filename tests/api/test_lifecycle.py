@@ -1,0 +1,151 @@
+"""Task lifecycle: leases, attempts, cancellation, deletion, and what pull sees of them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import hmq
+from tests.helpers import ManualWorker, Server, submit, wait_for
+
+
+def test_claims_never_hand_a_task_to_two_workers(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    submit(user, lambda x: x, [(i,) for i in range(50)])
+    a, b = ManualWorker(server, tmp_path), ManualWorker(server, tmp_path)
+    got_a = {str(t.id) for g in a.claim(30) for t in g.tasks}
+    got_b = {str(t.id) for g in b.claim(30) for t in g.tasks}
+    assert len(got_a) == 30 and len(got_b) == 20 and not got_a & got_b
+
+
+def test_expired_lease_requeues_then_fails_after_max_attempts(make_server, tmp_path: Path) -> None:
+    server = make_server(lease_seconds=0.3, max_attempts=2)
+    user = server.user()
+    tag = submit(user, lambda: 1, [()])
+    w = ManualWorker(server, tmp_path)
+    first = w.claim()[0].tasks[0]
+    assert first.attempt == 0
+    time.sleep(0.4)  # the worker "died": no heartbeat, no result
+    second = wait_for(lambda: w.claim(), what="requeued task")[0].tasks[0]
+    assert (second.id, second.attempt) == (first.id, 1)
+    time.sleep(0.4)
+    status = user.get_tag_status(tag.name)
+    assert (status["failed"], status["pending"], status["running"]) == (1, 0, 0)
+    assert tag.pull() == 0
+    (error,) = list(tag.errors)
+    assert "stopped reporting 2 times" in error
+    assert w.claim() == []  # never handed out again
+
+
+def test_heartbeat_keeps_the_lease(make_server, tmp_path: Path) -> None:
+    server = make_server(lease_seconds=0.5)
+    user = server.user()
+    tag = submit(user, lambda: 1, [()])
+    w = ManualWorker(server, tmp_path)
+    task_id = str(w.claim()[0].tasks[0].id)
+    for _ in range(4):
+        time.sleep(0.2)
+        assert w.api.sync_tasks("default", [task_id]) == []
+    assert user.get_tag_status(tag.name)["running"] == 1
+
+
+def test_result_for_a_cancelled_task_is_ignored(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,), (2,)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim()
+    ids = [str(t.id) for t in group.tasks]
+    assert tag.cancel() == ids
+    assert w.api.sync_tasks("default", ids) == ids  # the worker learns to drop them
+    out = w.complete(group, {i: "late" for i in ids})
+    assert out.accepted == 0 and sorted(map(str, out.ignored)) == sorted(ids)
+    assert user.get_tag_status(tag.name)["cancelled"] == 2
+    assert tag.pull() == 0  # cancelled tasks are not waited for
+    assert list(tag.results) == [None, None] and tag.states["cancelled"] == 2
+
+
+def test_cancel_and_delete_by_ids(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(i,) for i in range(4)])
+    ids = list(tag.task_ids)
+    assert user.cancel_tasks(tasks=ids[:2]) == ids[:2]
+    assert user.cancel_tasks(tasks=ids[:2]) == []  # already cancelled
+    assert user.delete_tasks(tasks=ids[1:3]) == ids[1:3]
+    statuses = user.get_tasks_status(ids)
+    assert [statuses[i] for i in ids] == ["cancelled", None, None, "pending"]
+    with pytest.raises(hmq.UsageError):
+        user.cancel_tasks()
+
+
+def test_delete_removes_rows_and_objects_and_pull_stops_waiting(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(i,) for i in range(3)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim(1)
+    w.complete(group, {str(group.tasks[0].id): 0})
+    store = server.app.state.ctx.store
+    objects = lambda: sorted(p for p in store.root.rglob("*") if p.is_file() and "/f/" not in str(p))  # noqa: E731
+    assert len(objects()) == 2  # the chunk and one result object
+    assert tag.pull() == 2
+    other = hmq.Tag.from_queue(tag.name, api=user)  # a second copy, as on another machine
+    deleted = tag.delete()
+    assert sorted(deleted) == sorted(tag.task_ids)
+    assert objects() == []
+    with pytest.raises(hmq.NotFound):
+        user.get_tag_status(tag.name)
+    assert other.pull() == 0  # deleted tasks never look open forever
+    assert other.states["deleted"] == 3
+
+
+def test_delete_downloaded_only_keeps_the_rest(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(i,) for i in range(3)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim(1)
+    w.complete(group, {str(group.tasks[0].id): "r"})
+    assert tag.pull() == 2
+    assert tag.delete(downloaded_only=True) == [str(group.tasks[0].id)]
+    assert user.get_tag_status(tag.name)["total"] == 2
+    assert list(tag.results)[0] == "r"  # local results stay
+
+
+def test_pull_with_subset_and_from_queue(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(i,) for i in range(5)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim()
+    w.complete(group, {str(t.id): i * 10 for i, t in enumerate(group.tasks)})
+    ids = list(tag.task_ids)
+    assert tag.pull(tasks_subset=ids[:2]) == 0
+    assert list(tag.results) == [0, 10, None, None, None]
+    copy = hmq.Tag.from_queue(tag.name, api=user)
+    assert list(copy.task_ids) == ids and copy.pull() == 0
+    assert list(copy.results) == [0, 10, 20, 30, 40]
+    assert user.retrieve_results(ids[:1]) == {ids[0]: {"status": "completed", "result": 0, "error": None}}
+
+
+def test_worker_rejection_reaches_the_user(server: Server, tmp_path: Path) -> None:
+    from hmq import wire
+
+    user = server.user()
+    tag = submit(user, lambda: 1, [()])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim()
+    w.api.store_results(
+        wire.CompleteIn(rejected=[wire.RejectedTask(id=group.tasks[0].id, error="rejected: bad signature")])
+    )
+    assert tag.pull() == 0 and list(tag.errors) == ["rejected: bad signature"]
+
+
+def test_datacenter_and_core_placement(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    submit(user, lambda: 1, [()], datacenters=["hpc_a"])
+    submit(user, lambda: 2, [()], ncores=4)
+    elsewhere = ManualWorker(server, tmp_path, datacenter="cloud", cores=8)
+    assert [g.tasks[0].id for g in elsewhere.claim(10, available=2)] == []
+    big = elsewhere.claim(10, available=8)
+    assert len(big) == 1  # the 4-core task, not the one pinned to hpc_a
+    hpc = ManualWorker(server, tmp_path, datacenter="hpc_a", cores=1)
+    assert len(hpc.claim(10)) == 1

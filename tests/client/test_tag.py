@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+import hmq
+from hmq import formats
+from hmq.tag import SCHEMA_VERSION, Tag
+
+
+def _filled(n: int = 5) -> Tag:
+    tag = Tag("t_1")
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    tag.add_tasks(ids)
+    tag._db.executemany(
+        "UPDATE tasks SET status=1, result=? WHERE id=?",
+        [(formats.compress(formats.to_json({"i": i})), t) for i, t in enumerate(ids) if i % 2 == 0],
+    )
+    tag._db.execute("UPDATE tasks SET status=2, error='boom' WHERE id=?", (ids[1],))
+    tag._db.commit()
+    return tag
+
+
+def test_results_and_errors_keep_submission_order() -> None:
+    tag = _filled()
+    assert list(tag.results) == [{"i": 0}, None, {"i": 2}, None, {"i": 4}]
+    assert list(tag.errors) == [None, "boom", None, None, None]
+    assert (len(tag), tag.n_results, tag.n_errors) == (5, 3, 1)
+
+
+def test_to_file_from_file_and_linking(tmp_path: Path) -> None:
+    tag = _filled()
+    target = tmp_path / "t.db"
+    tag.to_file(target)
+    with pytest.raises(ValueError, match="exists"):
+        tag.to_file(target)
+    tag.to_file(target, overwrite=True, stay_linked=True)
+    assert tag.filename == str(target)
+    tag.add_tasks([str(uuid.uuid4())])  # lands in the file now
+    again = Tag.from_file(target)
+    assert len(again) == 6 and list(again.results)[:3] == [{"i": 0}, None, {"i": 2}]
+    meta = dict(sqlite3.connect(target).execute("SELECT key, value FROM meta"))
+    assert meta["format"] == "hmq-tag" and meta["schema_version"] == str(SCHEMA_VERSION) and meta["name"] == "t_1"
+
+
+def test_from_file_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        Tag.from_file(tmp_path / "missing.db")
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(hmq.TagFileError, match="not an hmq tag file"):
+        Tag.from_file(tmp_path / "junk.db")
+    db = sqlite3.connect(tmp_path / "future.db")
+    db.executescript(
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT); INSERT INTO meta VALUES ('format','hmq-tag'), ('schema_version','99');"
+    )
+    db.commit()
+    with pytest.raises(hmq.TagFileError, match="upgrade hmq"):
+        Tag.from_file(tmp_path / "future.db")
+
+
+def test_task_decorator_records_calls_and_defaults() -> None:
+    @hmq.task
+    def f(a, b=2):
+        return a + b
+
+    @hmq.task(b=10)
+    def g(a, b=2):
+        return a * b
+
+    assert f(1) is None and f(1, b=3) is None and len(f) == 2
+    assert f._calls == [((1,), {}), ((1,), {"b": 3})]
+    g(2)
+    fn = cloudpickle_loads(g._payload())
+    assert fn(2) == 20 and fn(2, b=3) == 6  # defaults apply unless the call passes the keyword
+    assert f.__name__ == "f"
+
+
+def cloudpickle_loads(data: bytes):
+    import cloudpickle
+
+    return cloudpickle.loads(data)
+
+
+def test_submit_without_calls_is_a_clear_error() -> None:
+    @hmq.task
+    def nothing():
+        return 1
+
+    with pytest.raises(hmq.UsageError, match="call nothing"):
+        nothing.submit()

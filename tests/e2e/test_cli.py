@@ -1,0 +1,124 @@
+"""The command line: the embedded stack's life cycle, and granting access."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hmq import stack
+from tests.helpers import REPO, Server
+
+HMQ = [sys.executable, "-m", "hmq"]
+
+
+def _run(args: list[str], home: Path, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HMQ_")}
+    home.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(
+        [*HMQ, *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=180,
+        env={**env, "HMQ_HOME": str(home)},
+        cwd=str(home),
+    )
+    if check:
+        assert out.returncode == 0, f"hmq {args} failed:\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+def _group_members(pgids: set[int]) -> set[int]:
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) in pgids:
+                    members.add(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return members
+
+
+def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    assert "hmq is up at http://127.0.0.1:" in _run(["up", "--workers", "2"], home).stdout
+    status = json.loads(_run(["status", "--json"], home).stdout)
+    assert status["running"] and status["url"].startswith("http://127.0.0.1:")
+    assert len(status["workers"]) == 2 and all(w["alive"] and w["pid"] > 0 for w in status["workers"])
+    assert "already" not in _run(["up"], home).stdout  # idempotent: the running stack is reported
+    script = home / "run.py"
+    script.write_text(
+        "import hmq\n\n@hmq.task\ndef f(x):\n    return x + 1\n\nfor i in range(20):\n    f(i)\n"
+        "t = f.submit()\nt.pull(blocking=True)\nprint(sum(t.results))\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HMQ_")}, "HMQ_HOME": str(home)}
+    assert (
+        subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        == "210"
+    )
+    pgids = {status["api"]["pid"], *(w["pid"] for w in status["workers"])}
+    before = _group_members(pgids)
+    assert len(before) > 3  # API, two workers and their executor processes
+    assert _run(["down"], home).stdout.strip() == "hmq is down"
+    assert all(not stack.pid_alive(pid) for pid in before), "processes left behind"
+    assert not (home / "stack.json").exists()
+    stopped = _run(["status"], home, check=False)
+    assert stopped.returncode == 1 and "not running" in stopped.stdout
+    assert _run(["down"], home).stdout.strip() == "hmq was not running"
+
+
+def test_up_refuses_to_overwrite_a_deployment_config(tmp_path: Path, server: Server) -> None:
+    home = tmp_path / "home"
+    _run(["request-access", server.url], home)
+    out = _run(["up"], home, check=False)
+    assert out.returncode != 0 and "Use another HMQ_HOME" in out.stderr
+
+
+def test_request_and_grant_access_on_the_command_line(tmp_path: Path, server: Server) -> None:
+    admin_file = tmp_path / "admin.key"
+    admin_file.write_text(server.admin_key.to_text())
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    request = _run(["request-access", server.url], alice).stdout.strip()
+    assert request.startswith("ADD-USER_")
+    assert (
+        "granted user 'alice'"
+        in _run(["grant-access", request, "alice", "--admin-key-file", str(admin_file)], alice).stdout
+    )
+    # the admin key may also be typed at the prompt
+    request_b = _run(["request-access", server.url], bob).stdout.strip()
+    assert (
+        "granted user 'bob'"
+        in _run(["grant-access", request_b, "bob"], bob, input=server.admin_key.to_text() + "\n").stdout
+    )
+    who = subprocess.run(
+        [sys.executable, "-c", "import hmq; print(hmq.api.whoami()['name'])"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HMQ_HOME": str(alice)},
+        check=True,
+    )
+    assert who.stdout.strip() == "alice"
+    wrong = _run(["grant-access", request, "eve", "--admin-key-file", str(REPO / "README.md")], alice, check=False)
+    assert wrong.returncode != 0 and "admin key not supported" in wrong.stderr
+    again = _run(["request-access", "http://127.0.0.1:1"], alice, check=False)
+    assert again.returncode != 0 and "not reachable" in again.stderr
+
+
+def test_python_request_access_prints_the_signing_request(tmp_path: Path, server: Server) -> None:
+    code = f"import hmq\nhmq.request_access({server.url!r})\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HMQ_HOME": str(tmp_path / "u")},
+    )
+    assert out.stdout.startswith("ADD-USER_")
+    assert (tmp_path / "u" / "client.json").stat().st_mode & 0o077 == 0  # the key is private

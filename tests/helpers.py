@@ -1,0 +1,219 @@
+"""Real components for tests: the API under uvicorn in a thread, users, worker processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+import uvicorn
+
+from hmq import crypto
+from hmq.admin import Admin
+from hmq.api import API
+from hmq.stack import free_port
+from lambdas.app import create_app
+from lambdas.settings import Settings
+from worker.credentials import WorkerCredentials
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Server:
+    """A running API: its URL, settings, admin key and the app object."""
+
+    url: str
+    settings: Settings
+    admin_key: crypto.AdminKey
+    app: Any
+    uvicorn: uvicorn.Server
+    thread: threading.Thread
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    clients: list[API] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            stop_process(proc)
+        for client in self.clients:
+            client.close()
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=10)
+        self.app.state.ctx.index.dispose()
+
+    def admin(self) -> Admin:
+        return Admin(self.url, self.admin_key)
+
+    def user(self, name: Optional[str] = None) -> API:
+        """A new user, granted access, with a client of its own."""
+        identity = crypto.Identity.generate()
+        with self.admin() as admin:
+            admin.register(
+                crypto.issue_certificate(
+                    self.admin_key.identity, name or f"user-{uuid.uuid4().hex[:8]}", "user", identity.public
+                )
+            )
+        return self.client(identity)
+
+    def client(self, identity: Optional[crypto.Identity] = None) -> API:
+        """An API client for ``identity`` (closed when the server stops)."""
+        api = API(self.url, identity, self.admin_key.identity.public)
+        self.clients.append(api)
+        return api
+
+    def worker_credentials(self, directory: Path, name: Optional[str] = None) -> Path:
+        creds = WorkerCredentials.create(self.admin_key, name or f"worker-{uuid.uuid4().hex[:8]}", self.url)
+        with self.admin() as admin:
+            admin.register(creds.certificate)
+        path = directory / f"{creds.name}.json"
+        creds.save(path)
+        return path
+
+    def start_worker(
+        self,
+        directory: Path,
+        *,
+        cores: int = 1,
+        datacenter: str = "default",
+        cache_dir: Optional[Path] = None,
+        name: Optional[str] = None,
+    ) -> subprocess.Popen:
+        """A worker process (``python -m worker``) against this API."""
+        creds = self.worker_credentials(directory, name)
+        log = open(directory / f"{creds.stem}.log", "ab")  # noqa: SIM115 - closed by stop_process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "--api",
+                self.url,
+                "--credentials",
+                str(creds),
+                "--cores",
+                str(cores),
+                "--datacenter",
+                datacenter,
+                "--cache-dir",
+                str(cache_dir or directory / "cache"),
+                "--log-level",
+                "INFO",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(directory),
+        )
+        proc.log_file = log  # type: ignore[attr-defined]
+        proc.log_path = directory / f"{creds.stem}.log"  # type: ignore[attr-defined]
+        self.workers.append(proc)
+        return proc
+
+
+def stop_process(proc: subprocess.Popen, sig_timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=sig_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    log = getattr(proc, "log_file", None)
+    if log is not None:
+        log.close()
+
+
+def local_settings(root: Path, admin: crypto.AdminKey, **overrides: Any) -> Settings:
+    return Settings(
+        admin_public_key=admin.identity.public.to_text(),
+        database_url=f"sqlite:///{root / 'index.db'}",
+        storage_url=(root / "objects").as_uri(),
+        storage_secret=secrets.token_bytes(32),
+        **overrides,
+    )
+
+
+def start_server(settings: Settings, admin: crypto.AdminKey) -> Server:
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name="uvicorn")
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    return Server(url, settings, admin, app, server, thread)
+
+
+def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy (returns its value); fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def raw_request(
+    url: str, method: str, path: str, body: bytes = b"", headers: Optional[dict[str, str]] = None
+) -> httpx.Response:
+    with httpx.Client() as client:
+        return client.request(method, url + path, content=body or None, headers=headers or {})
+
+
+def submit(api: API, func: Any, calls: list[tuple], tag: Optional[str] = None, **kwargs: Any) -> Any:
+    """Record ``calls`` of ``func`` as an ``@hmq.task`` and submit them through ``api``."""
+    import hmq
+
+    task = hmq.task(func)
+    for args in calls:
+        task(*args)
+    return task.submit(tag=tag, quiet=True, api=api, **kwargs)
+
+
+def signed(identity: crypto.Identity, method: str, target: str, body: bytes = b"") -> dict[str, str]:
+    return {"content-type": "application/json", **crypto.sign_request(identity, method, target, body)}
+
+
+class ManualWorker:
+    """A worker identity driven step by step by a test: claim, (not) heartbeat, complete."""
+
+    def __init__(self, server: Server, directory: Path, datacenter: str = "default", cores: int = 1) -> None:
+        self.creds = WorkerCredentials.load(server.worker_credentials(directory))
+        self.api = server.client(self.creds.identity)
+        self.api.register_worker(datacenter, cores)
+
+    def claim(self, n: int = 100, available: int = 1) -> list[Any]:
+        return self.api.dequeue_tasks("default", None, n, available=available).groups
+
+    def complete(self, group: Any, values: dict[str, Any]) -> Any:
+        """Upload results for ``values`` (task id -> value) of one claim group and report them."""
+        from hmq import formats, wire
+
+        user = crypto.verify_certificate(group.certificate, self.creds.admin)
+        records = [
+            formats.ResultRecord(t, formats.KIND_RESULT, formats.compress(formats.to_json(v)))
+            for t, v in values.items()
+        ]
+        blob = formats.encode_results(self.creds.identity, self.creds.certificate, user, group.tag, records)
+        slot = self.api.result_slots(1)[0]
+        self.api.transport.put_object(slot.url, blob)
+        return self.api.store_results(
+            wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=list(values))])
+        )

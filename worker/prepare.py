@@ -1,0 +1,130 @@
+"""From a claim to runnable jobs: fetch by presigned URL, verify, decrypt.
+
+Nothing runs unless (1) the submitting user's certificate carries the admin's signature, (2)
+the chunk manifest carries that user's signature, (3) the function matches the digest the user
+signed and (4) each call matches its digest in the manifest. Any failure rejects the affected
+tasks with the reason; it never stops the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from hmq import crypto, formats, wire
+from hmq._errors import HmqError, IntegrityError
+from hmq.api import API
+from worker.credentials import WorkerCredentials
+
+log = logging.getLogger("hmq.worker")
+HEADER_CACHE = 64
+FUNCTION_CACHE = 256
+
+
+@dataclass
+class Job:
+    """One verified, decrypted call, ready for an executor."""
+
+    task_id: str
+    tag: str
+    user: crypto.PublicIdentity
+    packages: list[str]
+    ncores: int
+    digest: str
+    function: bytes
+    call: bytes
+
+    @property
+    def group(self) -> tuple[tuple[str, ...], int]:
+        return tuple(self.packages), self.ncores
+
+
+class Preparer:
+    """Turns claim groups into jobs, caching verified certificates, headers and functions."""
+
+    def __init__(self, api: API, credentials: WorkerCredentials) -> None:
+        self.api = api
+        self.credentials = credentials
+        self.python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        self._users: dict[str, crypto.PublicIdentity] = {}
+        self._headers: OrderedDict[tuple[str, str], formats.ChunkHeader] = OrderedDict()
+        self._functions: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def user(self, certificate: dict[str, Any]) -> crypto.PublicIdentity:
+        sig = str(certificate.get("sig", ""))
+        if sig not in self._users:
+            public = crypto.verify_certificate(certificate, self.credentials.admin)
+            if certificate.get("role") != "user":
+                raise IntegrityError("the tasks' owner is not certified as a user by the admin")
+            self._users[sig] = public
+        return self._users[sig]
+
+    def header(self, group: wire.ClaimGroup, user: crypto.PublicIdentity) -> formats.ChunkHeader:
+        key = (group.chunk_key, user.key_id)
+        header = self._headers.get(key)
+        if header is None:
+            head = self.api.transport.get_object(group.chunk_url, 0, group.header_len - 1)
+            header = formats.ChunkHeader.open(head, user, self.credentials.compute)
+            self._headers[key] = header
+            while len(self._headers) > HEADER_CACHE:
+                self._headers.popitem(last=False)
+        else:
+            self._headers.move_to_end(key)
+        return header
+
+    def function(self, group: wire.ClaimGroup, user: crypto.PublicIdentity, digest: str) -> bytes:
+        key = (user.key_id, digest)
+        pickled = self._functions.get(key)
+        if pickled is None:
+            pickled = self.api.cached_function(digest)
+        if pickled is None:
+            blob = self.api.transport.get_object(group.function_url)
+            pickled = formats.decode_function(blob, self.credentials.compute, digest)
+            self.api.warm_cache(digest, pickled)
+        self._functions[key] = pickled
+        self._functions.move_to_end(key)
+        while len(self._functions) > FUNCTION_CACHE:
+            self._functions.popitem(last=False)
+        return pickled
+
+    def prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
+        """Verified jobs of one claim group, and the tasks rejected with their reasons."""
+        try:
+            return self._prepare(group)
+        except HmqError as exc:
+            reason = str(exc)
+        except Exception as exc:  # a defect here must reject the tasks, not stop the worker
+            log.exception("preparing chunk %s failed", group.chunk_key)
+            reason = f"{type(exc).__name__}: {exc}"
+        message = f"rejected by worker {self.credentials.name!r}: {reason}"
+        log.warning("%s (%d tasks of tag %s)", message, len(group.tasks), group.tag)
+        return [], [wire.RejectedTask(id=t.id, error=message) for t in group.tasks]
+
+    def _prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
+        user = self.user(group.certificate)
+        header = self.header(group, user)
+        if header.function != group.function:
+            raise IntegrityError("the API named another function than the one the user signed")
+        if header.tag != group.tag:
+            raise IntegrityError("the chunk was signed for another tag")
+        if header.python != self.python:
+            raise IntegrityError(f"the tasks were pickled by Python {header.python}; this worker runs {self.python}")
+        function = self.function(group, user, header.function)
+        start = min(t.offset for t in group.tasks)
+        end = max(t.offset + t.length for t in group.tasks)
+        data = self.api.transport.get_object(group.chunk_url, start, end - 1)
+        jobs, rejected = [], []
+        for t in group.tasks:
+            task_id = str(t.id)
+            try:
+                call = header.open_call(task_id, data[t.offset - start : t.offset - start + t.length])
+            except IntegrityError as exc:
+                rejected.append(
+                    wire.RejectedTask(id=t.id, error=f"rejected by worker {self.credentials.name!r}: {exc}")
+                )
+                continue
+            jobs.append(Job(task_id, group.tag, user, header.packages, header.ncores, header.function, function, call))
+        return jobs, rejected
