@@ -42,3 +42,24 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
+
+## build-ApiFunction, build-MigrateFunction: the AWS Lambda package, for `sam build` (infra/template.yaml).
+## sam build runs them in a copy of this directory with ARTIFACTS_DIR set. The project is built
+## into a wheel from a clean copy of its sources, then installed with the server extra for the
+## Lambda platform (CPython 3.12, x86_64, binary wheels only).
+LAMBDA_PYTHON ?= python3.12
+LAMBDA_PLATFORM := --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 --only-binary=:all:
+
+.PHONY: build-ApiFunction build-MigrateFunction
+build-ApiFunction build-MigrateFunction:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 1; }
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src"; \
+	tar -cf - --exclude=__pycache__ pyproject.toml README.md hmq lambdas worker | tar -xf - -C "$$tmp/src"; \
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$$tmp/wheel" "$$tmp/src"; \
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-compile --upgrade \
+		--target "$(ARTIFACTS_DIR)" $(LAMBDA_PLATFORM) "$$(ls "$$tmp"/wheel/hmq-*.whl)[server]"
+	@# Bytecode for the runtime's Python speeds up cold starts; only a 3.12 interpreter can make it.
+	@if $(LAMBDA_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; then \
+		$(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)" >/dev/null; \
+	else echo "note: no Python 3.12 ($(LAMBDA_PYTHON)) here; the package ships without bytecode" >&2; fi

@@ -70,7 +70,7 @@ class Transport:
     ) -> Any:
         """Send one API request; return the decoded JSON (or ``model``); raise the mapped error."""
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
-        target = path + ("?" + query if query else "")
+        target = crypto.canonical_target(path, query)
         data = _jsonable(body)
         attempts = self.retries + 1 if retry else 1
         for attempt in range(attempts):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -359,13 +360,20 @@ H_NONCE = "x-hmq-nonce"
 H_SIG = "x-hmq-signature"
 
 
+def canonical_target(path: str, query: str = "") -> str:
+    """Path plus sorted, re-encoded query: what is signed. Proxies (API Gateway, ALB) may hand
+    the API a query decoded and re-encoded differently from what the client sent."""
+    pairs = sorted(parse_qsl(query, keep_blank_values=True))
+    return path + ("?" + urlencode(pairs) if pairs else "")
+
+
 def _request_message(method: str, target: str, timestamp: str, nonce: str, body: bytes) -> bytes:
     return "\n".join((method.upper(), target, timestamp, nonce, sha256_hex(body))).encode()
 
 
 def sign_request(identity: Identity, method: str, target: str, body: bytes) -> dict[str, str]:
-    """Headers that authenticate one request. ``target`` is the path (relative to the API root)
-    plus the query string, exactly as the server will see it."""
+    """Headers that authenticate one request. ``target`` is :func:`canonical_target` of the path
+    (relative to the API root) and the query."""
     timestamp = f"{time.time():.3f}"
     nonce = b64e(os.urandom(16))
     signature = identity.sign(REQUEST_CONTEXT, _request_message(method, target, timestamp, nonce, body))

@@ -67,7 +67,8 @@ def create_app(settings: Settings, *, serverless: bool = False) -> FastAPI:
     """Build the API. ``serverless`` selects Lambda-friendly database connections."""
     from lambdas.routes import blobs, tags, users, work
 
-    engine = make_engine(settings.database_url, serverless=serverless)
+    secret = settings.database_secret()
+    engine = make_engine(settings.resolved_database_url(secret), serverless=serverless, secret=secret)
     if settings.migrate_on_start:
         migrate(engine)
     index = Index(engine)

@@ -6,11 +6,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Optional
+from urllib.parse import quote
 
 from hmq import crypto, defaults
 from hmq._errors import ConfigurationError
+from lambdas.db.secret import DatabaseSecret
 
 ENV_PREFIX = "HMQ_"
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest SigV4 presigned URL AWS accepts
+DEFAULT_SECRET_URL = "postgresql+psycopg://{username}:{password}@{host}:{port}/{dbname}"
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,10 @@ class Settings:
         storage_secret: HMAC key for presigned URLs of the ``file://`` store (32+ bytes).
         public_url: the URL clients reach this API at, used in ``file://`` presigned URLs; when
             unset, each request's own base URL is used.
-        database_secret_arn: AWS Secrets Manager secret holding the database credentials (Lambda).
+        database_secret_arn: AWS Secrets Manager secret (JSON) with the database credentials.
+            ``database_url`` may then hold ``{username}``, ``{password}``, ``{host}``, ``{port}``,
+            ``{dbname}`` placeholders filled from the secret (URL-quoted); when it is empty, the
+            URL is ``postgresql+psycopg://{username}:{password}@{host}:{port}/{dbname}``.
     """
 
     admin_public_key: str
@@ -45,12 +52,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "admin", crypto.PublicIdentity.from_text(self.admin_public_key))
-        if not self.database_url:
-            raise ConfigurationError("HMQ_DATABASE_URL is not set")
+        if not self.database_url and not self.database_secret_arn:
+            raise ConfigurationError("HMQ_DATABASE_URL (or HMQ_DATABASE_SECRET_ARN) is not set")
         if not self.storage_url:
             raise ConfigurationError("HMQ_STORAGE_URL is not set")
         if self.storage_url.startswith("file:") and len(self.storage_secret) < 32:
             raise ConfigurationError("a file:// store needs HMQ_STORAGE_SECRET of at least 32 bytes (64 hex digits)")
+        if not 1 <= self.presign_expiry_seconds <= MAX_PRESIGN_SECONDS:
+            raise ConfigurationError(
+                f"presign_expiry_seconds must be 1..{MAX_PRESIGN_SECONDS} (S3 refuses longer SigV4 URLs)"
+            )
         if self.lease_seconds <= 0 or self.max_attempts < 1:
             raise ConfigurationError("lease_seconds must be positive and max_attempts at least 1")
 
@@ -107,6 +118,21 @@ class Settings:
         if self.database_secret_arn:
             out["HMQ_DATABASE_SECRET_ARN"] = self.database_secret_arn
         return out
+
+    def database_secret(self) -> Optional[DatabaseSecret]:
+        """The Secrets Manager secret holding the database credentials, if one is named."""
+        return DatabaseSecret(self.database_secret_arn) if self.database_secret_arn else None
+
+    def resolved_database_url(self, secret: Optional[DatabaseSecret] = None) -> str:
+        """The database URL, with credentials from Secrets Manager when a secret is named."""
+        secret = secret or self.database_secret()
+        if secret is None:
+            return self.database_url
+        template = self.database_url or DEFAULT_SECRET_URL
+        try:
+            return template.format_map({k: quote(str(v), safe="") for k, v in secret.read().items()})
+        except KeyError as exc:
+            raise ConfigurationError(f"the database secret lacks {exc} used in HMQ_DATABASE_URL") from None
 
     def replace(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -49,6 +49,37 @@ class Server:
         self.thread.join(timeout=10)
         self.app.state.ctx.index.dispose()
 
+    # --- the object store, whichever it is ------------------------------------------------------
+    @property
+    def store(self) -> Any:
+        return self.app.state.ctx.store
+
+    def object_keys(self) -> list[str]:
+        from lambdas.storage.local import LocalStore
+
+        if isinstance(self.store, LocalStore):
+            root = self.store.root
+            return sorted(
+                str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        pages = self.store.client.get_paginator("list_objects_v2").paginate(Bucket=self.store.bucket)
+        return sorted(o["Key"][len(self.store.prefix) :] for page in pages for o in page.get("Contents", []))
+
+    def read_object(self, key: str) -> bytes:
+        from lambdas.storage.local import LocalStore
+
+        if isinstance(self.store, LocalStore):
+            return self.store.path(key).read_bytes()
+        return self.store.client.get_object(Bucket=self.store.bucket, Key=self.store.prefix + key)["Body"].read()
+
+    def write_object(self, key: str, data: bytes) -> None:
+        from lambdas.storage.local import LocalStore
+
+        if isinstance(self.store, LocalStore):
+            self.store.path(key).write_bytes(data)
+        else:
+            self.store.client.put_object(Bucket=self.store.bucket, Key=self.store.prefix + key, Body=data)
+
     def admin(self) -> Admin:
         return Admin(self.url, self.admin_key)
 
@@ -132,13 +163,13 @@ def stop_process(proc: subprocess.Popen, sig_timeout: float = 20) -> None:
 
 
 def local_settings(root: Path, admin: crypto.AdminKey, **overrides: Any) -> Settings:
-    return Settings(
-        admin_public_key=admin.identity.public.to_text(),
-        database_url=f"sqlite:///{root / 'index.db'}",
-        storage_url=(root / "objects").as_uri(),
-        storage_secret=secrets.token_bytes(32),
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{root / 'index.db'}",
+        "storage_url": (root / "objects").as_uri(),
+        "storage_secret": secrets.token_bytes(32),
         **overrides,
-    )
+    }
+    return Settings(admin_public_key=admin.identity.public.to_text(), **values)
 
 
 def start_server(settings: Settings, admin: crypto.AdminKey) -> Server:

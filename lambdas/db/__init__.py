@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from lambdas.db.models import Base
+from lambdas.db.secret import DatabaseSecret
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x686D71  # pg_advisory_lock key: "hmq"
@@ -44,15 +45,34 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_engine(url: str, *, serverless: bool = False) -> Engine:
+def make_engine(url: str, *, serverless: bool = False, secret: Optional[DatabaseSecret] = None) -> Engine:
     """An engine for ``url``. ``serverless`` (AWS Lambda) uses no pool: each invocation opens
     and closes its own connection, which suits RDS Proxy and never leaks idle connections when a
-    sandbox is frozen."""
+    sandbox is frozen. With ``secret``, each new connection takes the secret's current password,
+    re-reading it once after a failed login (the password was rotated)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     if serverless:
-        return create_engine(url, poolclass=NullPool)
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=300)
+        engine = create_engine(url, poolclass=NullPool)
+    else:
+        engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=300)
+    if secret is not None:
+        _follow_rotation(engine, secret)
+    return engine
+
+
+def _follow_rotation(engine: Engine, secret: DatabaseSecret) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        cparams["password"] = secret.password()
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            fresh = secret.password(refresh=True)
+            if fresh == cparams["password"]:
+                raise
+            cparams["password"] = fresh
+            return dialect.connect(*cargs, **cparams)
 
 
 class Index:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from hmq import crypto
 from lambdas.auth import Authenticator, Principal
 from lambdas.service import Context
 
@@ -15,13 +16,12 @@ def ctx(request: Request) -> Context:
 
 
 def signed_target(request: Request) -> str:
-    """Path relative to the API root plus query: what the client signed."""
+    """Path relative to the API root plus canonical query: what the client signed."""
     path = request.scope["path"]
     root = request.scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    query = request.scope.get("query_string", b"").decode()
-    return path + ("?" + query if query else "")
+    return crypto.canonical_target(path, request.scope.get("query_string", b"").decode())
 
 
 async def principal(request: Request) -> Principal:

@@ -10,7 +10,8 @@ from tests.helpers import Server
 
 
 @pytest.fixture
-def stored(server: Server) -> tuple[Server, str, str]:
+def stored(local_server: Server) -> tuple[Server, str, str]:
+    server = local_server
     user = server.user()
     slot = user._upload_slots("chunk", 1)[0]
     user.transport.put_object(slot.url, b"0123456789" * 100)

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 
 from hmq import stack
+from tests.conftest import BACKENDS
 from tests.helpers import REPO
 
 EXAMPLES = REPO / "examples"
 
 
 class Stack:
-    def __init__(self, home: Path, state: stack.StackState) -> None:
+    def __init__(self, home: Path, state: stack.StackState, backend: str) -> None:
         self.home = home
         self.state = state
+        self.backend = backend
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HMQ_")}
@@ -37,12 +39,16 @@ class Stack:
         return out.stdout
 
 
-@pytest.fixture(scope="session")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`hmq up` with two workers in a temporary HMQ_HOME, for the whole session."""
+@pytest.fixture(scope="session", params=BACKENDS)
+def embedded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`hmq up` with two workers in a temporary HMQ_HOME, once per backend: the default
+    {SQLite + local store}, and `hmq up --database postgresql://... --storage s3://...`."""
     home = tmp_path_factory.mktemp("hmq-home")
-    state = stack.up(home, workers=2, cores=1)
+    database = storage = None
+    if request.param == "postgres-s3":
+        database, storage = request.getfixturevalue("postgres").database(), request.getfixturevalue("s3").bucket()
+    state = stack.up(home, workers=2, cores=1, database=database, storage=storage)
     try:
-        yield Stack(home, state)
+        yield Stack(home, state, request.param)
     finally:
         stack.down(home)

@@ -82,6 +82,28 @@ def _scan(root: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
+def _server_side(embedded: Stack) -> list[tuple[str, bytes]]:
+    """Everything the server side holds: index rows and stored objects."""
+    if embedded.backend == "sqlite-local":
+        return [(str(p), p.read_bytes()) for p in (embedded.home / "server").rglob("*") if p.is_file()]
+    from sqlalchemy import create_engine, inspect, text
+
+    from lambdas.storage.s3 import S3Store
+
+    out = []
+    engine = create_engine(embedded.state.database)
+    with engine.connect() as conn:
+        for table in inspect(conn).get_table_names():
+            rows = conn.execute(text(f'SELECT t::text FROM "{table}" t')).scalars().all()
+            out.append((f"table {table}", "\n".join(rows).encode()))
+    engine.dispose()
+    store = S3Store.from_url(embedded.state.storage)
+    for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
+        for obj in page.get("Contents", []):
+            out.append((obj["Key"], store.client.get_object(Bucket=store.bucket, Key=obj["Key"])["Body"].read()))
+    return out
+
+
 def test_server_side_holds_no_plaintext(embedded: Stack, tmp_path: Path) -> None:
     script = tmp_path / "secret.py"
     script.write_text(
@@ -99,6 +121,9 @@ def test_server_side_holds_no_plaintext(embedded: Stack, tmp_path: Path) -> None
     planted.parent.mkdir()
     planted.write_bytes(b"xx" + needles[0] + b"yy")
     assert _scan(planted.parent, needles)
-    server_dir = embedded.home / "server"
-    assert {"index.db", "objects", "settings.json"} <= {p.name for p in server_dir.iterdir()}
-    assert _scan(server_dir, needles) == []
+    stored = _server_side(embedded)
+    assert any(w.endswith("index.db") or w == "table tasks" for w, _ in stored)  # the index was scanned
+    assert any("/c/" in w for w, _ in stored) and any(
+        w.startswith("w/") or "/w/" in w for w, _ in stored
+    )  # calls, results
+    assert [f"{where}: {n.decode()}" for where, data in stored for n in needles if n in data] == []

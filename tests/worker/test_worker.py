@@ -93,11 +93,10 @@ def test_tampered_call_is_rejected_and_the_worker_survives(server: Server, tmp_p
     proc = server.start_worker(tmp_path)
     tag = submit(user, lambda x: x, [(1,), (2,)])
     # The server (or anyone with write access to the store) alters the stored chunk:
-    store = server.app.state.ctx.store
-    (chunk_file,) = [p for p in store.root.rglob("*") if "/c/" in str(p)]
-    data = bytearray(chunk_file.read_bytes())
+    (chunk,) = [k for k in server.object_keys() if "/c/" in k]
+    data = bytearray(server.read_object(chunk))
     data[-3] ^= 0xFF  # inside the last call
-    chunk_file.write_bytes(bytes(data))
+    server.write_object(chunk, bytes(data))
     _pull(tag)
     assert list(tag.results)[0] == 1
     assert "does not match the signed manifest (tampered)" in list(tag.errors)[1]
