@@ -56,7 +56,15 @@ class IntegrityError(HmqError):
 
 
 class StorageError(HmqError):
-    """An object could not be uploaded to or downloaded from the object store."""
+    """An object could not be uploaded to or downloaded from the object store.
+
+    Attributes:
+        status: the store's HTTP status, when it answered (404: the object does not exist).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class APIError(HmqError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -54,24 +54,17 @@ class Submission:
             packages=self.packages,
         )
 
-    def _chunks(self, calls: Iterable[Any], ids: list[str]) -> Iterable[formats.ChunkWriter]:
+    def _chunks(self, calls: Iterable[Any]) -> Iterable[formats.ChunkWriter]:
+        """Chunks of encrypted calls, each with fresh task ids."""
         writer = self._writer()
         for n, call in enumerate(calls):
-            try:
-                args, kwargs = call
-                pickled = cloudpickle.dumps((tuple(args), dict(kwargs)))
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"call {n} cannot be sent: {exc}") from None
-            except Exception as exc:  # pickling runs arbitrary __reduce__ code of user objects
-                raise UsageError(f"call {n} cannot be pickled: {type(exc).__name__}: {exc}") from exc
+            pickled = call if isinstance(call, (bytes, bytearray)) else _pickle_call(n, call)
             if len(pickled) > defaults.MAX_CALL_BYTES:
                 raise UsageError(
                     f"call {n} is {len(pickled)} bytes; one call may carry at most "
                     f"{defaults.MAX_CALL_BYTES} bytes (store large inputs elsewhere and pass a reference)"
                 )
-            task_id = str(uuid.uuid4())
-            ids.append(task_id)
-            writer.add(task_id, pickled)
+            writer.add(str(uuid.uuid4()), bytes(pickled))
             if len(writer) >= defaults.CHUNK_MAX_CALLS or writer.nbytes >= defaults.CHUNK_MAX_BYTES:
                 yield writer
                 writer = self._writer()
@@ -97,28 +90,47 @@ class Submission:
             tasks=[(uuid.UUID(e.task_id), e.offset, e.length) for e in entries],
         )
 
-    def _register(self, chunks: list[wire.ChunkIn], progress: Any) -> None:
+    def _register(self, chunks: list[wire.ChunkIn], progress: Any, sink: Callable[[list[str]], Any]) -> None:
         self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        sink([str(t[0]) for c in chunks for t in c.tasks])
         if progress is not None:
             progress.update(sum(len(c.tasks) for c in chunks))
 
-    def run(self, calls: Sequence[Any], progress: Any = None) -> list[str]:
-        if len(calls) == 0:
-            raise UsageError("nothing to submit: no calls were recorded")
-        ids: list[str] = []
-        estimate = -(-len(calls) // defaults.CHUNK_MAX_CALLS)
+    def run(
+        self, calls: Iterable[Any], progress: Any = None, sink: Optional[Callable[[list[str]], Any]] = None
+    ) -> list[str]:
+        """Submit ``calls`` (pickled, or ``(args, kwargs)`` pairs). Registered task ids go to
+        ``sink`` in submission order, chunk by chunk; without one they are returned."""
+        collected: list[str] = []
+        sink = sink or collected.extend
         pending: deque[Future[wire.ChunkIn]] = deque()
         uploaded: list[wire.ChunkIn] = []
+        total = len(calls) if isinstance(calls, Sized) else 0
+        estimate = max(1, -(-total // defaults.CHUNK_MAX_CALLS))
+        chunks = 0
         with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="hmq-upload") as pool:
-            for n, writer in enumerate(self._chunks(calls, ids)):
+            for n, writer in enumerate(self._chunks(calls)):
+                chunks += 1
                 pending.append(pool.submit(self._upload, writer, self._slot(estimate - n)))
                 while len(pending) > UPLOADS_IN_FLIGHT or (pending and pending[0].done()):
                     uploaded.append(pending.popleft().result())
                     if len(uploaded) >= defaults.SUBMIT_CHUNKS_PER_REQUEST:
-                        self._register(uploaded, progress)
+                        self._register(uploaded, progress, sink)
                         uploaded = []
             while pending:
                 uploaded.append(pending.popleft().result())
         if uploaded:
-            self._register(uploaded, progress)
-        return ids
+            self._register(uploaded, progress, sink)
+        if chunks == 0:
+            raise UsageError("nothing to submit: no calls were recorded")
+        return collected
+
+
+def _pickle_call(n: int, call: Any) -> bytes:
+    try:
+        args, kwargs = call
+        return cloudpickle.dumps((tuple(args), dict(kwargs)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"call {n} cannot be sent: {exc}") from None
+    except Exception as exc:  # pickling runs arbitrary __reduce__ code of user objects
+        raise UsageError(f"call {n} cannot be pickled: {type(exc).__name__}: {exc}") from exc

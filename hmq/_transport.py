@@ -121,7 +121,9 @@ class Transport:
                 self._backoff(attempt)
                 continue
             if response.status_code >= 400:
-                raise StorageError(f"object store refused {method} ({response.status_code}): {_reason(response)}")
+                raise StorageError(
+                    f"object store refused {method} ({response.status_code}): {_reason(response)}", response.status_code
+                )
             return response
         raise StorageError("unreachable")  # pragma: no cover
 

@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -251,30 +251,33 @@ class API:
         self,
         tag: str,
         digest: str,
-        calls: Sequence[Any],
+        calls: Iterable[Any],
         ncores: int = 1,
         datacenters: Optional[list[str]] = None,
         *,
         packages: Sequence[str] = (),
         progress: Any = None,
+        sink: Optional[Callable[[list[str]], Any]] = None,
     ) -> list[str]:
         """Encrypt, upload and register calls of a registered function under ``tag``.
 
         Args:
             tag: full tag name.
             digest: the function's digest (see :meth:`register_function`).
-            calls: ``(args, kwargs)`` pairs.
+            calls: ``(args, kwargs)`` pairs, or calls pickled as ``cloudpickle.dumps((args, kwargs))``.
             ncores: cores each call needs.
             datacenters: names of the datacenters allowed to run the calls (default: any).
             packages: PEP 508 requirements installed in the calls' environment.
             progress: optional object with ``update(n)`` (e.g. a tqdm bar).
+            sink: receives the task ids of each registered batch, in submission order (then
+                nothing is returned: a million ids need not sit in a list).
 
         Returns:
-            The task ids, in submission order.
+            The task ids, in submission order (empty when a ``sink`` took them).
         """
         from hmq._submit import Submission
 
-        return Submission(self, tag, digest, ncores, datacenters, packages).run(calls, progress)
+        return Submission(self, tag, digest, ncores, datacenters, packages).run(calls, progress, sink)
 
     # --- tags and tasks ------------------------------------------------------------------
     def get_tag_status(self, tag: str) -> dict[str, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -400,6 +401,8 @@ class RequestAuth:
             signature = b64d(headers[H_SIG])
         except ValueError:
             raise AuthenticationError("request signature headers are malformed") from None
+        if not math.isfinite(timestamp):
+            raise AuthenticationError("request timestamp is not a finite number")
         nonce = headers[H_NONCE]
         if not 8 <= len(nonce) <= 64:
             raise AuthenticationError("request nonce is malformed")

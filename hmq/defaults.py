@@ -61,6 +61,10 @@ LEASE_SECONDS = 120.0
 MAX_ATTEMPTS = 3
 """Leases a task may lose (its worker vanished) before it fails with a clear error."""
 
+PLACEMENT_TIMEOUT_SECONDS = 24 * 3600.0
+"""A pending task that no worker seen in this long could run (none of its datacenters, its
+Python version, enough cores) fails with an error saying so. 0 waits forever."""
+
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 
@@ -89,6 +93,9 @@ WORKER_RESULT_BATCH = 500
 
 WORKER_EXECUTOR_BATCH = 64
 """Calls handed to one executor process per round trip (fewer when they need many cores)."""
+
+MAX_RESULT_BYTES = 256 * 1024**2
+"""Largest JSON result (or traceback) of one call; a larger one becomes an error saying so."""
 
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",

@@ -15,13 +15,14 @@ import json
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Generator, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from hmq import defaults, formats, wire
-from hmq._errors import NotFound, TagFileError, UsageError
+from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, UsageError
 
 if TYPE_CHECKING:
     from hmq.api import API
@@ -74,6 +75,7 @@ class Tag:
     def __init__(self, name: str, api: Optional[API] = None) -> None:
         self._api = api
         self._filename: Optional[str] = None
+        self._downloads = 4
         self._db = self._connect(":memory:")
         self._set_meta(format=FORMAT, schema_version=str(SCHEMA_VERSION), name=name, cursor="")
         self._db.commit()
@@ -231,26 +233,61 @@ class Tag:
         ids = [r[0] for r in self._db.execute("SELECT id FROM tasks WHERE status = 0 ORDER BY seq")]
         return ids if subset is None else [i for i in ids if i in subset]
 
+    def _fetch(self, obj: wire.DoneObject) -> tuple[list[formats.ResultRecord], Optional[str]]:
+        """The records of one result object, or why they can never be had. A transient failure
+        (network, an expired URL) raises: the next pull tries again."""
+        try:
+            return self.api.fetch_results(obj), None
+        except IntegrityError as exc:
+            return [], f"the result object failed verification and was not used: {exc}"
+        except StorageError as exc:
+            if exc.status in (404, 410):
+                return [], f"the result object {obj.key} is gone from the object store (deleted or expired)"
+            raise
+
     def _apply(self, page: wire.DonePage, pool: ThreadPoolExecutor) -> None:
-        """Store one page of finished tasks: download its result objects in parallel, write the
-        rows in one transaction."""
-        rows: list[tuple[int, Optional[bytes], Optional[str], str]] = []
-        for closed in page.closed:
-            rows.append((int(_FROM_SERVER.get(closed.status, LocalState.FAILED)), None, closed.error, str(closed.id)))
-        for obj, records in zip(page.objects, pool.map(self.api.fetch_results, page.objects), strict=True):
-            wanted = {str(t) for t in obj.tasks}
-            for rec in records:
-                if rec.task_id not in wanted:
-                    continue  # the API did not accept this result (e.g. the task was cancelled)
-                if rec.is_error:
-                    rows.append((int(LocalState.FAILED), None, formats.decompress(rec.payload).decode(), rec.task_id))
-                else:
-                    rows.append((int(LocalState.COMPLETED), rec.payload, None, rec.task_id))
-        self._db.executemany("UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ? AND status = 0", rows)
+        """Store one page of finished tasks. Result objects download in parallel through a
+        bounded window (memory stays at a few objects); rows are written as each one arrives."""
+        rows: list[tuple[int, Optional[bytes], Optional[str], str]] = [
+            (int(_FROM_SERVER.get(c.status, LocalState.FAILED)), None, c.error, str(c.id)) for c in page.closed
+        ]
+        update = "UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ? AND status = 0"
+        self._db.executemany(update, rows)
+        window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str]]]]] = deque()
+        objects = iter(page.objects)
+        limit = 2 * self._downloads
+        while True:
+            while len(window) < limit:
+                obj = next(objects, None)
+                if obj is None:
+                    break
+                window.append((obj, pool.submit(self._fetch, obj)))
+            if not window:
+                break
+            obj, future = window.popleft()
+            records, problem = future.result()
+            self._db.executemany(update, self._rows(obj, records, problem))
         self._db.executemany(
             "UPDATE tasks SET status = ? WHERE id = ? AND status = 0",
             ((int(LocalState.DELETED), str(t)) for t in page.unknown),
         )
+
+    @staticmethod
+    def _rows(
+        obj: wire.DoneObject, records: list[formats.ResultRecord], problem: Optional[str]
+    ) -> list[tuple[int, Optional[bytes], Optional[str], str]]:
+        wanted = {str(t) for t in obj.tasks}
+        if problem is not None:
+            return [(int(LocalState.FAILED), None, problem, t) for t in sorted(wanted)]
+        rows: list[tuple[int, Optional[bytes], Optional[str], str]] = []
+        for rec in records:
+            if rec.task_id not in wanted:
+                continue  # the API did not accept this result (e.g. the task was cancelled)
+            if rec.is_error:
+                rows.append((int(LocalState.FAILED), None, formats.decompress(rec.payload).decode(), rec.task_id))
+            else:
+                rows.append((int(LocalState.COMPLETED), rec.payload, None, rec.task_id))
+        return rows
 
     def _reconcile(self, ids: Sequence[str], pool: ThreadPoolExecutor, batchsize: int) -> None:
         """Ask for specific open tasks: results the listing missed, and tasks deleted meanwhile."""
@@ -303,7 +340,8 @@ class Tag:
         """
         subset = set(tasks_subset) if tasks_subset is not None else None
         delay = defaults.PULL_POLL_MIN_SECONDS
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="hmq-pull") as pool:
+        self._downloads = max(1, workers)
+        with ThreadPoolExecutor(self._downloads, thread_name_prefix="hmq-pull") as pool:
             while True:
                 remaining = self._pull_once(batchsize, subset, pool)
                 if remaining == 0 or not blocking:
@@ -372,6 +410,7 @@ class Tag:
         db.close()
         tag = Tag.__new__(Tag)
         tag._api = None
+        tag._downloads = 4
         tag._db = Tag._connect(str(path))
         tag._filename = str(path)
         return tag

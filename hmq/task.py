@@ -6,7 +6,8 @@ import functools
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import cloudpickle
@@ -17,12 +18,41 @@ from hmq.tag import Tag
 _UNSAFE = re.compile(r"[^\w.\-]")
 
 
+class CallLog:
+    """Recorded calls, each pickled when it is made, packed into one buffer: a million calls
+    cost a few tens of MB, not the hundreds their Python tuples would."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._ends = array("Q")
+
+    def append(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            pickled = cloudpickle.dumps((args, kwargs))
+        except Exception as exc:  # pickling runs arbitrary __reduce__ code of user objects
+            raise UsageError(
+                f"this call cannot be recorded: its arguments cannot be pickled ({type(exc).__name__}: {exc})"
+            ) from exc
+        self._data += pickled
+        self._ends.append(len(self._data))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __iter__(self) -> Iterator[bytes]:
+        start = 0
+        for end in self._ends:
+            yield bytes(self._data[start:end])
+            start = end
+
+
 class TaskFunction:
     """A function whose calls are recorded instead of run; :meth:`submit` queues them.
 
-    Calling it returns ``None`` and appends ``(args, kwargs)`` to the recorded calls.
-    Keyword defaults given to the decorator (``@hmq.task(x=1)``) apply to every call that does
-    not pass that keyword; they are sent once with the function, not with every call.
+    Calling it returns ``None`` and records the call; its arguments are pickled at once, so
+    changing them afterwards does not change the recorded call. Keyword defaults given to the
+    decorator (``@hmq.task(x=1)``) apply to every call that does not pass that keyword; they are
+    sent once with the function, not with every call.
     """
 
     def __init__(self, func: Callable[..., Any], defaults: Optional[dict[str, Any]] = None) -> None:
@@ -32,10 +62,10 @@ class TaskFunction:
         self.__name__: str = getattr(func, "__name__", "task")
         self._func = func
         self._defaults = dict(defaults or {})
-        self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self._calls = CallLog()
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
-        self._calls.append((args, kwargs))
+        self._calls.append(args, kwargs)
 
     def __len__(self) -> int:
         """Number of recorded, not yet submitted calls."""
@@ -43,7 +73,7 @@ class TaskFunction:
 
     def clear(self) -> None:
         """Forget the recorded calls."""
-        self._calls = []
+        self._calls = CallLog()
 
     def _payload(self) -> bytes:
         target = functools.partial(self._func, **self._defaults) if self._defaults else self._func
@@ -74,11 +104,9 @@ class TaskFunction:
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
         """
-        if api is None:
-            import hmq
-
-            api = hmq.api
-        if not self._calls:
+        default = _default()
+        api = api or default
+        if not len(self._calls):
             raise UsageError(f"nothing to submit: call {self.__name__}(...) first to record calls")
         prefix = _UNSAFE.sub("_", tag if tag is not None else self.__name__)[:160] or "task"
         name = f"{prefix}_{uuid.uuid4()}"
@@ -87,13 +115,14 @@ class TaskFunction:
         payload = self._payload()
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)
+        out = Tag(name, api if api is not default else None)
         progress = None
         if not quiet:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=len(self._calls), desc=f"Submitting {name}", unit="task", disable=None, leave=False)
         try:
-            ids = api.submit_tasks(
+            api.submit_tasks(
                 name,
                 digest,
                 self._calls,
@@ -101,13 +130,12 @@ class TaskFunction:
                 list(datacenters) if datacenters else None,
                 packages=packages,
                 progress=progress,
+                sink=out.add_tasks,
             )
         finally:
             if progress is not None:
                 progress.close()
-        self._calls = []
-        out = Tag(name, api if api is not _default() else None)
-        out.add_tasks(ids)
+        self._calls = CallLog()
         return out
 
 

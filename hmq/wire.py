@@ -45,7 +45,15 @@ def normalise_packages(packages: list[str]) -> list[str]:
 Name = Annotated[str, AfterValidator(check_name)]
 PackageReq = Annotated[str, AfterValidator(check_requirement)]
 Digest = Annotated[str, Field(pattern=DIGEST_RE)]
-ObjectKey = Annotated[str, Field(pattern=KEY_RE)]
+
+
+def check_key(value: str) -> str:
+    if any(part in ("", ".", "..") for part in value.split("/")):
+        raise ValueError("object keys have no empty, '.' or '..' segments")
+    return value
+
+
+ObjectKey = Annotated[str, Field(pattern=KEY_RE), AfterValidator(check_key)]
 TaskList = Annotated[list[UUID], Field(max_length=defaults.MAX_TASKS_PER_REQUEST)]
 
 

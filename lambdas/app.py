@@ -14,6 +14,7 @@ from lambdas import errors
 from lambdas.auth import Authenticator
 from lambdas.db import Index, make_engine, migrate
 from lambdas.service import Context
+from lambdas.service.leases import Sweeper
 from lambdas.settings import Settings
 from lambdas.storage import store_from_url
 
@@ -80,7 +81,7 @@ def create_app(settings: Settings, *, serverless: bool = False) -> FastAPI:
         version=__version__,
         description="Metadata API of the hmq task queue. Blobs move by presigned URL only.",
     )
-    app.state.ctx = Context(settings, index, store)
+    app.state.ctx = Context(settings, index, store, Sweeper(settings))
     app.state.auth = Authenticator(settings, index)
     errors.install(app)
     for module in (users, tags, work, blobs):

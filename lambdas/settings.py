@@ -43,6 +43,7 @@ class Settings:
     database_secret_arn: Optional[str] = None
     lease_seconds: float = defaults.LEASE_SECONDS
     max_attempts: int = defaults.MAX_ATTEMPTS
+    placement_timeout_seconds: float = defaults.PLACEMENT_TIMEOUT_SECONDS
     presign_expiry_seconds: int = defaults.PRESIGN_EXPIRY_SECONDS
     max_object_bytes: int = defaults.MAX_OBJECT_BYTES
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
@@ -91,6 +92,9 @@ class Settings:
                 database_secret_arn=get("DATABASE_SECRET_ARN") or None,
                 lease_seconds=float(get("LEASE_SECONDS", str(defaults.LEASE_SECONDS))),
                 max_attempts=int(get("MAX_ATTEMPTS", str(defaults.MAX_ATTEMPTS))),
+                placement_timeout_seconds=float(
+                    get("PLACEMENT_TIMEOUT_SECONDS", str(defaults.PLACEMENT_TIMEOUT_SECONDS))
+                ),
                 presign_expiry_seconds=int(get("PRESIGN_EXPIRY_SECONDS", str(defaults.PRESIGN_EXPIRY_SECONDS))),
                 max_object_bytes=int(get("MAX_OBJECT_BYTES", str(defaults.MAX_OBJECT_BYTES))),
                 max_request_bytes=int(get("MAX_REQUEST_BYTES", str(defaults.MAX_REQUEST_BYTES))),
@@ -108,6 +112,7 @@ class Settings:
             "HMQ_STORAGE_SECRET": self.storage_secret.hex(),
             "HMQ_LEASE_SECONDS": str(self.lease_seconds),
             "HMQ_MAX_ATTEMPTS": str(self.max_attempts),
+            "HMQ_PLACEMENT_TIMEOUT_SECONDS": str(self.placement_timeout_seconds),
             "HMQ_PRESIGN_EXPIRY_SECONDS": str(self.presign_expiry_seconds),
             "HMQ_MAX_OBJECT_BYTES": str(self.max_object_bytes),
             "HMQ_MAX_REQUEST_BYTES": str(self.max_request_bytes),

@@ -116,35 +116,42 @@ class Server:
         datacenter: str = "default",
         cache_dir: Optional[Path] = None,
         name: Optional[str] = None,
+        extra: tuple[str, ...] = (),
+        env: Optional[dict[str, str]] = None,
+        python: str = sys.executable,
     ) -> subprocess.Popen:
         """A worker process (``python -m worker``) against this API."""
         creds = self.worker_credentials(directory, name)
         log = open(directory / f"{creds.stem}.log", "ab")  # noqa: SIM115 - closed by stop_process
+        argv = [
+            python,
+            "-m",
+            "worker",
+            "--api",
+            self.url,
+            "--credentials",
+            str(creds),
+            "--cores",
+            str(cores),
+            "--datacenter",
+            datacenter,
+            "--cache-dir",
+            str(cache_dir or directory / "cache"),
+            "--log-level",
+            "INFO",
+            *extra,
+        ]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "worker",
-                "--api",
-                self.url,
-                "--credentials",
-                str(creds),
-                "--cores",
-                str(cores),
-                "--datacenter",
-                datacenter,
-                "--cache-dir",
-                str(cache_dir or directory / "cache"),
-                "--log-level",
-                "INFO",
-            ],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=str(directory),
+            env={**os.environ, **(env or {})},
         )
         proc.log_file = log  # type: ignore[attr-defined]
         proc.log_path = directory / f"{creds.stem}.log"  # type: ignore[attr-defined]
+        proc.credentials = creds  # type: ignore[attr-defined]
         self.workers.append(proc)
         return proc
 

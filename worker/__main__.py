@@ -46,6 +46,12 @@ def default_credentials() -> Path:
     default=None,
     help="Package environments and scratch space (default: $TMPDIR/hmq-worker).",
 )
+@click.option(
+    "--executor-user",
+    envvar="HMQ_EXECUTOR_USER",
+    default=None,
+    help="Run calls as this unprivileged user (the worker runs as root): calls cannot read the credentials.",
+)
 @click.option("--pip-arg", "pip_args", multiple=True, help="Extra argument for pip when building environments.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
@@ -54,6 +60,7 @@ def main(
     datacenter: str,
     cores: Optional[int],
     cache_dir: Optional[Path],
+    executor_user: Optional[str],
     pip_args: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -64,7 +71,15 @@ def main(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         creds = WorkerCredentials.load(credentials or default_credentials())
-        worker = CachedWorker(creds, url, datacenter=datacenter, cores=cores, cache_dir=cache_dir, pip_args=pip_args)
+        worker = CachedWorker(
+            creds,
+            url,
+            datacenter=datacenter,
+            cores=cores,
+            cache_dir=cache_dir,
+            pip_args=pip_args,
+            executor_user=executor_user,
+        )
     except HmqError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -5,10 +5,11 @@ interpreter of the task's package environment. It needs only the standard librar
 cloudpickle, so it also runs in environments that do not have hmq installed.
 
 Protocol on the inherited stdin/stdout (both moved to private descriptors at start, so the
-user's prints go to stderr and cannot corrupt it): frames of ``u32 length | pickle``.
-Request ``("run", [(task_id, digest, function_or_None, call), ...])``; replies
-``("r", task_id, ok, payload)`` per call, then ``("end",)``. ``payload`` is the result's JSON
-or, on failure, the formatted traceback.
+user's prints go to stderr and cannot corrupt it), frames of ``u32 length | body``. Requests
+(worker to executor) are pickled ``("run", [(task_id, digest, function_or_None, call), ...])``.
+Replies are plain bytes, never pickles, because the worker must not unpickle anything user code
+could have forged: ``R | task id (16 bytes) | ok (1 byte) | payload`` per call, then ``E``.
+``payload`` is the result's JSON or, on failure, the formatted traceback.
 
 Around every call: a fresh working directory (emptied after the call), the RNGs of ``random``
 and (if loaded) numpy reseeded from the OS, and thread-count variables set by the worker.
@@ -24,6 +25,7 @@ import shutil
 import struct
 import sys
 import traceback
+import uuid
 from collections.abc import Callable
 from typing import IO, Any, Optional
 
@@ -53,6 +55,31 @@ def write_frame(stream: IO[bytes], message: Any) -> None:
     stream.write(_LEN.pack(len(body)) + body)
 
 
+def write_reply(stream: IO[bytes], task_id: Optional[str], ok: bool = False, payload: bytes = b"") -> None:
+    """One outcome (or, without ``task_id``, the end of a batch)."""
+    body = b"E" if task_id is None else b"R" + uuid.UUID(task_id).bytes + (b"\x01" if ok else b"\x00") + payload
+    stream.write(_LEN.pack(len(body)) + body)
+
+
+def read_reply(stream: IO[bytes], limit: int) -> Optional[tuple[str, bool, bytes] | str]:
+    """``(task_id, ok, payload)``, ``"end"``, or ``None`` at end of stream. Raises ``ValueError``
+    for a malformed or oversize reply."""
+    head = _read_exact(stream, _LEN.size)
+    if head is None:
+        return None
+    size = _LEN.unpack(head)[0]
+    if size > limit + 18:
+        raise ValueError(f"executor reply of {size} bytes exceeds the limit")
+    body = _read_exact(stream, size)
+    if body is None:
+        return None
+    if body == b"E":
+        return "end"
+    if len(body) < 18 or body[:1] != b"R" or body[17:18] not in (b"\x00", b"\x01"):
+        raise ValueError("malformed executor reply")
+    return str(uuid.UUID(bytes=body[1:17])), body[17:18] == b"\x01", body[18:]
+
+
 def _load_jsonable(path: str) -> Any:
     spec = importlib.util.spec_from_file_location("hmq_jsonable", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -79,9 +106,10 @@ def _reseed() -> None:
 
 
 class Executor:
-    def __init__(self, jsonable: Any, workdir: str) -> None:
+    def __init__(self, jsonable: Any, workdir: str, max_result: int) -> None:
         self.jsonable = jsonable
         self.workdir = workdir
+        self.max_result = max_result
         self.functions: dict[str, Callable[..., Any] | str] = {}
 
     def load(self, digest: str, blob: Optional[bytes]) -> None:
@@ -106,7 +134,10 @@ class Executor:
         try:
             args, kwargs = pickle.loads(call)
             value = func(*args, **kwargs)
-            return True, self.jsonable.to_json(value)
+            data = self.jsonable.to_json(value)
+            if len(data) > self.max_result:
+                return False, f"the result is {len(data)} bytes of JSON; the limit is {self.max_result}".encode()
+            return True, data
         except BaseException:
             return False, traceback.format_exc().encode()
         finally:
@@ -115,14 +146,14 @@ class Executor:
 
 
 def main() -> None:
-    jsonable_path, workdir = sys.argv[1], sys.argv[2]
+    jsonable_path, workdir, max_result = sys.argv[1], sys.argv[2], int(sys.argv[3])
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(2, 1)  # prints of user code go to the worker's log, not into the protocol
     os.makedirs(workdir, exist_ok=True)
-    executor = Executor(_load_jsonable(jsonable_path), workdir)
+    executor = Executor(_load_jsonable(jsonable_path), workdir, max_result)
     try:
         import cloudpickle  # noqa: F401  (functions pickled by value need it to load)
     except ImportError:
@@ -137,8 +168,8 @@ def main() -> None:
         for task_id, digest, blob, call in items:
             executor.load(digest, blob)
             ok, payload = executor.run(digest, call)
-            write_frame(proto_out, ("r", task_id, ok, payload))
-        write_frame(proto_out, ("end",))
+            write_reply(proto_out, task_id, ok, payload[: max_result + 4096])
+        write_reply(proto_out, None)
 
 
 if __name__ == "__main__":

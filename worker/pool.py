@@ -7,7 +7,10 @@ reuse one long-lived process, so a call costs a pipe round trip, not a process s
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,11 +20,55 @@ from pathlib import Path
 from typing import Optional
 
 from hmq import _jsonable, defaults
-from hmq._errors import HmqError
-from worker.executor import read_frame, write_frame
+from hmq._errors import ConfigurationError, HmqError
+from worker.executor import read_reply, write_frame
 
 EXECUTOR_SCRIPT = str(Path(__file__).with_name("executor.py"))
 JSONABLE_SCRIPT = str(Path(_jsonable.__file__))
+
+
+# Never handed to user code: the worker's own configuration and the cloud credentials it holds.
+_PRIVATE_ENV = ("HMQ_", "AWS_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+
+
+def executor_env(ncores: int, user: Optional[str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV)}
+    for name in defaults.THREAD_ENV_VARS:
+        env[name] = str(ncores)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+    return env
+
+
+def check_executor_user(user: str, scratch: Path) -> None:
+    """Fail at start, not at the first task, when ``user`` cannot run this interpreter or reach
+    the scratch directory."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigurationError(f"executor user {user!r} does not exist") from None
+    probe = [sys.executable, "-I", "-c", "import cloudpickle, os, sys; os.stat(sys.argv[1])", str(scratch)]
+    try:
+        out = subprocess.run(
+            probe,
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=executor_env(1, user),
+            cwd="/",
+        )
+    except PermissionError as exc:
+        raise ConfigurationError(
+            f"cannot run calls as {user!r}: {exc} (switching users needs a worker running as root; "
+            f"and {user!r} must be able to run {sys.executable})"
+        ) from None
+    if out.returncode != 0:
+        why = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigurationError(f"executor user {user!r} cannot run {sys.executable} or reach {scratch}: {why}")
 
 
 class ExecutorDied(HmqError):
@@ -52,9 +99,16 @@ class Outcome:
 
 @dataclass(eq=False)
 class ExecutorProcess:
+    """One executor. ``tenant`` is the user whose calls it runs: executors are never shared
+    between users, so no user's code can see another user's functions, calls or results.
+    ``user`` (a login name) runs it under another uid, which cannot read the worker's
+    credentials (the worker must run as root to switch)."""
+
     python: str
     ncores: int
     scratch: Path
+    tenant: str = ""
+    user: Optional[str] = None
     proc: subprocess.Popen = field(init=False, repr=False)
     loaded: set[str] = field(default_factory=set)
     killed: bool = False
@@ -62,23 +116,25 @@ class ExecutorProcess:
 
     def __post_init__(self) -> None:
         workdir = self.scratch / uuid.uuid4().hex
-        env = dict(os.environ)
-        for name in defaults.THREAD_ENV_VARS:
-            env[name] = str(self.ncores)
-        for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
-            env.pop(name, None)
+        workdir.mkdir(parents=True)
+        entry = pwd.getpwnam(self.user) if self.user is not None else None
+        if entry is not None:
+            os.chown(workdir, entry.pw_uid, entry.pw_gid)
         self.proc = subprocess.Popen(
-            [self.python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir)],
+            [self.python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir), str(defaults.MAX_RESULT_BYTES)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
-            cwd=str(self.scratch),
+            env=executor_env(self.ncores, self.user),
+            cwd=str(workdir),
+            user=self.user,
+            group=entry.pw_gid if entry is not None else None,
+            extra_groups=[] if entry is not None else None,
         )
         self.workdir = workdir
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.python, self.ncores
+    def key(self) -> tuple[str, int, str]:
+        return self.python, self.ncores, self.tenant
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -98,15 +154,15 @@ class ExecutorProcess:
             raise self._died() from None
         while True:
             try:
-                message = read_frame(self.proc.stdout)
-            except (OSError, EOFError, ValueError):
-                message = None
-            if message is None:
+                reply = read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + 4096)
+            except OSError:
+                reply = None
+            if reply is None:
                 raise self._died()
-            if message[0] == "end":
+            if not isinstance(reply, tuple):  # "end"
                 self.last_used = time.monotonic()
                 return
-            _, task_id, ok, payload = message
+            task_id, ok, payload = reply
             now = time.monotonic()
             yield Outcome(task_id, ok, payload, now - started)
             started = now
@@ -136,27 +192,32 @@ class ExecutorProcess:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 stream.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class ExecutorPool:
     """Idle executors by key; at most ``max_idle`` are kept, least recently used go first."""
 
-    def __init__(self, scratch: Path, max_idle: int) -> None:
+    def __init__(self, scratch: Path, max_idle: int, user: Optional[str] = None) -> None:
         self.scratch = Path(scratch)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.max_idle = max_idle
+        self.user = user
+        if user is not None:
+            self.scratch.chmod(0o711)
+            check_executor_user(user, self.scratch)
         self._idle: list[ExecutorProcess] = []
         self._busy: set[ExecutorProcess] = set()
         self._lock = threading.Lock()
 
-    def acquire(self, python: str, ncores: int) -> ExecutorProcess:
+    def acquire(self, python: str, ncores: int, tenant: str) -> ExecutorProcess:
         with self._lock:
             for ex in self._idle:
-                if ex.key == (python, ncores) and ex.alive():
+                if ex.key == (python, ncores, tenant) and ex.alive():
                     self._idle.remove(ex)
                     self._busy.add(ex)
                     return ex
-        ex = ExecutorProcess(python, ncores, self.scratch)
+        ex = ExecutorProcess(python, ncores, self.scratch, tenant, self.user)
         with self._lock:
             self._busy.add(ex)
         return ex

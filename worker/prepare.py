@@ -38,8 +38,9 @@ class Job:
     call: bytes
 
     @property
-    def group(self) -> tuple[tuple[str, ...], int]:
-        return tuple(self.packages), self.ncores
+    def group(self) -> tuple[str, tuple[str, ...], int]:
+        """Jobs of one group may share an executor: same user, package set and core count."""
+        return self.user.key_id, tuple(self.packages), self.ncores
 
 
 class Preparer:

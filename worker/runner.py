@@ -1,8 +1,13 @@
 """``CachedWorker``: claims tasks, runs them in executor processes, uploads results.
 
-Threads: the main loop (claim, prepare, flush results), one runner per core (hands mini-batches
-of jobs to executor processes), and a heartbeat (extends leases, learns of cancellations).
-Functions, chunk headers and executor processes are cached between tasks.
+Threads: the main loop (claim, prepare, report), one runner per core (hands mini-batches of one
+user's jobs to that user's executor processes), and a heartbeat (extends the leases of the tasks
+the worker holds, learns of cancellations). Functions, chunk headers, package environments and
+executor processes are cached between tasks.
+
+Every claimed task stays in ``_held`` until the API has been told its outcome (or that it is
+released): the heartbeat extends exactly those leases, so a task the worker lost track of is
+never kept alive and returns to the queue when its lease runs out.
 """
 
 from __future__ import annotations
@@ -13,18 +18,18 @@ import os
 import tempfile
 import threading
 import time
-import uuid
-from collections import defaultdict, deque
+from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
-from hmq import defaults, formats, wire
+from hmq import defaults, wire
 from hmq._errors import HmqError
 from hmq.api import API
 from worker.credentials import WorkerCredentials
-from worker.envs import EnvManager, PackageEnvError
+from worker.envs import EnvManager
 from worker.pool import ExecutorDied, ExecutorPool, ExecutorProcess, Outcome
 from worker.prepare import Job, Preparer
+from worker.report import report
 
 log = logging.getLogger("hmq.worker")
 
@@ -41,6 +46,8 @@ class CachedWorker:
         cores: cores this worker may use (default: all of the machine's).
         cache_dir: where package environments and scratch directories live.
         pip_args: extra pip arguments for building environments (e.g. an index URL).
+        executor_user: run calls as this unprivileged user, which cannot read the worker's
+            credentials (the worker must run as root to switch users).
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class CachedWorker:
         cores: Optional[int] = None,
         cache_dir: Optional[Path] = None,
         pip_args: tuple[str, ...] = (),
+        executor_user: Optional[str] = None,
     ) -> None:
         url = url or credentials.url
         if not url:
@@ -62,14 +70,15 @@ class CachedWorker:
         self.cores = cores or os.cpu_count() or 1
         cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "hmq-worker"
         self.envs = EnvManager(cache / "envs", pip_args)
-        self.pool = ExecutorPool(cache / "scratch" / f"{os.getpid()}", max_idle=self.cores)
+        self.pool = ExecutorPool(cache / "scratch" / f"{os.getpid()}", max_idle=self.cores, user=executor_user)
         self.preparer = Preparer(self.api, credentials)
         self._cv = threading.Condition()
+        self._held: set[str] = set()
         self._queue: deque[Job] = deque()
         self._running: dict[str, tuple[Job, ExecutorProcess]] = {}
         self._outcomes: list[tuple[Job, Outcome]] = []
         self._rejected: list[wire.RejectedTask] = []
-        self._dropped: set[str] = set()
+        self._dropped: set[str] = set()  # running when dropped: their outcomes are discarded
         self._oldest_outcome: Optional[float] = None
         self._free = self.cores
         self._stop = threading.Event()
@@ -133,17 +142,13 @@ class CachedWorker:
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
-        self.pool.close()  # interrupts running calls; runners hand them back
+        self.pool.close()  # interrupts running calls; runners put them back in the queue
         for t in self._threads:
             t.join(timeout=10)
-        with self._cv:
-            release = [j.task_id for j in self._queue] + list(self._running)
-            self._queue.clear()
-            self._running.clear()
         try:
-            self._flush(force=True, release=release)
+            self._flush(force=True, release_rest=True)
         except HmqError as exc:
-            log.warning("could not hand back %d tasks on shutdown (their leases will expire): %s", len(release), exc)
+            log.warning("could not hand back %d tasks on shutdown (their leases will expire): %s", len(self._held), exc)
         self.api.close()
         log.info("worker stopped after %d tasks", self.completed)
 
@@ -157,8 +162,7 @@ class CachedWorker:
 
     def _claim(self, want: int) -> int:
         with self._cv:
-            used = self.cores - self._free
-            running = len(self._running)
+            used, running = self.cores - self._free, len(self._running)
         claim = self.api.dequeue_tasks(
             self.datacenter,
             self.envs.ready(),
@@ -168,6 +172,8 @@ class CachedWorker:
             running=running,
             used=used,
         )
+        with self._cv:
+            self._held.update(str(t.id) for g in claim.groups for t in g.tasks)
         jobs: list[Job] = []
         rejected: list[wire.RejectedTask] = []
         for group in claim.groups:
@@ -175,8 +181,8 @@ class CachedWorker:
             jobs += ok
             rejected += bad
         with self._cv:
-            self._queue.extend(jobs)
-            self._rejected += rejected
+            self._queue.extend(j for j in jobs if j.task_id in self._held)  # not dropped meanwhile
+            self._rejected += [r for r in rejected if str(r.id) in self._held]
             self._cv.notify_all()
         return len(jobs) + len(rejected)
 
@@ -211,19 +217,19 @@ class CachedWorker:
                     self._cv.notify_all()
 
     def execute_job(self, job: Job | list[Job], queue: Any = None) -> list[Outcome]:
-        """Run verified job(s) of one package set in an executor; record and return the outcomes.
+        """Run verified job(s) of one group in an executor; record and return the outcomes.
 
         Jobs whose run was interrupted by the worker (cancellation, shutdown) are handed back to
-        ``queue`` (default: this worker's queue) instead of failing.
+        ``queue`` (default: this worker's queue) instead of failing. Any other failure fails the
+        unfinished jobs with the reason: a job is never lost.
         """
         jobs = job if isinstance(job, list) else [job]
         back = self._queue if queue is None else queue
-        packages, ncores = list(jobs[0].group[0]), jobs[0].ncores
+        tenant, packages, ncores = jobs[0].group
         try:
-            python = self.envs.python(packages)
-        except (PackageEnvError, HmqError, ValueError) as exc:
-            return self._record([(j, Outcome(j.task_id, False, str(exc).encode())) for j in jobs])
-        ex = self.pool.acquire(python, ncores)
+            ex = self.pool.acquire(self.envs.python(list(packages)), ncores, tenant)
+        except Exception as exc:  # pip failed, an executor cannot start: the calls fail, the worker goes on
+            return self._fail(jobs, str(exc) if isinstance(exc, HmqError) else f"{type(exc).__name__}: {exc}")
         with self._cv:
             for j in jobs:
                 self._running[j.task_id] = (j, ex)
@@ -231,16 +237,27 @@ class CachedWorker:
         outcomes: list[Outcome] = []
         try:
             for outcome in ex.run([(j.task_id, j.digest, j.function, j.call) for j in jobs]):
+                done = by_id.pop(outcome.task_id, None)
+                if done is None:
+                    raise HmqError(f"executor answered for task {outcome.task_id}, which it was not given")
                 outcomes.append(outcome)
-                self._record([(by_id.pop(outcome.task_id), outcome)])
+                self._record([(done, outcome)])
         except ExecutorDied as died:
             self._interrupted(list(by_id.values()), died, back)
+        except Exception as exc:  # a garbled reply or a defect: fail what is left, keep the worker
+            log.exception("running %d calls failed", len(by_id))
+            ex.kill()
+            self._fail(list(by_id.values()), f"the worker failed while running the call: {type(exc).__name__}: {exc}")
         finally:
             self.pool.release(ex)
             with self._cv:
                 for j in jobs:
                     self._running.pop(j.task_id, None)
+                    self._dropped.discard(j.task_id)
         return outcomes
+
+    def _fail(self, jobs: list[Job], reason: str) -> list[Outcome]:
+        return self._record([(j, Outcome(j.task_id, False, reason.encode())) for j in jobs])
 
     def _interrupted(self, unfinished: list[Job], died: ExecutorDied, back: Any) -> None:
         with self._cv:
@@ -258,7 +275,7 @@ class CachedWorker:
     def _record(self, items: list[tuple[Job, Outcome]]) -> list[Outcome]:
         with self._cv:
             for job, outcome in items:
-                if job.task_id in self._dropped:
+                if job.task_id in self._dropped or job.task_id not in self._held:
                     continue
                 self._outcomes.append((job, outcome))
                 self._avg_seconds = (
@@ -270,7 +287,9 @@ class CachedWorker:
         return [o for _, o in items]
 
     # --- results -----------------------------------------------------------------------------
-    def _flush(self, force: bool, release: Optional[list[str]] = None) -> None:
+    def _flush(self, force: bool, release_rest: bool = False) -> None:
+        """Report outcomes and rejections when a batch is full, old enough or the worker idles;
+        on shutdown (``release_rest``) also hand back every other task still held."""
         with self._cv:
             due = (
                 self._oldest_outcome is not None
@@ -282,10 +301,12 @@ class CachedWorker:
                 return
             outcomes, self._outcomes, self._oldest_outcome = self._outcomes, [], None
             rejected, self._rejected = self._rejected, []
+            reported = {j.task_id for j, _ in outcomes} | {str(r.id) for r in rejected}
+            release = sorted(self._held - reported) if release_rest else []
         if not (outcomes or rejected or release):
             return
         try:
-            self._upload(outcomes, rejected, release or [])
+            report(self.api, self.credentials, outcomes, rejected, release)
         except HmqError as exc:
             log.warning("reporting %d results failed, will retry: %s", len(outcomes), exc)
             with self._cv:
@@ -294,60 +315,18 @@ class CachedWorker:
                 self._oldest_outcome = time.monotonic()
             if force:
                 raise
-
-    def _upload(
-        self, outcomes: list[tuple[Job, Outcome]], rejected: list[wire.RejectedTask], release: list[str]
-    ) -> None:
-        groups: dict[tuple[str, str], list[tuple[Job, Outcome]]] = defaultdict(list)
-        for job, outcome in outcomes:
-            groups[(job.user.key_id, job.tag)].append((job, outcome))
-        stored: list[wire.StoredResults] = []
-        parts = [
-            items[i : i + defaults.WORKER_RESULT_BATCH]
-            for items in groups.values()
-            for i in range(0, len(items), defaults.WORKER_RESULT_BATCH)
-        ]
-        slots = self.api.result_slots(len(parts)) if parts else []
-        for slot, items in zip(slots, parts, strict=True):
-            job0 = items[0][0]
-            records = [
-                formats.ResultRecord(
-                    o.task_id, formats.KIND_RESULT if o.ok else formats.KIND_ERROR, formats.compress(o.payload)
-                )
-                for _, o in items
-            ]
-            blob = formats.encode_results(
-                self.credentials.identity, self.credentials.certificate, job0.user, job0.tag, records
-            )
-            self.api.transport.put_object(slot.url, blob)
-            stored.append(
-                wire.StoredResults(
-                    key=slot.key,
-                    tag=job0.tag,
-                    completed=[uuid.UUID(o.task_id) for _, o in items if o.ok],
-                    failed=[uuid.UUID(o.task_id) for _, o in items if not o.ok],
-                )
-            )
-        for i in range(0, max(len(stored), 1), 50):
-            body = wire.CompleteIn(
-                results=stored[i : i + 50],
-                rejected=rejected if i == 0 else [],
-                release=[uuid.UUID(t) for t in release] if i == 0 else [],
-            )
-            out = self.api.store_results(body)
-            if out.ignored:
-                log.info(
-                    "%d results were not accepted (tasks cancelled, deleted or re-leased meanwhile)", len(out.ignored)
-                )
+            return
+        with self._cv:
+            self._held -= reported | set(release)
         self.completed += len(outcomes)
 
     # --- heartbeat ---------------------------------------------------------------------------
     def _heartbeat(self, every: float) -> None:
         while not self._stop.wait(every):
             with self._cv:
-                known = [j.task_id for j in self._queue] + list(self._running)
+                held = sorted(self._held)
             try:
-                drop = set(self.api.sync_tasks(self.datacenter, known))
+                drop = set(self.api.sync_tasks(self.datacenter, held))
             except HmqError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
@@ -357,10 +336,14 @@ class CachedWorker:
     def _drop(self, drop: set[str]) -> None:
         """Forget tasks the queue no longer wants from us; stop the ones already running."""
         with self._cv:
-            self._dropped |= drop
-            self._queue = deque(j for j in self._queue if j.task_id not in drop)
+            self._held -= drop
+            keep = [j for j in self._queue if j.task_id not in drop]
+            self._queue.clear()  # in place: runners may hold a reference to it
+            self._queue.extend(keep)
             victims = {id(ex): ex for tid, (_, ex) in self._running.items() if tid in drop}
+            self._dropped |= {tid for tid in drop if tid in self._running}
             self._outcomes = [(j, o) for j, o in self._outcomes if j.task_id not in drop]
+            self._rejected = [r for r in self._rejected if str(r.id) not in drop]
         for ex in victims.values():
             ex.kill()
         log.info("dropped %d tasks (cancelled, deleted or re-leased); stopped %d executors", len(drop), len(victims))

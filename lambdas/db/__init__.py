@@ -115,6 +115,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def head_revision() -> str:
+    """The newest revision the migrations define."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
+
+
 def current_revision(engine: Engine) -> str | None:
     from alembic.migration import MigrationContext
 
@@ -122,4 +132,4 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-__all__ = ["Base", "Index", "make_engine", "migrate", "current_revision"]
+__all__ = ["Base", "Index", "current_revision", "head_revision", "make_engine", "migrate"]

@@ -121,7 +121,7 @@ class Batch(Base):
     __tablename__ = "batches"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"), index=True)
-    key: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+    key: Mapped[Optional[str]] = mapped_column(String(512), nullable=True, unique=True)
     created: Mapped[float] = mapped_column(Float)
 
 
@@ -133,6 +133,7 @@ class Task(Base):
         Index("ix_tasks_tag_batch", "tag_id", "batch_id", "seq"),
         Index("ix_tasks_tag_status", "tag_id", "status"),
         Index("ix_tasks_user_status", "user_id", "status"),
+        Index("ix_tasks_status_created", "status", "created"),
         Index("ix_tasks_lease", "status", "lease_until"),
         Index("ix_tasks_worker", "worker_id"),
         Index("ix_tasks_chunk", "chunk_id"),

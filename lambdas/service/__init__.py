@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,10 +11,13 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from hmq._errors import StorageError
 from lambdas.db import Index
 from lambdas.db.models import Batch
 from lambdas.settings import Settings
 from lambdas.storage import ObjectStore
+
+log = logging.getLogger("hmq.api")
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class Context:
     settings: Settings
     index: Index
     store: ObjectStore
+    sweep: Any = None  # lambdas.service.leases.Sweeper, set by the app factory
 
     def presign_get(self, key: str, base_url: str) -> str:
         return self.store.presign_get(key, self.settings.presign_expiry_seconds, base_url)
@@ -56,3 +61,12 @@ def new_batch(session: Session, tag_id: int, key: str | None = None) -> int:
 def chunked(items: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def delete_objects(ctx: Context, keys: list[str]) -> None:
+    """Delete objects after the index stopped referring to them. Best effort: the index is
+    already committed, so a storage failure is logged, not turned into an error for the caller."""
+    try:
+        ctx.store.delete(keys)
+    except StorageError as exc:
+        log.warning("could not delete %d object(s), they stay in the store: %s", len(keys), exc)

@@ -12,7 +12,7 @@ from sqlalchemy import Table, select
 from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
-from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus
+from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User
 from lambdas.service import Context, insert_ignore
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
@@ -93,6 +93,8 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
     now = time.time()
     created = existing = 0
     with ctx.index.write() as session:
+        if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
+            raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
         tag = session.scalars(select(Tag).where(Tag.name == body.tag)).one_or_none()
         if tag is None:
             tag = Tag(user_id=principal.user_id, name=body.tag, created=now)

@@ -7,15 +7,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Optional, cast
 
-from sqlalchemy import delete, exists, func, select, tuple_, update
+from sqlalchemy import CursorResult, delete, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from hmq import defaults, wire
 from hmq._errors import BadRequest, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
-from lambdas.service import Context, chunked, new_batch
-from lambdas.service.leases import sweep_expired
+from lambdas.service import Context, chunked, delete_objects, new_batch
 
 SELECT_PAGE = 5000  # tasks changed per statement when cancelling or deleting a whole tag
 
@@ -35,8 +34,11 @@ def own_tag(session: Session, principal: Principal, name: str) -> Tag:
 
 
 def _sweep(ctx: Context) -> None:
+    with ctx.index.read() as session:
+        if not ctx.sweep.due(session):
+            return
     with ctx.index.write() as session:
-        sweep_expired(session, ctx.settings.max_attempts, ctx.settings.lease_seconds)
+        ctx.sweep(session)
 
 
 def tag_status(ctx: Context, principal: Principal, name: str) -> wire.TagStatus:
@@ -208,14 +210,18 @@ def cancel(ctx: Context, principal: Principal, sel: wire.TaskSelection) -> wire.
 
 
 def cancel_open_tasks_of_user(session: Session, user_id: int, reason: str) -> int:
-    rows = [
-        tuple(r)
-        for r in session.execute(
-            select(Task.seq, Task.tag_id, Task.id).where(Task.user_id == user_id, Task.status.in_(OPEN_STATES))
-        ).all()
-    ]
-    _close(session, rows, TaskStatus.CANCELLED, reason)  # type: ignore[arg-type]
-    return len(rows)
+    """Cancel every open task of a user, tag by tag, without loading the rows."""
+    open_tasks = (Task.user_id == user_id, Task.status.in_(OPEN_STATES))
+    total = 0
+    for tag_id in session.scalars(select(Task.tag_id).distinct().where(*open_tasks)).all():
+        batch = new_batch(session, tag_id)
+        statement = (
+            update(Task)
+            .where(*open_tasks, Task.tag_id == tag_id)
+            .values(status=TaskStatus.CANCELLED, batch_id=batch, lease_until=None, error=reason)
+        )
+        total += cast(CursorResult[Any], session.execute(statement)).rowcount
+    return total
 
 
 # --- delete ------------------------------------------------------------------------------------
@@ -235,8 +241,15 @@ def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) ->
                     batch_ids.add(batch_id)
             session.execute(delete(Task).where(Task.seq.in_(part)))
         keys = _collect_garbage(session, chunk_ids, batch_ids, {r[1] for r in rows})
-    ctx.store.delete(keys)
-    return wire.TaskIdsOut(tasks=[r[2] for r in rows], more=sel.tag is not None and len(rows) == limit)
+        # A whole tag is deleted page by page; "more" only while it still has tasks (the last
+        # page removed the tag itself).
+        more = (
+            sel.tag is not None
+            and len(rows) == limit
+            and bool(session.scalar(select(exists().where(Task.tag_id == rows[-1][1]))))
+        )
+    delete_objects(ctx, keys)
+    return wire.TaskIdsOut(tasks=[r[2] for r in rows], more=more)
 
 
 def _collect_garbage(session: Session, chunk_ids: set[int], batch_ids: set[int], tag_ids: set[int]) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -15,8 +14,7 @@ from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Batch, Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, chunked, new_batch
-from lambdas.service.leases import sweep_expired
+from lambdas.service import Context, chunked, delete_objects, new_batch
 from lambdas.service.submit import upload_prefix
 from lambdas.service.tags import SELECT_PAGE
 
@@ -64,11 +62,12 @@ def claim(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.C
     with ctx.index.write() as session:
         worker = _own_worker(session, principal, worker_id)
         worker.last_seen, worker.allocated, worker.running, worker.used = now, body.allocated, body.running, body.used
-        sweep_expired(session, ctx.settings.max_attempts, ctx.settings.lease_seconds, now)
+        ctx.sweep(session, now)
         query = select(Task.seq).where(
             Task.status == TaskStatus.PENDING,
             Task.python == worker.python,
             Task.ncores <= min(body.available, worker.cores),
+            Task.user_id.not_in(select(User.id).where(User.revoked.is_not(None))),
         )
         query = query.where(
             Task.datacenters.is_(None) | Task.datacenters.contains(f",{worker.datacenter},", autoescape=True)
@@ -125,33 +124,29 @@ def claim(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.C
 
 
 def heartbeat(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.HeartbeatIn) -> wire.HeartbeatOut:
-    """Extend every lease this worker holds; name the asked-for tasks it should drop (cancelled,
-    deleted, or re-leased after this worker was presumed dead)."""
+    """Extend the leases of the tasks the worker names (only those: a task it lost track of runs
+    out of lease and returns to the queue); name those it should drop (cancelled, deleted, or
+    re-leased after this worker was presumed dead)."""
     now = time.time()
     lease_until = now + ctx.settings.lease_seconds
+    held: set[uuid.UUID] = set()
     with ctx.index.write() as session:
         worker = _own_worker(session, principal, worker_id)
         worker.last_seen = now
-        session.execute(
-            update(Task)
-            .where(Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
-            .values(lease_until=lease_until)
-        )
-        held: set[uuid.UUID] = set()
         for part in chunked(list(body.tasks), SELECT_PAGE):
-            held.update(
-                session.scalars(
-                    select(Task.id).where(
-                        Task.id.in_(part), Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING
-                    )
-                )
+            held |= _transition(
+                session, part, [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING], lease_until=lease_until
             )
     return wire.HeartbeatOut(lease_until=lease_until, drop=[t for t in body.tasks if t not in held])
 
 
 def complete(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.CompleteIn) -> wire.CompleteOut:
     """Record results. Only tasks still running under this worker's lease change state: a
-    result for a cancelled, deleted or re-leased task is ignored and never overwrites it."""
+    result for a cancelled, deleted or re-leased task is ignored and never overwrites it.
+
+    Idempotent: a retried report (its first answer was lost) finds its result objects already
+    recorded and answers as the first time; an object is deleted only when nothing refers to it.
+    """
     prefix = upload_prefix(principal, "results")
     for stored in body.results:
         if not stored.key.startswith(prefix):
@@ -166,58 +161,77 @@ def complete(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wir
         worker.last_seen = time.time()
         mine = [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING]
         for stored in body.results:
-            taken = _record_object(session, stored, mine, ignored)
-            if not taken:
+            taken, referenced = _record_object(session, stored, mine, ignored)
+            if not referenced:
                 orphans.append(stored.key)
             accepted += taken
         accepted += _record_rejections(session, body.rejected, mine, ignored)
         if body.release:
             _transition(session, list(body.release), mine, status=TaskStatus.PENDING, worker_id=None, lease_until=None)
     if orphans:  # results nobody will read: the tasks were cancelled, deleted or re-leased
-        ctx.store.delete(orphans)
+        delete_objects(ctx, orphans)
     return wire.CompleteOut(accepted=accepted, ignored=ignored)
 
 
-def _record_object(session: Session, stored: wire.StoredResults, mine: list[Any], ignored: list[uuid.UUID]) -> int:
-    """Point the tasks of one result object at it; return how many were accepted."""
+def _record_object(
+    session: Session, stored: wire.StoredResults, mine: list[Any], ignored: list[uuid.UUID]
+) -> tuple[int, bool]:
+    """Point the tasks of one result object at it; return (tasks accepted, object referenced)."""
+    ids = [*stored.completed, *stored.failed]
+    recorded = session.scalars(select(Batch.id).where(Batch.key == stored.key)).one_or_none()
+    if recorded is not None:  # a retried report: answer as the first time did
+        taken = set(session.scalars(select(Task.id).where(Task.id.in_(ids), Task.batch_id == recorded)))
+        ignored += [i for i in ids if i not in taken]
+        return len(taken), True
     tag = session.scalars(select(Tag).where(Tag.name == stored.tag)).one_or_none()
     if tag is None:
-        ignored += [*stored.completed, *stored.failed]
-        return 0
+        ignored += ids
+        return 0, False
     batch = new_batch(session, tag.id, stored.key)
-    taken = 0
-    for ids, status in ((stored.completed, TaskStatus.COMPLETED), (stored.failed, TaskStatus.FAILED)):
-        if ids:
+    taken_count = 0
+    for part, status in ((stored.completed, TaskStatus.COMPLETED), (stored.failed, TaskStatus.FAILED)):
+        if part:
             done = _transition(
-                session, ids, [*mine, Task.tag_id == tag.id], status=status, batch_id=batch, lease_until=None
+                session, part, [*mine, Task.tag_id == tag.id], status=status, batch_id=batch, lease_until=None
             )
-            taken += len(done)
-            ignored += [i for i in ids if i not in done]
-    if taken == 0:
+            taken_count += len(done)
+            ignored += [i for i in part if i not in done]
+    if taken_count == 0:
         session.execute(delete(Batch).where(Batch.id == batch))
-    return taken
+    return taken_count, taken_count > 0
 
 
 def _record_rejections(
     session: Session, rejected: list[wire.RejectedTask], mine: list[Any], ignored: list[uuid.UUID]
 ) -> int:
-    """Fail tasks the worker refused to run, with its reason."""
-    by_tag: dict[int, list[Any]] = defaultdict(list)
+    """Fail tasks the worker refused to run, with its reason (only those it still holds)."""
+    held = (
+        session.execute(select(Task.id, Task.tag_id).where(Task.id.in_([r.id for r in rejected]), *mine)).all()
+        if rejected
+        else []
+    )
+    tag_of = {row.id: row.tag_id for row in held}
+    batches: dict[int, int] = {}
+    accepted = 0
     for rej in rejected:
-        row = session.execute(select(Task.seq, Task.tag_id).where(Task.id == rej.id, *mine)).one_or_none()
-        if row is None:
+        tag_id = tag_of.get(rej.id)
+        if tag_id is None:
             ignored.append(rej.id)
-        else:
-            by_tag[row.tag_id].append((row.seq, rej.error))
-    for tag_id, items in by_tag.items():
-        batch = new_batch(session, tag_id)
-        for seq, error in items:
-            session.execute(
-                update(Task)
-                .where(Task.seq == seq)
-                .values(status=TaskStatus.FAILED, batch_id=batch, lease_until=None, error=error)
+            continue
+        if tag_id not in batches:
+            batches[tag_id] = new_batch(session, tag_id)
+        accepted += len(
+            _transition(
+                session,
+                [rej.id],
+                mine,
+                status=TaskStatus.FAILED,
+                batch_id=batches[tag_id],
+                lease_until=None,
+                error=rej.error,
             )
-    return sum(len(items) for items in by_tag.values())
+        )
+    return accepted
 
 
 def _transition(session: Session, ids: list[uuid.UUID], where: list[Any], **values: Any) -> set[uuid.UUID]:

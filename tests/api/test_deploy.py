@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from hmq import crypto
 from lambdas import migrate
+from lambdas.db import head_revision
 from lambdas.settings import Settings
 from tests.backends import PostgresCluster, S3Server
 from tests.helpers import start_server
@@ -140,9 +141,9 @@ def test_migration_custom_resource(
     for key, value in _settings(admin_key, database_url=postgres.database()).to_env().items():
         monkeypatch.setenv(key, value)
     assert migrate.handler(_event(url, "Create"), None)["Status"] == "SUCCESS"
-    assert migrate.handler(_event(url, "Update"), None)["Data"] == {"Revision": "0001"}
+    assert migrate.handler(_event(url, "Update"), None)["Data"] == {"Revision": head_revision()}
     assert migrate.handler(_event(url, "Delete"), None)["Status"] == "SUCCESS"
-    assert [r["Status"] for r in received] == ["SUCCESS"] * 3 and received[0]["Data"] == {"Revision": "0001"}
+    assert [r["Status"] for r in received] == ["SUCCESS"] * 3 and received[0]["Data"] == {"Revision": head_revision()}
     monkeypatch.setenv("HMQ_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     out = migrate.handler(_event(url, "Update"), None)
     assert out["Status"] == "FAILED" and "OperationalError" in out["Reason"]

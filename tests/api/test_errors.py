@@ -94,3 +94,10 @@ def test_oversize_object_is_refused_and_store_intact(make_server, backend: str) 
     assert server.store.size(slot.key) is None
     assert server.object_keys() == before
     assert user.get_tag_status(tag.name)["total"] == 1
+
+
+@pytest.mark.parametrize("key", ["u/{k}/f/../../other/f/x", "u/{k}/f/./x", "u/{k}//f/x"])
+def test_object_keys_with_dot_segments_are_refused(server: Server, key: str) -> None:
+    user = server.user()
+    with pytest.raises(hmq.BadRequest, match="segments"):
+        user._call("POST", "/v1/functions", {"digest": "0" * 64, "key": key.format(k=user.identity.key_id), "size": 1})

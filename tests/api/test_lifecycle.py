@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import hmq
+from hmq import crypto
 from tests.helpers import ManualWorker, Server, submit, wait_for
 
 
@@ -148,3 +149,93 @@ def test_datacenter_and_core_placement(server: Server, tmp_path: Path) -> None:
     assert len(big) == 1  # the 4-core task, not the one pinned to hpc_a
     hpc = ManualWorker(server, tmp_path, datacenter="hpc_a", cores=1)
     assert len(hpc.claim(10)) == 1
+
+
+def test_tasks_no_worker_can_run_fail_after_the_placement_timeout(make_server, tmp_path: Path) -> None:
+    server = make_server(placement_timeout_seconds=0.5)
+    user = server.user()
+    gone = submit(user, lambda: 1, [()], datacenters=["decommissioned"])
+    big = submit(user, lambda: 1, [()], ncores=64)
+    fine = submit(user, lambda: 1, [()])
+    ManualWorker(server, tmp_path, datacenter="cloud", cores=8)  # seen: runs "fine" only
+    time.sleep(0.6)
+    ManualWorker(server, tmp_path, datacenter="cloud", cores=8)  # still seen after the cutoff
+    assert wait_for(lambda: gone.pull() == 0 and big.pull() == 0, timeout=10, what="unplaceable tasks to fail")
+    assert "datacenter(s) decommissioned" in list(gone.errors)[0] and "has been seen for" in list(gone.errors)[0]
+    assert "with 64 core(s)" in list(big.errors)[0]
+    assert user.get_tag_status(fine.name)["pending"] == 1  # a worker can run it: it keeps waiting
+
+
+@pytest.mark.parametrize("n", [6, 7])
+def test_cancel_and_delete_a_tag_across_pages(server: Server, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hmq import defaults
+
+    monkeypatch.setattr(defaults, "MAX_TASKS_PER_REQUEST", 3)  # pages of 3: 6 ends exactly on a page
+    user = server.user()
+    tag = submit(user, lambda x: x, [(i,) for i in range(n)])
+    ids = list(tag.task_ids)
+    assert sorted(user.cancel_tasks(tag=tag.name)) == sorted(ids)
+    assert sorted(tag.delete()) == sorted(ids)
+    assert server.object_keys() == [k for k in server.object_keys() if "/f/" in k]  # only the function is kept
+
+
+def test_a_retried_report_keeps_the_results(server: Server, tmp_path: Path) -> None:
+    from hmq import formats, wire
+
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,), (2,)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim()
+    ids = [str(t.id) for t in group.tasks]
+    user_key = crypto.verify_certificate(group.certificate, w.creds.admin)
+    records = [formats.ResultRecord(t, formats.KIND_RESULT, formats.compress(formats.to_json(t))) for t in ids]
+    blob = formats.encode_results(w.creds.identity, w.creds.certificate, user_key, group.tag, records)
+    slot = w.api.result_slots(1)[0]
+    w.api.transport.put_object(slot.url, blob)
+    body = wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=ids)])
+    first = w.api.store_results(body)
+    again = w.api.store_results(body)  # as if the first answer had been lost
+    assert first.accepted == again.accepted == 2 and again.ignored == []
+    assert slot.key in server.object_keys()
+    assert tag.pull() == 0 and list(tag.results) == ids
+
+
+def test_heartbeat_extends_only_the_tasks_the_worker_names(make_server, tmp_path: Path) -> None:
+    server = make_server(lease_seconds=0.6)
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,), (2,)])
+    w = ManualWorker(server, tmp_path)
+    kept, forgotten = (str(t.id) for t in w.claim()[0].tasks)
+    for _ in range(4):  # the worker lost track of "forgotten" (e.g. a claim answer it never got)
+        time.sleep(0.25)
+        assert w.api.sync_tasks("default", [kept]) == []
+    assert user.get_tasks_status([kept, forgotten]) == {kept: "running", forgotten: "pending"}
+    assert user.get_tag_status(tag.name)["running"] == 1
+
+
+def test_a_missing_result_object_fails_its_tasks_and_pull_goes_on(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,), (2,), (3,)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim(2)
+    w.complete(group, {str(t.id): "lost" for t in group.tasks})
+    (result_key,) = [k for k in server.object_keys() if k.startswith("w/")]
+    server.store.delete([result_key])  # e.g. a lifecycle rule expired it
+    (rest,) = w.claim()
+    w.complete(rest, {str(rest.tasks[0].id): "kept"})
+    assert tag.pull() == 0
+    assert list(tag.results) == [None, None, "kept"]
+    assert all("gone from the object store" in e for e in list(tag.errors)[:2])
+    assert tag.pull() == 0  # and later pulls do not fail either
+
+
+def test_claims_skip_tasks_of_a_revoked_user(server: Server, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from lambdas.db.models import User
+
+    user = server.user("soon-revoked")
+    submit(user, lambda: 1, [()])
+    with server.app.state.ctx.index.write() as session:  # revoked between submit and claim
+        session.execute(update(User).where(User.name == "soon-revoked").values(revoked=time.time()))
+    assert ManualWorker(server, tmp_path).claim() == []

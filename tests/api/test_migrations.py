@@ -1,22 +1,55 @@
-"""The schema comes from Alembic migrations only, and they match the models."""
+"""The schema comes from Alembic migrations only; they match the models and upgrade live data."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
-from lambdas.db import current_revision, make_engine, migrate
+from lambdas.db import current_revision, head_revision, make_engine, migrate
 from lambdas.db.models import Base
 
 
-def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "postgres-s3":
+        return request.getfixturevalue("postgres").database()
+    return f"sqlite:///{tmp_path / 'm.db'}"
+
+
+def test_migrations_build_exactly_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
     migrate(engine)
     migrate(engine)  # idempotent
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_upgrade_keeps_existing_rows(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (name, role, key_id, sign_pub, enc_pub, certificate, created) "
+                "VALUES ('ada', 'user', 'k1', :b, :b, '{}', :t)"
+            ),
+            {"b": b"x" * 32, "t": time.time()},
+        )
+        conn.execute(text("INSERT INTO tags (user_id, name, created) VALUES (1, 't_1', :t)"), {"t": time.time()})
+        conn.execute(
+            text("INSERT INTO batches (tag_id, key, created) VALUES (1, 'w/k/1', :t), (1, NULL, :t), (1, NULL, :t)"),
+            {"t": time.time()},
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM batches")).scalar() == 3
+        assert conn.execute(text("SELECT name FROM tags")).scalar() == "t_1"
+    engine.dispose()

@@ -75,3 +75,11 @@ def test_request_signature_binds_method_target_body_and_time() -> None:
         auth.check_time(auth.timestamp - 1000)
     with pytest.raises(AuthenticationError, match="not signed"):
         crypto.RequestAuth.from_headers({})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_timestamps_are_refused(value: str) -> None:
+    headers = crypto.sign_request(crypto.Identity.generate(), "GET", "/v1/whoami", b"")
+    headers[crypto.H_TIME] = value
+    with pytest.raises(AuthenticationError, match="finite"):
+        crypto.RequestAuth.from_headers(headers)

@@ -71,7 +71,7 @@ def test_task_decorator_records_calls_and_defaults() -> None:
         return a * b
 
     assert f(1) is None and f(1, b=3) is None and len(f) == 2
-    assert f._calls == [((1,), {}), ((1,), {"b": 3})]
+    assert [cloudpickle_loads(c) for c in f._calls] == [((1,), {}), ((1,), {"b": 3})]
     g(2)
     fn = cloudpickle_loads(g._payload())
     assert fn(2) == 20 and fn(2, b=3) == 6  # defaults apply unless the call passes the keyword
@@ -91,3 +91,19 @@ def test_submit_without_calls_is_a_clear_error() -> None:
 
     with pytest.raises(hmq.UsageError, match="call nothing"):
         nothing.submit()
+
+
+def test_calls_are_recorded_when_made() -> None:
+    @hmq.task
+    def f(xs):
+        return sum(xs)
+
+    data = [1, 2]
+    f(data)
+    data.append(3)  # a later change does not alter the recorded call
+    assert [cloudpickle_loads(c) for c in f._calls] == [(([1, 2],), {})]
+    import threading
+
+    with pytest.raises(hmq.UsageError, match="cannot be recorded"):
+        f(threading.Lock())
+    assert len(f) == 1

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import update
 import hmq
 from hmq import crypto
 from lambdas.db.models import Chunk, User
-from tests.helpers import Server, submit, wait_for
+from tests.helpers import Server, stop_process, submit, wait_for
 
 
 def _pull(tag: hmq.Tag, timeout: float = 60) -> None:
@@ -205,3 +206,140 @@ def test_packages_are_installed_into_a_cached_environment(server: Server, tmp_pa
     bad = submit(user, version, [()], packages=["hmq-no-such-package-anywhere==0.0.1"])
     _pull(bad, timeout=600)
     assert "installing hmq-no-such-package-anywhere==0.0.1 failed on the worker" in list(bad.errors)[0]
+
+
+def test_users_never_share_an_executor(server: Server, tmp_path: Path) -> None:
+    def leave_a_trace(secret):
+        import builtins
+        import os
+
+        builtins.hmq_left_behind = secret  # state that would survive in a shared process
+        return os.getpid()
+
+    def look_for_traces():
+        import builtins
+        import os
+
+        return [getattr(builtins, "hmq_left_behind", None), os.getpid()]
+
+    alice, bob = server.user("alice"), server.user("bob")
+    server.start_worker(tmp_path)  # one core: every call goes through the same runner
+    first = submit(alice, leave_a_trace, [("alice's secret",)])
+    _pull(first)
+    again = submit(alice, look_for_traces, [()])
+    snoop = submit(bob, look_for_traces, [()])
+    _pull(again)
+    _pull(snoop)
+    (alice_pid,) = first.results
+    assert list(again.results) == [["alice's secret", alice_pid]]  # one user's executor is reused
+    (bob_sees,) = snoop.results
+    assert bob_sees[0] is None and bob_sees[1] != alice_pid
+
+
+def test_calls_do_not_see_the_workers_private_environment(server: Server, tmp_path: Path) -> None:
+    def environment():
+        import os
+
+        return sorted(k for k in os.environ if k.startswith(("HMQ_", "AWS_")))
+
+    user = server.user()
+    server.start_worker(tmp_path, env={"HMQ_API_URL": server.url, "AWS_SECRET_ACCESS_KEY": "do-not-leak"})
+    tag = submit(user, environment, [()])
+    _pull(tag)
+    assert list(tag.results) == [[]]
+
+
+def test_dropping_tasks_keeps_the_queue_runners_hold(tmp_path: Path, admin_key: crypto.AdminKey) -> None:
+    from worker.credentials import WorkerCredentials
+    from worker.prepare import Job
+    from worker.runner import CachedWorker
+
+    worker = CachedWorker(WorkerCredentials.create(admin_key, "w", "http://127.0.0.1:9"), cache_dir=tmp_path)
+    user = crypto.Identity.generate().public
+    jobs = [Job(f"00000000-0000-4000-8000-00000000000{i}", "t", user, [], 1, "d", b"", b"") for i in range(3)]
+    worker._held.update(j.task_id for j in jobs)
+    worker._queue.extend(jobs)
+    queue = worker._queue  # what a runner captured before the heartbeat's drop
+    worker._drop({jobs[0].task_id})
+    assert worker._queue is queue and [j.task_id for j in queue] == [jobs[1].task_id, jobs[2].task_id]
+    assert jobs[0].task_id not in worker._held
+    worker.api.close()
+    worker.pool.close()
+
+
+def test_an_unknown_executor_user_is_refused_at_start(tmp_path: Path) -> None:
+    from hmq import ConfigurationError
+    from worker.pool import ExecutorPool
+
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        ExecutorPool(tmp_path, 1, user="hmq-no-such-user")
+
+
+@pytest.fixture(scope="session")
+def world_readable_worker_python() -> Iterator[str]:
+    """A worker interpreter other users can run: a venv of the system Python, outside /root."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.helpers import REPO
+
+    system = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    if os.geteuid() != 0 or system is None:
+        pytest.skip("needs root (to switch users) and a system Python 3")
+    root = Path(tempfile.mkdtemp(prefix="hmq-sysvenv-"))
+    root.chmod(0o755)
+    try:
+        subprocess.run([system, "-m", "venv", str(root / "venv")], check=True, capture_output=True)
+        python = str(root / "venv" / "bin" / "python")
+        subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{REPO}[worker]"],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        yield python
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_executor_user_cannot_read_the_credentials(
+    local_server: Server, tmp_path: Path, world_readable_worker_python: str
+) -> None:
+    import pwd
+    import shutil
+    import tempfile
+
+    def probe(path):
+        import os
+
+        try:
+            with open(path) as fh:
+                return ["read", fh.read(20), os.getuid()]
+        except PermissionError:
+            return ["refused", None, os.getuid()]
+
+    server = local_server
+    proc = None
+    cache = Path(tempfile.mkdtemp(prefix="hmq-exec-user-"))
+    cache.chmod(0o755)  # the executor user must reach its scratch directory
+    try:
+        user = server.user()
+        # the credentials sit in a directory anyone may enter: only their mode (0600) protects them
+        proc = server.start_worker(
+            cache, cache_dir=cache, extra=("--executor-user", "nobody"), python=world_readable_worker_python
+        )
+        tag = submit(user, probe, [(str(proc.credentials),)])
+        _pull(tag)
+        assert list(tag.results) == [["refused", None, pwd.getpwnam("nobody").pw_uid]], list(tag.errors)
+        assert proc.credentials.parent == cache and oct(proc.credentials.stat().st_mode & 0o777) == "0o600"
+        readable = submit(user, probe, [(str(cache / "world-readable.txt"),)])
+        (cache / "world-readable.txt").write_text("anyone may read this")
+        (cache / "world-readable.txt").chmod(0o644)
+        _pull(readable)
+        assert list(readable.results)[0][0] == "read"  # the probe can read what it may: the test can fail
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(cache, ignore_errors=True)

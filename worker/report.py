@@ -1,0 +1,71 @@
+"""Reporting outcomes: results grouped per user and tag into signed, encrypted result objects,
+uploaded by presigned PUT, then recorded with the API in one request per 50 objects."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from hmq import defaults, formats, wire
+from hmq.api import API
+from worker.credentials import WorkerCredentials
+
+if TYPE_CHECKING:
+    from worker.pool import Outcome
+    from worker.prepare import Job
+
+log = logging.getLogger("hmq.worker")
+OBJECTS_PER_REQUEST = 50
+
+
+def report(
+    api: API,
+    credentials: WorkerCredentials,
+    outcomes: list[tuple[Job, Outcome]],
+    rejected: list[wire.RejectedTask],
+    release: list[str],
+) -> None:
+    """Upload ``outcomes`` and tell the API about them, the ``rejected`` tasks and the tasks to
+    ``release``. Raises on failure; a retry is safe (the API answers a repeated report as the
+    first one, and uploads go to fresh keys)."""
+    groups: dict[tuple[str, str], list[tuple[Job, Outcome]]] = defaultdict(list)
+    for job, outcome in outcomes:
+        groups[(job.user.key_id, job.tag)].append((job, outcome))
+    parts = [
+        items[i : i + defaults.WORKER_RESULT_BATCH]
+        for items in groups.values()
+        for i in range(0, len(items), defaults.WORKER_RESULT_BATCH)
+    ]
+    slots = api.result_slots(len(parts)) if parts else []
+    stored: list[wire.StoredResults] = []
+    for slot, items in zip(slots, parts, strict=True):
+        job0 = items[0][0]
+        records = [
+            formats.ResultRecord(
+                o.task_id, formats.KIND_RESULT if o.ok else formats.KIND_ERROR, formats.compress(o.payload)
+            )
+            for _, o in items
+        ]
+        blob = formats.encode_results(credentials.identity, credentials.certificate, job0.user, job0.tag, records)
+        api.transport.put_object(slot.url, blob)
+        stored.append(
+            wire.StoredResults(
+                key=slot.key,
+                tag=job0.tag,
+                completed=[uuid.UUID(o.task_id) for _, o in items if o.ok],
+                failed=[uuid.UUID(o.task_id) for _, o in items if not o.ok],
+            )
+        )
+    for i in range(0, max(len(stored), 1), OBJECTS_PER_REQUEST):
+        first = i == 0
+        out = api.store_results(
+            wire.CompleteIn(
+                results=stored[i : i + OBJECTS_PER_REQUEST],
+                rejected=rejected if first else [],
+                release=[uuid.UUID(t) for t in release] if first else [],
+            )
+        )
+        if out.ignored:
+            log.info("%d results were not accepted (tasks cancelled, deleted or re-leased meanwhile)", len(out.ignored))
