@@ -147,6 +147,13 @@ def lambda_handler(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     sys.modules.pop("lambdas.handler", None)
 
 
+def _headers(method: str, path: str, query: str, body: bytes, identity: Optional[crypto.Identity]) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    if identity is not None:
+        headers.update(crypto.sign_request(identity, method, crypto.canonical_target(path, query), body))
+    return headers
+
+
 def _call(
     handler: Any,
     kind: str,
@@ -156,9 +163,7 @@ def _call(
     body: bytes = b"",
     identity: Optional[crypto.Identity] = None,
 ) -> tuple[int, Any]:
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    if identity is not None:
-        headers.update(crypto.sign_request(identity, method, crypto.canonical_target(path, query), body))
+    headers = _headers(method, path, query, body, identity)
     response = handler(EVENTS[kind](method, path, query, headers, body), Context())
     payload = response["body"]
     if response.get("isBase64Encoded"):
@@ -174,9 +179,7 @@ def _http(
     body: bytes = b"",
     identity: Optional[crypto.Identity] = None,
 ) -> tuple[int, Any]:
-    headers = {"content-type": "application/json"}
-    if identity is not None:
-        headers.update(crypto.sign_request(identity, method, crypto.canonical_target(path, query), body))
+    headers = _headers(method, path, query, body, identity)
     r = raw_request(server.url, method, path + ("?" + query if query else ""), body, headers)
     return r.status_code, r.json()
 

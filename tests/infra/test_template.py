@@ -243,11 +243,20 @@ def test_bucket_is_private_encrypted_and_tls_only(template: dict[str, Any]) -> N
 def test_bucket_lifecycle(template: dict[str, Any]) -> None:
     rules = template["Resources"]["ObjectBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     plain = [r for r in rules if "Fn::If" not in r]
-    (conditional,) = [r["Fn::If"] for r in rules if "Fn::If" in r]
+    conditional = [r["Fn::If"] for r in rules if "Fn::If" in r]
     assert any(r.get("AbortIncompleteMultipartUpload") == {"DaysAfterInitiation": 1} for r in plain)
-    by_prefix = {r["Prefix"]: r["ExpirationInDays"] for r in [*plain, conditional[1]] if "Prefix" in r}
-    assert by_prefix == {"w/": {"Ref": "ResultRetentionDays"}, "u/": {"Ref": "UploadRetentionDays"}}
-    assert conditional[0] == "ExpireUploads" and conditional[2] == {"Ref": "AWS::NoValue"}
+    # expiry is opt-in: each rule exists only when its retention parameter is not 0 (keep)
+    assert all("ExpirationInDays" not in r for r in plain)
+    by_prefix = {c[1]["Prefix"]: (c[0], c[1]["ExpirationInDays"]) for c in conditional}
+    assert by_prefix == {
+        "w/": ("ExpireResults", {"Ref": "ResultRetentionDays"}),
+        "u/": ("ExpireUploads", {"Ref": "UploadRetentionDays"}),
+    }
+    assert all(c[2] == {"Ref": "AWS::NoValue"} for c in conditional)
+    conditions = template["Conditions"]
+    for name, parameter in (("ExpireResults", "ResultRetentionDays"), ("ExpireUploads", "UploadRetentionDays")):
+        assert conditions[name] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, 0]}]}
+        assert template["Parameters"][parameter]["Default"] == 0
 
 
 def test_roles_are_least_privilege(template: dict[str, Any]) -> None:
