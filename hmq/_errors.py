@@ -1,20 +1,29 @@
-"""The one exception tree of hmq.
+"""The one exception tree of hmq, and the one table between errors and HTTP statuses.
 
-    HmqError
-    ├── ConfigurationError          missing or invalid settings, keys or config files
+    HmqError                                           (API: 500 internal)
+    ├── ConfigurationError          missing or invalid settings, keys or config files (400 invalid)
     │   └── TagFileError            a tag file that is missing, foreign or of an unknown version
     ├── UsageError                  the library was called wrongly (nothing recorded, oversize call,
-    │                               invalid package requirement, unpicklable argument)
+    │                               invalid package requirement, unpicklable argument) (400 bad_request)
     ├── AccessError                 who may do what
-    │   ├── AuthenticationError     unsigned, badly signed, stale, future or replayed request
-    │   └── PermissionDenied        authenticated, but not allowed (wrong role, revoked, not yours)
-    ├── IntegrityError              a blob or message failed decryption or signature checks
-    ├── StorageError                an object could not be stored or fetched
-    ├── APIError                    the API answered with an error (carries status and reason)
-    │   ├── BadRequest              400/413/422: the request itself is wrong
+    │   ├── AuthenticationError     unsigned, badly signed, stale, future or replayed request (401)
+    │   └── PermissionDenied        authenticated, but not allowed (wrong role, revoked, not yours) (403)
+    ├── IntegrityError              a blob or message failed decryption or signature checks (400 invalid)
+    ├── StorageError                an object could not be stored or fetched (502 storage)
+    ├── Unreachable                 no answer from the API at all (refused, reset, timed out): no status
+    ├── StackError                  the local stack (`hmq up`) could not start its processes
+    ├── APIError                    the API answered with an error (carries status, code and reason)
+    │   ├── BadRequest              400: the request itself is wrong
+    │   │   └── PayloadTooLarge     413: a body or object over its limit
     │   ├── NotFound                404: unknown tag, task, function or object
-    │   └── ServerError             5xx: the API failed; retry later
+    │   ├── Conflict                409: the name or object is taken by something else
+    │   └── ServerError             500: the API failed; retry later
+    │       └── Unavailable         503: a part the API depends on is down (retried by clients)
     └── TaskFailed                  a task raised on the worker; carries the remote traceback
+
+Every class carries its HTTP ``status`` and error ``code``: the API turns a raised error into a
+response with :func:`response_of`, the client turns a response back into the error with
+:func:`error_for_status`; both read the same class attributes, so the two directions cannot drift.
 
 Some also derive from the builtin the user guide promises (``ValueError``), so existing
 ``except ValueError`` code keeps working.
@@ -26,9 +35,15 @@ from __future__ import annotations
 class HmqError(Exception):
     """Root of every error raised by hmq."""
 
+    status: int = 500
+    code: str = "internal"
+
 
 class ConfigurationError(HmqError, ValueError):
     """Settings, keys or configuration files are missing or invalid."""
+
+    status = 400
+    code = "invalid"
 
 
 class TagFileError(ConfigurationError):
@@ -38,13 +53,22 @@ class TagFileError(ConfigurationError):
 class UsageError(HmqError, ValueError):
     """The library was called in a way that cannot work; the message says how to fix it."""
 
+    status = 400
+    code = "bad_request"
+
 
 class AccessError(HmqError):
     """Base for authentication and authorisation failures."""
 
+    status = 403
+    code = "forbidden"
+
 
 class AuthenticationError(AccessError):
     """The request's signature is missing, invalid, stale, from the future or replayed."""
+
+    status = 401
+    code = "unauthenticated"
 
 
 class PermissionDenied(AccessError, ValueError):
@@ -54,21 +78,45 @@ class PermissionDenied(AccessError, ValueError):
 class IntegrityError(HmqError):
     """A blob or message failed authentication (tampered, truncated or wrongly keyed)."""
 
+    status = 400
+    code = "invalid"
+
 
 class StorageError(HmqError):
     """An object could not be uploaded to or downloaded from the object store.
 
     Attributes:
-        status: the store's HTTP status, when it answered (404: the object does not exist).
+        store_status: the store's HTTP status, when it answered (404: the object does not exist).
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    status = 502
+    code = "storage"
+
+    def __init__(self, message: str, store_status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.store_status = store_status
+
+
+class Unreachable(HmqError):
+    """The API could not be reached: the connection was refused, reset or timed out.
+
+    There is no HTTP status: the API never answered. The message names the URL.
+    """
+
+
+class StackError(HmqError):
+    """A process of the local stack (``hmq up``) did not start or become healthy; the message
+    holds the end of its log."""
 
 
 class APIError(HmqError):
     """The API answered with an error status.
+
+    Args:
+        code: machine-readable error code (e.g. ``unknown_tag``); default: the class's.
+        reason: the human-readable reason.
+        status: the HTTP status, when it differs from the class's (a status with no class of
+            its own, as received by a client).
 
     Attributes:
         status: HTTP status code.
@@ -76,26 +124,61 @@ class APIError(HmqError):
         reason: the human-readable reason the API gave.
     """
 
-    def __init__(self, status: int, code: str, reason: str) -> None:
-        super().__init__(f"{reason} (HTTP {status}, {code})")
-        self.status = status
-        self.code = code
+    status = 500
+    code = "error"
+
+    def __init__(self, code: str | None, reason: str, *, status: int | None = None) -> None:
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        super().__init__(f"{reason} (HTTP {self.status}, {self.code})")
         self.reason = reason
 
 
 class BadRequest(APIError, ValueError):
-    """The API refused the request as malformed, oversize or invalid (HTTP 400/413/422)."""
+    """The API refused the request as malformed or invalid (HTTP 400, 422 and other 4xx)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class PayloadTooLarge(BadRequest):
+    """A request body or an object is over its limit (HTTP 413)."""
+
+    status = 413
+    code = "too_large"
 
 
 class NotFound(APIError, KeyError):
     """The API does not know the named tag, task, function or object (HTTP 404)."""
 
+    status = 404
+    code = "not_found"
+
     def __str__(self) -> str:  # KeyError would quote the message
         return Exception.__str__(self)
 
 
+class Conflict(APIError, ValueError):
+    """The name or object is already taken by something else (HTTP 409)."""
+
+    status = 409
+    code = "conflict"
+
+
 class ServerError(APIError):
     """The API failed to handle a valid request (HTTP 5xx)."""
+
+    status = 500
+    code = "internal"
+
+
+class Unavailable(ServerError):
+    """A part the API depends on (database, object store) is down; retry later (HTTP 503)."""
+
+    status = 503
+    code = "unavailable"
 
 
 class TaskFailed(HmqError):
@@ -112,16 +195,37 @@ class TaskFailed(HmqError):
         self.remote_traceback = remote_traceback
 
 
-def error_for_status(status: int, code: str, reason: str) -> APIError | AccessError:
+# The classes a response status maps back to; other statuses fall to their family's class.
+_BY_STATUS: dict[int, type[HmqError]] = {
+    cls.status: cls
+    for cls in (
+        AuthenticationError,
+        PermissionDenied,
+        BadRequest,
+        PayloadTooLarge,
+        NotFound,
+        Conflict,
+        ServerError,
+        Unavailable,
+    )
+}
+
+
+def class_for_status(status: int) -> type[HmqError]:
+    """The error class of an HTTP status (its family's class when it has none of its own)."""
+    return _BY_STATUS.get(status) or (BadRequest if status < 500 else ServerError)
+
+
+def error_for_status(status: int, code: str, reason: str) -> HmqError:
     """Map an API error response back to the exception a caller should see."""
-    if status == 401:
-        return AuthenticationError(reason)
-    if status == 403:
-        return PermissionDenied(reason)
-    if status == 404:
-        return NotFound(status, code, reason)
-    if status in (400, 409, 413, 422):
-        return BadRequest(status, code, reason)
-    if status >= 500:
-        return ServerError(status, code, reason)
-    return APIError(status, code, reason)
+    cls = class_for_status(status)
+    if issubclass(cls, APIError):
+        return cls(code, reason, status=status)
+    return cls(reason)
+
+
+def response_of(exc: HmqError) -> tuple[int, str, str]:
+    """``(status, code, message)`` of the API response for a raised error."""
+    if isinstance(exc, APIError):
+        return exc.status, exc.code, exc.reason
+    return exc.status, exc.code, str(exc)

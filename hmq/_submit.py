@@ -28,8 +28,6 @@ class Submission:
     def __init__(
         self, api: API, tag: str, digest: str, ncores: int, datacenters: Optional[list[str]], packages: Sequence[str]
     ) -> None:
-        from hmq.api import python_version
-
         try:
             wire.check_name(tag)
             self.packages = wire.normalise_packages(list(packages))
@@ -38,7 +36,7 @@ class Submission:
             raise UsageError(str(exc)) from None
         if not isinstance(ncores, int) or ncores < 1:
             raise UsageError(f"ncores must be a positive integer, got {ncores!r}")
-        self.api, self.tag, self.digest, self.ncores, self.python = api, tag, digest, ncores, python_version()
+        self.api, self.tag, self.digest, self.ncores, self.python = api, tag, digest, ncores, wire.PYTHON
         self.kid, self.compute_public = api.compute_key()
         self._slots: deque[wire.UploadSlot] = deque()
 

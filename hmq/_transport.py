@@ -16,7 +16,7 @@ import httpx
 from pydantic import BaseModel
 
 from hmq import crypto, defaults
-from hmq._errors import ServerError, StorageError, error_for_status
+from hmq._errors import ConfigurationError, HmqError, StorageError, Unreachable, error_for_status
 from hmq._version import __version__
 
 M = TypeVar("M", bound=BaseModel)
@@ -54,8 +54,27 @@ class Transport:
     def close(self) -> None:
         self.client.close()
 
-    def _backoff(self, attempt: int) -> None:
-        time.sleep(defaults.REQUEST_RETRY_BACKOFF_SECONDS * (2**attempt))
+    def _send(self, method: str, url: str, retry: bool, **kwargs: Any) -> httpx.Response:
+        """One request, retried on connection errors and 502/503/504 (when ``retry``) with
+        exponential backoff; ``kwargs`` may be a callable ``headers`` made afresh per attempt
+        (a signed request gets a new timestamp and nonce each time). Raises ``httpx.TransportError``
+        when the last attempt could not connect."""
+        attempts = self.retries + 1 if retry else 1
+        fresh_headers = kwargs.pop("fresh_headers", None)
+        for attempt in range(attempts):
+            last = attempt + 1 == attempts
+            if fresh_headers is not None:
+                kwargs["headers"] = fresh_headers()
+            try:
+                response = self.client.request(method, url, **kwargs)
+            except httpx.TransportError:
+                if last:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUS or last:
+                    return response
+            time.sleep(defaults.REQUEST_RETRY_BACKOFF_SECONDS * (2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def call(
         self,
@@ -72,24 +91,20 @@ class Transport:
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
         target = crypto.canonical_target(path, query)
         data = _jsonable(body)
-        attempts = self.retries + 1 if retry else 1
-        for attempt in range(attempts):
-            headers = {"content-type": "application/json", "x-hmq-protocol": str(defaults.PROTOCOL_VERSION)}
+        if signed and self.identity is None:
+            raise ConfigurationError("this client has no key: run hmq.request_access(url) first")
+
+        def headers() -> dict[str, str]:
+            out = {"content-type": "application/json", "x-hmq-protocol": str(defaults.PROTOCOL_VERSION)}
             if signed:
-                if self.identity is None:
-                    raise ServerError(0, "not_configured", "this client has no key: run hmq.request_access(url) first")
-                headers.update(crypto.sign_request(self.identity, method, target, data))
-            try:
-                response = self.client.request(method, self.url + target, content=data or None, headers=headers)
-            except httpx.TransportError as exc:
-                if attempt + 1 < attempts:
-                    self._backoff(attempt)
-                    continue
-                raise ServerError(503, "unreachable", f"cannot reach the hmq API at {self.url}: {exc}") from None
-            if response.status_code in RETRY_STATUS and attempt + 1 < attempts:
-                self._backoff(attempt)
-                continue
-            break
+                assert self.identity is not None
+                out.update(crypto.sign_request(self.identity, method, target, data))
+            return out
+
+        try:
+            response = self._send(method, self.url + target, retry, content=data or None, fresh_headers=headers)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the hmq API at {self.url}: {exc or type(exc).__name__}") from None
         if response.status_code >= 400:
             raise _api_error(response)
         if model is not None:
@@ -109,23 +124,15 @@ class Transport:
         return response.content
 
     def _transfer(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
-                if attempt < self.retries:
-                    self._backoff(attempt)
-                    continue
-                raise StorageError(f"object store unreachable: {exc}") from None
-            if response.status_code in RETRY_STATUS and attempt < self.retries:
-                self._backoff(attempt)
-                continue
-            if response.status_code >= 400:
-                raise StorageError(
-                    f"object store refused {method} ({response.status_code}): {_reason(response)}", response.status_code
-                )
-            return response
-        raise StorageError("unreachable")  # pragma: no cover
+        try:
+            response = self._send(method, url, True, **kwargs)
+        except httpx.TransportError as exc:
+            raise StorageError(f"object store unreachable: {exc or type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise StorageError(
+                f"object store refused {method} ({response.status_code}): {_reason(response)}", response.status_code
+            )
+        return response
 
 
 def _reason(response: httpx.Response) -> str:
@@ -135,7 +142,7 @@ def _reason(response: httpx.Response) -> str:
         return response.text[:300].strip() or response.reason_phrase
 
 
-def _api_error(response: httpx.Response) -> Exception:
+def _api_error(response: httpx.Response) -> HmqError:
     code = "error"
     try:
         err = response.json()["error"]

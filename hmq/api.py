@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,15 +16,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hmq import crypto, defaults, formats, wire
+from hmq._batching import batched
 from hmq._errors import ConfigurationError, HmqError, IntegrityError, NotFound, UsageError
 from hmq._transport import Transport
 from hmq._version import __version__
 from hmq.admin import Admin
 from hmq.config import ClientConfig, hmq_home
-
-
-def python_version() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 class API:
@@ -315,7 +311,7 @@ class API:
     def get_tasks_status(self, tasks: list[str]) -> dict[str, Optional[str]]:
         """State of each task (``None`` for unknown or deleted ones)."""
         out: dict[str, Optional[str]] = {}
-        for part in _parts(tasks):
+        for part in batched(tasks, defaults.MAX_TASKS_PER_REQUEST):
             out.update(self._call("POST", "/v1/tasks/status", {"tasks": part}, model=wire.TaskStatusOut).statuses)
         return out
 
@@ -336,7 +332,7 @@ class API:
         """Results of specific tasks: ``{id: {"status", "result", "error"}}``, ``None`` while open
         or unknown."""
         out: dict[str, Optional[dict[str, Any]]] = {t: None for t in tasks}
-        for part in _parts(tasks):
+        for part in batched(tasks, defaults.MAX_TASKS_PER_REQUEST):
             page = self.lookup(part)
             for closed in page.closed:
                 out[str(closed.id)] = {"status": closed.status, "result": None, "error": closed.error}
@@ -362,7 +358,7 @@ class API:
                 done += [str(t) for t in out.tasks]
                 if not out.more:
                     return done
-        for part in _parts(list(tasks or [])):
+        for part in batched(list(tasks or []), defaults.MAX_TASKS_PER_REQUEST):
             done += [str(t) for t in self._call("POST", path, {"tasks": part}, model=wire.TaskIdsOut).tasks]
         return done
 
@@ -403,7 +399,7 @@ class API:
             wire.WorkerIn(
                 datacenter=datacenter,
                 cores=cores,
-                python=python or python_version(),
+                python=python or wire.PYTHON,
                 hostname=socket.gethostname(),
                 version=__version__,
             ),
@@ -498,11 +494,6 @@ class API:
     def cached_function(self, function: str) -> Optional[bytes]:
         with self._lock:
             return self._functions.get(function)
-
-
-def _parts(items: list[str], size: int = defaults.MAX_TASKS_PER_REQUEST) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _loads(raw: bytes) -> Any:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hmq import crypto
-from hmq._errors import ConfigurationError, HmqError
+from hmq._errors import ConfigurationError, HmqError, StackError
 from hmq._transport import Transport
 from hmq.admin import Admin
 from hmq.config import ClientConfig, write_private
@@ -180,7 +180,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise HmqError(f"the API exited during start-up (code {proc.returncode}); {log}:\n{_tail(log)}")
+                raise StackError(f"the API exited during start-up (code {proc.returncode}); {log}:\n{_tail(log)}")
             try:
                 if transport.call("GET", "/v1/health", signed=False, retry=False) == {"status": "ok"}:
                     return
@@ -189,7 +189,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             time.sleep(0.1)
     finally:
         transport.close()
-    raise HmqError(f"the API did not become healthy within {STARTUP_TIMEOUT:.0f} s; {log}:\n{_tail(log)}")
+    raise StackError(f"the API did not become healthy within {STARTUP_TIMEOUT:.0f} s; {log}:\n{_tail(log)}")
 
 
 def _child_env() -> dict[str, str]:
@@ -318,11 +318,11 @@ def _wait_workers(url: str, admin: crypto.AdminKey, state: StackState, since: fl
         while time.monotonic() < deadline:
             for w in state.workers:
                 if not w.alive():
-                    raise HmqError(f"{w.name} exited during start-up; {w.log}:\n{_tail(Path(w.log))}")
+                    raise StackError(f"{w.name} exited during start-up; {w.log}:\n{_tail(Path(w.log))}")
             if len([w for w in adm.workers() if w.registered >= since]) >= len(state.workers):
                 return
             time.sleep(0.1)
-    raise HmqError(f"workers did not register within {STARTUP_TIMEOUT:.0f} s; see {Path(state.home) / 'logs'}")
+    raise StackError(f"workers did not register within {STARTUP_TIMEOUT:.0f} s; see {Path(state.home) / 'logs'}")
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from hmq import defaults, formats, wire
+from hmq._batching import batched
 from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, UsageError
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ class Tag:
         except IntegrityError as exc:
             return [], f"the result object failed verification and was not used: {exc}"
         except StorageError as exc:
-            if exc.status in (404, 410):
+            if exc.store_status in (404, 410):
                 return [], f"the result object {obj.key} is gone from the object store (deleted or expired)"
             raise
 
@@ -292,8 +293,8 @@ class Tag:
     def _reconcile(self, ids: Sequence[str], pool: ThreadPoolExecutor, batchsize: int) -> None:
         """Ask for specific open tasks: results the listing missed, and tasks deleted meanwhile."""
         size = max(1, min(batchsize, defaults.MAX_TASKS_PER_REQUEST))
-        for i in range(0, len(ids), size):
-            self._apply(self.api.lookup(list(ids[i : i + size])), pool)
+        for part in batched(ids, size):
+            self._apply(self.api.lookup(part), pool)
             self._db.commit()
 
     def _pull_once(self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor) -> int:

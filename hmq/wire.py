@@ -7,6 +7,7 @@ breaking the other (compatibility is by ``PROTOCOL_VERSION``, not by package ver
 from __future__ import annotations
 
 import re
+import sys
 from typing import Annotated, Any, Literal, Optional
 from uuid import UUID
 
@@ -14,6 +15,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from hmq import defaults
+
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+"""This interpreter's ``major.minor``: calls are pickled by, and workers run, one Python version."""
 
 NAME_RE = re.compile(r"^[\w.\-]{1,200}$")
 DIGEST_RE = r"^[0-9a-f]{64}$"

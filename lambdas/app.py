@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hmq import __version__
-from hmq._errors import BadRequest
+from hmq._errors import PayloadTooLarge
 from lambdas import errors
 from lambdas.auth import Authenticator
 from lambdas.db import Index, make_engine, migrate
@@ -34,18 +33,12 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            body = json.dumps(
-                {
-                    "error": {
-                        "code": "too_large",
-                        "message": f"request body of {int(length)} bytes exceeds the limit of {self.limit}",
-                    }
-                }
-            ).encode()
+            too_large = PayloadTooLarge(None, f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
+            status, body = errors.envelope(too_large)
             await send(
                 {
                     "type": "http.response.start",
-                    "status": 413,
+                    "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
                 }
             )
@@ -58,7 +51,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise BadRequest(413, "too_large", f"request body exceeds the limit of {self.limit} bytes")
+                raise PayloadTooLarge(None, f"request body exceeds the limit of {self.limit} bytes")
             return message
 
         await self.app(scope, counted, send)

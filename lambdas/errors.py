@@ -1,7 +1,12 @@
-"""The one place where errors become HTTP responses: ``{"error": {"code", "message"}}``."""
+"""The one place where errors become HTTP responses: ``{"error": {"code", "message"}}``.
+
+Domain errors carry their own status and code (``hmq._errors``); what the framework raises
+(validation, unknown routes, malformed JSON) is mapped through the same classes.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -9,46 +14,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hmq._errors import (
-    AccessError,
-    APIError,
-    AuthenticationError,
-    ConfigurationError,
-    HmqError,
-    IntegrityError,
-    StorageError,
-)
+from hmq._errors import HmqError, class_for_status, response_of
 
 log = logging.getLogger("hmq.api")
 
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    422: "invalid_request",
-}
+# Framework statuses that have no domain class of their own.
+_FRAMEWORK_CODES = {405: "method_not_allowed", 422: "invalid_request"}
+
+
+def envelope(exc: HmqError) -> tuple[int, bytes]:
+    """Status and JSON body of the error response for ``exc`` (for raw ASGI code)."""
+    status, code, message = response_of(exc)
+    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def status_of(exc: HmqError) -> tuple[int, str, str]:
-    """(status, code, message) for a domain error."""
-    if isinstance(exc, APIError):
-        return exc.status, exc.code, exc.reason
-    if isinstance(exc, AuthenticationError):
-        return 401, "unauthenticated", str(exc)
-    if isinstance(exc, AccessError):
-        return 403, "forbidden", str(exc)
-    if isinstance(exc, (IntegrityError, ConfigurationError)):
-        return 400, "invalid", str(exc)
-    if isinstance(exc, StorageError):
-        return 502, "storage", str(exc)
-    return 500, "internal", str(exc)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -60,10 +41,14 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def _framework_code(status: int) -> str:
+    return _FRAMEWORK_CODES.get(status) or class_for_status(status).code
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(HmqError)
     async def _domain(_: Request, exc: HmqError) -> JSONResponse:
-        status, code, message = status_of(exc)
+        status, code, message = response_of(exc)
         if status >= 500:
             log.error("request failed: %s", message)
         return error_response(status, code, message)
@@ -76,7 +61,7 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             return error_response(400, "invalid_json", "request body is not valid JSON")
-        return error_response(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+        return error_response(exc.status_code, _framework_code(exc.status_code), str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

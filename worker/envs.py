@@ -33,7 +33,7 @@ class PackageEnvError(HmqError):
 
 
 def env_key(packages: list[str]) -> str:
-    spec = {"python": f"{sys.version_info.major}.{sys.version_info.minor}", "packages": sorted(packages)}
+    spec = {"python": wire.PYTHON, "packages": sorted(packages)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -9,7 +9,6 @@ tasks with the reason; it never stops the worker.
 from __future__ import annotations
 
 import logging
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +48,7 @@ class Preparer:
     def __init__(self, api: API, credentials: WorkerCredentials) -> None:
         self.api = api
         self.credentials = credentials
-        self.python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        self.python = wire.PYTHON
         self._users: dict[str, crypto.PublicIdentity] = {}
         self._headers: OrderedDict[tuple[str, str], formats.ChunkHeader] = OrderedDict()
         self._functions: OrderedDict[tuple[str, str], bytes] = OrderedDict()

@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from hmq import defaults, formats, wire
+from hmq._batching import batched
 from hmq.api import API
 from worker.credentials import WorkerCredentials
 
@@ -33,11 +34,7 @@ def report(
     groups: dict[tuple[str, str], list[tuple[Job, Outcome]]] = defaultdict(list)
     for job, outcome in outcomes:
         groups[(job.user.key_id, job.tag)].append((job, outcome))
-    parts = [
-        items[i : i + defaults.WORKER_RESULT_BATCH]
-        for items in groups.values()
-        for i in range(0, len(items), defaults.WORKER_RESULT_BATCH)
-    ]
+    parts = [part for items in groups.values() for part in batched(items, defaults.WORKER_RESULT_BATCH)]
     slots = api.result_slots(len(parts)) if parts else []
     stored: list[wire.StoredResults] = []
     for slot, items in zip(slots, parts, strict=True):

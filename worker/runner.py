@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hmq import defaults, wire
-from hmq._errors import HmqError
+from hmq._errors import ConfigurationError, HmqError, IntegrityError
 from hmq.api import API
 from worker.credentials import WorkerCredentials
 from worker.envs import EnvManager
@@ -63,7 +63,7 @@ class CachedWorker:
     ) -> None:
         url = url or credentials.url
         if not url:
-            raise HmqError("no API URL: pass --api or put it in the credentials")
+            raise ConfigurationError("no API URL: pass --api or put it in the credentials")
         self.credentials = credentials
         self.api = API(url, credentials.identity, credentials.admin)
         self.datacenter = datacenter
@@ -239,7 +239,7 @@ class CachedWorker:
             for outcome in ex.run([(j.task_id, j.digest, j.function, j.call) for j in jobs]):
                 done = by_id.pop(outcome.task_id, None)
                 if done is None:
-                    raise HmqError(f"executor answered for task {outcome.task_id}, which it was not given")
+                    raise IntegrityError(f"executor answered for task {outcome.task_id}, which it was not given")
                 outcomes.append(outcome)
                 self._record([(done, outcome)])
         except ExecutorDied as died:

@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from hmq._errors import AccessError, BadRequest, NotFound
+from hmq._errors import AccessError, NotFound, PayloadTooLarge
 from lambdas.routes import ctx
 from lambdas.storage.local import LocalStore
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"], include_in_schema=False)
 def _local(request: Request) -> LocalStore:
     store = ctx(request).store
     if not isinstance(store, LocalStore):
-        raise NotFound(404, "not_found", "this deployment serves no blobs; use the presigned URLs it hands out")
+        raise NotFound("not_found", "this deployment serves no blobs; use the presigned URLs it hands out")
     return store
 
 
@@ -34,7 +34,7 @@ def get_blob(key: str, request: Request, op: str = "", exp: str = "", sig: str =
     _check(store, "get", op, key, exp, sig)
     path = store.path(key)
     if not path.is_file():
-        raise NotFound(404, "no_such_object", f"no object {key!r}")
+        raise NotFound("no_such_object", f"no object {key!r}")
     return FileResponse(path, media_type="application/octet-stream")
 
 
@@ -44,8 +44,8 @@ async def put_blob(key: str, request: Request, op: str = "", exp: str = "", sig:
     _check(store, "put", op, key, exp, sig)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > store.max_object_bytes:
-        raise BadRequest(
-            413, "object_too_large", f"object of {declared} bytes exceeds the limit of {store.max_object_bytes}"
+        raise PayloadTooLarge(
+            "object_too_large", f"object of {declared} bytes exceeds the limit of {store.max_object_bytes}"
         )
     temp = store.temp_path(key)
     size = 0
@@ -54,8 +54,8 @@ async def put_blob(key: str, request: Request, op: str = "", exp: str = "", sig:
             async for part in request.stream():
                 size += len(part)
                 if size > store.max_object_bytes:
-                    raise BadRequest(
-                        413, "object_too_large", f"object exceeds the limit of {store.max_object_bytes} bytes"
+                    raise PayloadTooLarge(
+                        "object_too_large", f"object exceeds the limit of {store.max_object_bytes} bytes"
                     )
                 await fh.write(part)
         os.replace(temp, store.path(key))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +55,6 @@ def new_batch(session: Session, tag_id: int, key: str | None = None) -> int:
     session.add(batch)
     session.flush()
     return batch.id
-
-
-def chunked(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def delete_objects(ctx: Context, keys: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import cast
 from sqlalchemy import Table, select
 
 from hmq import wire
-from hmq._errors import BadRequest, NotFound, PermissionDenied
+from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User
 from lambdas.service import Context, insert_ignore
@@ -39,14 +39,14 @@ def uploads(ctx: Context, principal: Principal, body: wire.UploadsIn, base_url: 
 def _checked_size(ctx: Context, key: str, minimum: int) -> int:
     size = ctx.store.size(key)
     if size is None:
-        raise BadRequest(400, "object_missing", f"object {key!r} has not been uploaded")
+        raise BadRequest("object_missing", f"object {key!r} has not been uploaded")
     if size > ctx.settings.max_object_bytes:
         ctx.store.delete([key])
-        raise BadRequest(
-            413, "object_too_large", f"object is {size} bytes; the limit is {ctx.settings.max_object_bytes}"
+        raise PayloadTooLarge(
+            "object_too_large", f"object is {size} bytes; the limit is {ctx.settings.max_object_bytes}"
         )
     if size < minimum:
-        raise BadRequest(400, "object_truncated", f"object {key!r} is {size} bytes, shorter than declared ({minimum})")
+        raise BadRequest("object_truncated", f"object {key!r} is {size} bytes, shorter than declared ({minimum})")
     return size
 
 
@@ -76,7 +76,7 @@ def get_function(ctx: Context, principal: Principal, digest: str, base_url: str)
             select(Function).where(Function.user_id == principal.user_id, Function.digest == digest)
         ).one_or_none()
     if fn is None:
-        raise NotFound(404, "unknown_function", f"function {digest} is not registered")
+        raise NotFound("unknown_function", f"function {digest} is not registered")
     return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url))
 
 
@@ -88,7 +88,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             raise PermissionDenied("chunk object was not uploaded through this user's upload slots")
         end = max(offset + length for _, offset, length in chunk.tasks)
         if any(offset < chunk.header_len or length <= 0 for _, offset, length in chunk.tasks):
-            raise BadRequest(400, "invalid_chunk", "call ranges must lie after the chunk header")
+            raise BadRequest("invalid_chunk", "call ranges must lie after the chunk header")
         _checked_size(ctx, chunk.key, end)
     now = time.time()
     created = existing = 0
@@ -101,7 +101,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             session.add(tag)
             session.flush()
         elif tag.user_id != principal.user_id:
-            raise BadRequest(409, "tag_taken", f"tag name {body.tag!r} is in use; choose another")
+            raise Conflict("tag_taken", f"tag name {body.tag!r} is in use; choose another")
         digests = {c.function for c in body.chunks}
         functions = dict(
             session.execute(
@@ -112,7 +112,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         )
         for chunk in body.chunks:
             if chunk.function not in functions:
-                raise BadRequest(400, "unknown_function", f"function {chunk.function} is not registered")
+                raise BadRequest("unknown_function", f"function {chunk.function} is not registered")
             chunk_row = session.scalars(select(Chunk).where(Chunk.key == chunk.key)).one_or_none()
             if chunk_row is None:
                 chunk_row = Chunk(
@@ -121,7 +121,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
                 session.add(chunk_row)
                 session.flush()
             elif chunk_row.tag_id != tag.id:
-                raise BadRequest(409, "chunk_reused", "this chunk was submitted to another tag")
+                raise Conflict("chunk_reused", "this chunk was submitted to another tag")
             packages = json.dumps(wire.normalise_packages(chunk.packages))
             datacenters = "," + ",".join(sorted(set(chunk.datacenters))) + "," if chunk.datacenters else None
             rows = [

@@ -11,10 +11,11 @@ from sqlalchemy import CursorResult, delete, exists, func, select, tuple_, updat
 from sqlalchemy.orm import Session
 
 from hmq import defaults, wire
+from hmq._batching import batched
 from hmq._errors import BadRequest, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
-from lambdas.service import Context, chunked, delete_objects, new_batch
+from lambdas.service import Context, delete_objects, new_batch
 
 SELECT_PAGE = 5000  # tasks changed per statement when cancelling or deleting a whole tag
 
@@ -29,7 +30,7 @@ def own_tag(session: Session, principal: Principal, name: str) -> Tag:
     principal.require("user")
     tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
     if tag is None or tag.user_id != principal.user_id:
-        raise NotFound(404, "unknown_tag", f"unknown tag {name!r}")
+        raise NotFound("unknown_tag", f"unknown tag {name!r}")
     return tag
 
 
@@ -82,7 +83,7 @@ def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise BadRequest(400, "invalid_cursor", f"invalid cursor {text!r}") from None
+        raise BadRequest("invalid_cursor", f"invalid cursor {text!r}") from None
 
 
 def _group_done(
@@ -113,7 +114,7 @@ def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit:
     try:
         batch_after, seq_after = (int(x) for x in cursor.split(":")) if cursor else (0, 0)
     except ValueError:
-        raise BadRequest(400, "invalid_cursor", f"invalid cursor {cursor!r}") from None
+        raise BadRequest("invalid_cursor", f"invalid cursor {cursor!r}") from None
     with ctx.index.read() as session:
         tag = own_tag(session, principal, name)
         rows = session.execute(
@@ -176,7 +177,7 @@ def _selected(
 ) -> list[tuple[int, int, uuid.UUID]]:
     """(seq, tag_id, id) of the caller's tasks chosen by ids or by tag, at most ``limit``."""
     if (sel.tasks is None) == (sel.tag is None):
-        raise BadRequest(400, "invalid_selection", "name either tasks or a tag")
+        raise BadRequest("invalid_selection", "name either tasks or a tag")
     query = select(Task.seq, Task.tag_id, Task.id).where(Task.user_id == principal.user_id, *extra)
     if sel.tag is not None:
         query = query.where(Task.tag_id == own_tag(session, principal, sel.tag).id)
@@ -191,7 +192,7 @@ def _close(session: Session, rows: list[tuple[int, int, uuid.UUID]], status: Tas
         by_tag[tag_id].append(seq)
     for tag_id, seqs in by_tag.items():
         batch = new_batch(session, tag_id)
-        for part in chunked(seqs, SELECT_PAGE):
+        for part in batched(seqs, SELECT_PAGE):
             session.execute(
                 update(Task)
                 .where(Task.seq.in_(part), Task.status.in_(OPEN_STATES))
@@ -234,7 +235,7 @@ def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) ->
         seqs = [r[0] for r in rows]
         chunk_ids: set[int] = set()
         batch_ids: set[int] = set()
-        for part in chunked(seqs, SELECT_PAGE):
+        for part in batched(seqs, SELECT_PAGE):
             for chunk_id, batch_id in session.execute(select(Task.chunk_id, Task.batch_id).where(Task.seq.in_(part))):
                 chunk_ids.add(chunk_id)
                 if batch_id is not None:
@@ -255,13 +256,13 @@ def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) ->
 def _collect_garbage(session: Session, chunk_ids: set[int], batch_ids: set[int], tag_ids: set[int]) -> list[str]:
     """Remove chunks, batches and tags no task refers to any more; return their object keys."""
     keys: list[str] = []
-    for part in chunked(sorted(chunk_ids), SELECT_PAGE):
+    for part in batched(sorted(chunk_ids), SELECT_PAGE):
         orphans = session.execute(
             select(Chunk.id, Chunk.key).where(Chunk.id.in_(part), ~exists().where(Task.chunk_id == Chunk.id))
         ).all()
         keys += [k for _, k in orphans]
         session.execute(delete(Chunk).where(Chunk.id.in_([i for i, _ in orphans])))
-    for part in chunked(sorted(batch_ids), SELECT_PAGE):
+    for part in batched(sorted(batch_ids), SELECT_PAGE):
         batches = session.execute(
             select(Batch.id, Batch.key).where(Batch.id.in_(part), ~exists().where(Task.batch_id == Batch.id))
         ).all()

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hmq import __version__, crypto, defaults, wire
-from hmq._errors import BadRequest, IntegrityError, NotFound
+from hmq._errors import BadRequest, Conflict, IntegrityError, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import ComputeKey, User
 from lambdas.service import Context
@@ -38,7 +38,7 @@ def _store_compute_key(ctx: Context, statement: dict[str, Any]) -> None:
     try:
         kid, _ = crypto.verify_compute_statement(statement, ctx.settings.admin)
     except IntegrityError as exc:
-        raise BadRequest(400, "invalid_compute_key", f"compute key statement rejected: {exc}") from None
+        raise BadRequest("invalid_compute_key", f"compute key statement rejected: {exc}") from None
     with ctx.index.write() as session:
         if session.get(ComputeKey, kid) is None:
             session.add(
@@ -54,21 +54,21 @@ def grant(ctx: Context, principal: Principal, body: wire.GrantIn) -> wire.UserOu
     try:
         subject = crypto.verify_certificate(cert, ctx.settings.admin)
     except IntegrityError as exc:
-        raise BadRequest(400, "invalid_certificate", f"certificate rejected: {exc}") from None
+        raise BadRequest("invalid_certificate", f"certificate rejected: {exc}") from None
     name, role = str(cert["name"]), str(cert["role"])
     try:
         wire.check_name(name)
     except ValueError as exc:
-        raise BadRequest(400, "invalid_name", f"username {name!r} {exc}") from None
+        raise BadRequest("invalid_name", f"username {name!r} {exc}") from None
     if role == "admin":
-        raise BadRequest(400, "invalid_role", "the admin role belongs to the deployment's admin key only")
+        raise BadRequest("invalid_role", "the admin role belongs to the deployment's admin key only")
     with ctx.index.write() as session:
         by_name = session.scalars(select(User).where(User.name == name)).one_or_none()
         by_key = session.scalars(select(User).where(User.key_id == subject.key_id)).one_or_none()
         if by_key is not None and by_key.name != name:
-            raise BadRequest(409, "key_in_use", f"this key already belongs to user {by_key.name!r}")
+            raise Conflict("key_in_use", f"this key already belongs to user {by_key.name!r}")
         if by_name is not None and by_name.key_id != subject.key_id:
-            raise BadRequest(409, "name_taken", f"username {name!r} is taken by another key; choose another name")
+            raise Conflict("name_taken", f"username {name!r} is taken by another key; choose another name")
         user = by_name
         if user is None:
             user = User(
@@ -92,7 +92,7 @@ def revoke(ctx: Context, principal: Principal, name: str) -> wire.RevokeOut:
     with ctx.index.write() as session:
         user = session.scalars(select(User).where(User.name == name)).one_or_none()
         if user is None:
-            raise NotFound(404, "unknown_user", f"unknown user {name!r}")
+            raise NotFound("unknown_user", f"unknown user {name!r}")
         user.revoked = user.revoked or time.time()
         cancelled = cancel_open_tasks_of_user(session, user.id, reason=f"user {name!r} was revoked")
     return wire.RevokeOut(name=name, revoked=True, cancelled=cancelled)

@@ -11,10 +11,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
+from hmq._batching import batched
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Batch, Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, chunked, delete_objects, new_batch
+from lambdas.service import Context, delete_objects, new_batch
 from lambdas.service.submit import upload_prefix
 from lambdas.service.tags import SELECT_PAGE
 
@@ -45,7 +46,7 @@ def _own_worker(session: Session, principal: Principal, worker_id: uuid.UUID) ->
     principal.require("worker")
     worker = session.get(Worker, worker_id)
     if worker is None:
-        raise NotFound(404, "unknown_worker", f"unknown worker {worker_id}; register first")
+        raise NotFound("unknown_worker", f"unknown worker {worker_id}; register first")
     if worker.user_id != principal.user_id:
         raise PermissionDenied("this worker was registered by another identity")
     return worker
@@ -133,7 +134,7 @@ def heartbeat(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wi
     with ctx.index.write() as session:
         worker = _own_worker(session, principal, worker_id)
         worker.last_seen = now
-        for part in chunked(list(body.tasks), SELECT_PAGE):
+        for part in batched(list(body.tasks), SELECT_PAGE):
             held |= _transition(
                 session, part, [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING], lease_until=lease_until
             )
@@ -152,7 +153,7 @@ def complete(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wir
         if not stored.key.startswith(prefix):
             raise PermissionDenied("result object was not uploaded through this worker's upload slots")
         if ctx.store.size(stored.key) is None:
-            raise BadRequest(400, "object_missing", f"result object {stored.key!r} has not been uploaded")
+            raise BadRequest("object_missing", f"result object {stored.key!r} has not been uploaded")
     accepted = 0
     ignored: list[uuid.UUID] = []
     orphans: list[str] = []
@@ -236,7 +237,7 @@ def _record_rejections(
 
 def _transition(session: Session, ids: list[uuid.UUID], where: list[Any], **values: Any) -> set[uuid.UUID]:
     changed: set[uuid.UUID] = set()
-    for part in chunked(ids, SELECT_PAGE):
+    for part in batched(ids, SELECT_PAGE):
         changed.update(
             session.scalars(update(Task).where(Task.id.in_(part), *where).values(**values).returning(Task.id))
         )

@@ -17,6 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from hmq._batching import batched
 from hmq._errors import ConfigurationError, StorageError
 
 DELETE_BATCH = 1000  # S3's limit per DeleteObjects request
@@ -107,8 +108,8 @@ class S3Store:
             raise StorageError(f"object store unreachable: {exc}") from None
 
     def delete(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), DELETE_BATCH):
-            objects = [{"Key": self._key(k)} for k in keys[i : i + DELETE_BATCH]]
+        for part in batched(keys, DELETE_BATCH):
+            objects = [{"Key": self._key(k)} for k in part]
             try:
                 out = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
             except (BotoCoreError, ClientError) as exc:

@@ -29,7 +29,7 @@ def test_second_user_cannot_touch_the_first_users_tag(server: Server) -> None:
     page = mallory.lookup(ids)
     assert page.objects == [] and page.closed == [] and sorted(map(str, page.unknown)) == sorted(ids)
     # a tag of the same name cannot be hijacked
-    with pytest.raises(hmq.BadRequest, match="in use"):
+    with pytest.raises(hmq.Conflict, match="in use"):
         mallory.submit_tasks(tag.name, _register(mallory), [((1,), {})])
     # alice's tag is intact
     assert alice.get_tag_status(tag.name)["pending"] == 3
