@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_HOME := $(CURDIR)/.demo
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,9 @@ demo: $(STAMP)
 	$(BIN)/python examples/getting_started.py; status=$$?; \
 	$(BIN)/hmq down; exit $$status
 
-## test: the whole suite (PostgreSQL is started from the machine's binaries by a fixture)
+## test: the whole suite (PostgreSQL is started from the machine's binaries by a fixture), slowest tests last
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hmq lambdas worker tests bench
@@ -40,13 +40,24 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+## wheel: the distribution, dist/hmq-VERSION-py3-none-any.whl (`pip install 'dist/hmq-...whl[server]'`)
+WHEEL_DIR ?= dist
+wheel:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; $(call build_wheel,$$tmp,$(abspath $(WHEEL_DIR)))
+
+# $(call build_wheel,SRC,OUT): copy the sources to the empty directory SRC and build the wheel from
+# there into OUT, so that no stale build/ or egg-info of the checkout gets into it.
+build_wheel = mkdir -p "$(1)"; \
+	tar -cf - --exclude=__pycache__ pyproject.toml README.md hmq lambdas worker | tar -xf - -C "$(1)"; \
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$(2)" "$(1)"
+
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_HOME) dist .pytest_cache .mypy_cache .ruff_cache
 
 ## build-ApiFunction, build-MigrateFunction: the AWS Lambda package, for `sam build` (infra/template.yaml).
-## sam build runs them in a copy of this directory with ARTIFACTS_DIR set. The project is built
-## into a wheel from a clean copy of its sources, then installed with the server extra for the
-## Lambda platform (CPython 3.12, x86_64, binary wheels only).
+## sam build runs them in a copy of this directory with ARTIFACTS_DIR set. The project's wheel
+## (as `make wheel` builds it) is installed with the server extra for the Lambda platform
+## (CPython 3.12, x86_64, binary wheels only).
 LAMBDA_PYTHON ?= python3.12
 LAMBDA_PLATFORM := --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 --only-binary=:all:
 
@@ -54,9 +65,7 @@ LAMBDA_PLATFORM := --platform manylinux2014_x86_64 --implementation cp --python-
 build-ApiFunction build-MigrateFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 1; }
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	mkdir "$$tmp/src"; \
-	tar -cf - --exclude=__pycache__ pyproject.toml README.md hmq lambdas worker | tar -xf - -C "$$tmp/src"; \
-	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$$tmp/wheel" "$$tmp/src"; \
+	$(call build_wheel,$$tmp/src,$$tmp/wheel); \
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-compile --upgrade \
 		--target "$(ARTIFACTS_DIR)" $(LAMBDA_PLATFORM) "$$(ls "$$tmp"/wheel/hmq-*.whl)[server]"
 	@# Bytecode for the runtime's Python speeds up cold starts; only a 3.12 interpreter can make it.
