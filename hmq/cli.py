@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import importlib.util
 import json
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, cast
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import click
 
@@ -15,6 +22,52 @@ from hmq.config import hmq_home
 
 def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from None
+
+
+SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "mangum", "boto3", "psycopg")
+"""What the ``server`` extra installs (pyproject.toml): `hmq up`, `hmq serve` and `hmq migrate` need it."""
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _missing(modules: tuple[str, ...]) -> Optional[str]:
+    """The first of MODULES that cannot be imported, without importing any."""
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except ImportError:
+            return name
+    return None
+
+
+def _with_extra(extra: str) -> str:
+    """The pip arguments that install this hmq with EXTRA, from where it was installed (PEP 610)."""
+    records = (d.read_text("direct_url.json") for d in importlib.metadata.distributions(name="hmq"))
+    origin = json.loads(next((r for r in records if r), "{}"))  # a checkout's hmq.egg-info has none
+    url = origin.get("url")
+    if url is None:  # from a package index
+        return shlex.quote(f"hmq[{extra}]")
+    if origin.get("dir_info", {}).get("editable"):
+        return "-e " + shlex.quote(f"{url2pathname(urlparse(url).path)}[{extra}]")
+    vcs = origin.get("vcs_info", {}).get("vcs")
+    return shlex.quote(f"hmq[{extra}] @ {vcs + '+' if vcs else ''}{url}")
+
+
+def _needs_server(command: _Command) -> _Command:
+    """Run COMMAND only with the server extra installed; otherwise say in one line how to get it."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        missing = _missing(SERVER_MODULES)
+        if missing is not None:
+            path = click.get_current_context().command_path
+            raise click.ClickException(
+                f"{path} needs the server extra ({missing} is not installed): pip install {_with_extra('server')}"
+            )
+        return command(*args, **kwargs)
+
+    return cast(_Command, checked)
 
 
 def _admin_key_text(admin_key_file: Optional[Path]) -> str:
@@ -38,6 +91,7 @@ def main() -> None:
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=None, help="API port (default: a free one).")
 @click.option("--database", default=None, help="Index database URL (default: SQLite under $HMQ_HOME/server).")
 @click.option("--storage", default=None, help="Object store URL (default: file://$HMQ_HOME/server/objects).")
+@_needs_server
 def up(
     workers: int, cores: Optional[int], port: Optional[int], database: Optional[str], storage: Optional[str]
 ) -> None:
@@ -202,6 +256,7 @@ def worker(ctx: click.Context) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
+@_needs_server
 def serve(ctx: click.Context) -> None:
     """Run the API under uvicorn, configured by HMQ_* variables (same as `python -m lambdas.serve`)."""
     from lambdas.serve import main as serve_main
@@ -210,6 +265,7 @@ def serve(ctx: click.Context) -> None:
 
 
 @main.command()
+@_needs_server
 def migrate() -> None:
     """Apply index schema migrations to HMQ_DATABASE_URL."""
     import os
