@@ -267,15 +267,16 @@ def serve(ctx: click.Context) -> None:
 @main.command()
 @_needs_server
 def migrate() -> None:
-    """Apply index schema migrations to HMQ_DATABASE_URL."""
-    import os
+    """Apply index schema migrations to HMQ_DATABASE_URL (credentials from HMQ_DATABASE_SECRET_ARN if set)."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from lambdas.db import current_revision, make_engine
-    from lambdas.db import migrate as run
+    from lambdas.migrate import run
+    from lambdas.settings import DatabaseSettings
 
-    url = os.environ.get("HMQ_DATABASE_URL")
-    if not url:
-        _fail(click.UsageError("HMQ_DATABASE_URL is not set"))
-    engine = make_engine(str(url))
-    run(engine)
-    click.echo(f"index schema at revision {current_revision(engine)}")
+    try:
+        revision = run(DatabaseSettings.from_env())
+    except HmqError as exc:
+        _fail(exc)
+    except SQLAlchemyError as exc:  # e.g. the database refused the connection
+        _fail(RuntimeError(f"cannot migrate the index: {exc}"))
+    click.echo(f"index schema at revision {revision}")

@@ -7,7 +7,7 @@ authentication costs one look-up and one signature check, whatever the number of
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,8 +19,6 @@ from hmq._errors import AuthenticationError, PermissionDenied
 from lambdas.db import Index
 from lambdas.db.models import Nonce, User
 from lambdas.settings import Settings
-
-NONCE_PURGE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,14 +37,18 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, index: Index) -> None:
+    """Checks signed requests against the index, by the API's clock (request time skew, nonce
+    expiry); purges expired nonces at most every ``settings.nonce_purge_seconds``."""
+
+    def __init__(self, settings: Settings, index: Index, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.index = index
-        self._last_purge = 0.0
+        self.clock = clock
+        self._last_purge = float("-inf")
 
     def authenticate(self, headers: Mapping[str, str], method: str, target: str, body: bytes) -> Principal:
         auth = crypto.RequestAuth.from_headers(headers)
-        now = time.time()
+        now = self.clock()
         auth.check_time(now, self.settings.request_max_skew_seconds)
         admin = self.settings.admin
         if auth.key_id == admin.key_id:
@@ -70,7 +72,7 @@ class Authenticator:
         expires = max(timestamp, now) + 2 * self.settings.request_max_skew_seconds
         try:
             with self.index.write() as session:
-                if now - self._last_purge > NONCE_PURGE_SECONDS:
+                if now - self._last_purge > self.settings.nonce_purge_seconds:
                     session.execute(delete(Nonce).where(Nonce.expires < now))
                     self._last_purge = now
                 session.add(Nonce(nonce=nonce, expires=expires))

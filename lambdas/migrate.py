@@ -2,8 +2,9 @@
 
 ``lambdas.migrate.handler`` runs ``alembic upgrade head`` on Create and Update (each deploy
 changes the resource's ``Version`` property, so each deploy migrates) and reports to
-CloudFormation; Delete leaves the database alone. Concurrent runs are serialised by a
-PostgreSQL advisory lock.
+CloudFormation; Delete leaves the database alone. It reads only the database settings
+(``HMQ_DATABASE_URL``, ``HMQ_DATABASE_SECRET_ARN``), as ``hmq migrate`` does through
+:func:`run`. Concurrent runs are serialised by a PostgreSQL advisory lock.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import logging
 import urllib.request
 from typing import Any
 
-from lambdas.db import current_revision, make_engine, migrate
-from lambdas.settings import Settings
+from lambdas.db import connect, current_revision, migrate
+from lambdas.settings import DatabaseSettings
 
 log = logging.getLogger("hmq.migrate")
 
 
-def run(settings: Settings) -> str:
-    """Migrate the index to the newest revision; return it."""
-    secret = settings.database_secret()
-    engine = make_engine(settings.resolved_database_url(secret), serverless=True, secret=secret)
+def run(database: DatabaseSettings) -> str:
+    """Migrate the index to the newest revision; return it. The one migration path of a
+    deployment: this handler and ``hmq migrate`` both come here."""
+    engine = connect(database, serverless=True)
     try:
         migrate(engine)
         return current_revision(engine) or ""
@@ -53,7 +54,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     status, reason, data = "SUCCESS", "", {}
     try:
         if event.get("RequestType", "Create") in ("Create", "Update"):
-            data["Revision"] = run(Settings.from_env())
+            data["Revision"] = run(DatabaseSettings.from_env())
             log.info("index schema at revision %s", data["Revision"])
     except Exception as exc:  # process boundary: report the failure to CloudFormation, never hang the stack
         log.exception("migration failed")

@@ -1,10 +1,15 @@
-"""The API's settings: built once where the process starts, validated, then passed down."""
+"""The API's settings: built once where the process starts, validated, then passed down.
+
+:class:`Settings` is the API's only configuration channel: services and routes read their
+limits from ``ctx.settings``. :class:`DatabaseSettings` is the part that migrating the index
+needs (``hmq migrate``, ``lambdas.migrate``), readable from the environment on its own.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 from urllib.parse import quote
 
@@ -17,22 +22,91 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest SigV4 presigned URL AWS accep
 DEFAULT_SECRET_URL = "postgresql+psycopg://{username}:{password}@{host}:{port}/{dbname}"
 
 
+def _reader(env: Optional[Mapping[str, str]]) -> Callable[..., str]:
+    """``get(NAME, default)``: the stripped value of ``HMQ_NAME`` in ``env`` (default ``os.environ``)."""
+    source = os.environ if env is None else env
+
+    def get(name: str, default: str = "") -> str:
+        return source.get(ENV_PREFIX + name, default).strip()
+
+    return get
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the index is: its URL, or the Secrets Manager secret holding its credentials.
+
+    Attributes:
+        url: SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``); with
+            ``secret_arn`` it may hold ``{username}``, ``{password}``, ``{host}``, ``{port}``,
+            ``{dbname}`` placeholders filled from the secret (URL-quoted).
+        secret_arn: AWS Secrets Manager secret (JSON) with the database credentials; when
+            ``url`` is empty, the URL is ``postgresql+psycopg://{username}:{password}@{host}:{port}/{dbname}``.
+    """
+
+    url: str = ""
+    secret_arn: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not self.url and not self.secret_arn:
+            raise ConfigurationError("HMQ_DATABASE_URL (or HMQ_DATABASE_SECRET_ARN) is not set")
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> DatabaseSettings:
+        """Read ``HMQ_DATABASE_URL`` and ``HMQ_DATABASE_SECRET_ARN`` only (from ``env``, default
+        ``os.environ``): all that migrating needs."""
+        get = _reader(env)
+        return cls(url=get("DATABASE_URL"), secret_arn=get("DATABASE_SECRET_ARN") or None)
+
+    def secret(self) -> Optional[DatabaseSecret]:
+        """The Secrets Manager secret holding the database credentials, if one is named."""
+        return DatabaseSecret(self.secret_arn) if self.secret_arn else None
+
+    def resolved_url(self, secret: Optional[DatabaseSecret] = None) -> str:
+        """The database URL, with credentials from Secrets Manager when a secret is named."""
+        secret = secret or self.secret()
+        if secret is None:
+            return self.url
+        template = self.url or DEFAULT_SECRET_URL
+        try:
+            return template.format_map({k: quote(str(v), safe="") for k, v in secret.read().items()})
+        except KeyError as exc:
+            raise ConfigurationError(f"the database secret lacks {exc} used in HMQ_DATABASE_URL") from None
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the API needs to know about its deployment.
+    """Everything the API needs to know about its deployment. Each field is read from the
+    ``HMQ_``-prefixed, upper-cased variable of its name (``lease_seconds``: ``HMQ_LEASE_SECONDS``).
 
     Attributes:
         admin_public_key: the admin's public key (``hmqpk1_...``); the only key trusted to grant.
-        database_url: SQLAlchemy URL of the index (``sqlite:///...`` or ``postgresql+psycopg://...``).
+        database_url: SQLAlchemy URL of the index (see :class:`DatabaseSettings`).
         storage_url: where objects live: ``file:///dir`` (served and signed by this API) or
             ``s3://bucket?endpoint_url=...&region=...``.
         storage_secret: HMAC key for presigned URLs of the ``file://`` store (32+ bytes).
         public_url: the URL clients reach this API at, used in ``file://`` presigned URLs; when
             unset, each request's own base URL is used.
-        database_secret_arn: AWS Secrets Manager secret (JSON) with the database credentials.
-            ``database_url`` may then hold ``{username}``, ``{password}``, ``{host}``, ``{port}``,
-            ``{dbname}`` placeholders filled from the secret (URL-quoted); when it is empty, the
-            URL is ``postgresql+psycopg://{username}:{password}@{host}:{port}/{dbname}``.
+        database_secret_arn: AWS Secrets Manager secret with the database credentials (see
+            :class:`DatabaseSettings`).
+        lease_seconds: how long a claimed task belongs to its worker without a heartbeat.
+        max_attempts: leases a task may lose before it fails.
+        placement_timeout_seconds: a pending task no worker seen in this long could run fails;
+            0 waits forever.
+        presign_expiry_seconds: lifetime of a presigned URL (at most 7 days).
+        max_object_bytes: largest object the store accepts.
+        max_request_bytes: largest JSON request body.
+        request_max_skew_seconds: largest difference between a request's timestamp and the
+            API's clock; nonces are remembered for twice as long.
+        migrate_on_start: run the index migrations when the app is built.
+        tag_page_tasks: tasks cancelled or deleted per request when a whole tag is named (the
+            answer says ``more`` until the tag is done).
+        select_page: task ids per SQL statement (one ``IN`` list) when a request changes many.
+        nonce_purge_seconds: most seconds between two purges of expired request nonces.
+        lease_sweep_seconds: most seconds between two checks for run-out leases (a quarter
+            lease if that is shorter): a lost task is requeued at most this late.
+        placement_sweep_seconds: most seconds between two placement sweeps (a quarter of
+            the placement timeout if that is shorter).
     """
 
     admin_public_key: str
@@ -49,12 +123,17 @@ class Settings:
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     request_max_skew_seconds: float = defaults.REQUEST_MAX_SKEW_SECONDS
     migrate_on_start: bool = True
+    tag_page_tasks: int = defaults.MAX_TASKS_PER_REQUEST
+    select_page: int = 5000
+    nonce_purge_seconds: float = 60.0
+    lease_sweep_seconds: float = 5.0
+    placement_sweep_seconds: float = 60.0
     admin: crypto.PublicIdentity = field(init=False, repr=False, compare=False)
+    database: DatabaseSettings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "admin", crypto.PublicIdentity.from_text(self.admin_public_key))
-        if not self.database_url and not self.database_secret_arn:
-            raise ConfigurationError("HMQ_DATABASE_URL (or HMQ_DATABASE_SECRET_ARN) is not set")
+        object.__setattr__(self, "database", DatabaseSettings(self.database_url, self.database_secret_arn))
         if not self.storage_url:
             raise ConfigurationError("HMQ_STORAGE_URL is not set")
         if self.storage_url.startswith("file:") and len(self.storage_secret) < 32:
@@ -65,15 +144,15 @@ class Settings:
             )
         if self.lease_seconds <= 0 or self.max_attempts < 1:
             raise ConfigurationError("lease_seconds must be positive and max_attempts at least 1")
+        if self.tag_page_tasks < 1 or self.select_page < 1:
+            raise ConfigurationError("tag_page_tasks and select_page must be at least 1")
+        if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
+            raise ConfigurationError("sweep and purge intervals cannot be negative")
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
-        """Read ``HMQ_*`` variables (from ``env``, default ``os.environ``)."""
-        env = os.environ if env is None else env
-
-        def get(name: str, default: str = "") -> str:
-            return env.get(ENV_PREFIX + name, default).strip()
-
+        """Read ``HMQ_*`` variables (from ``env``, default ``os.environ``); unset ones keep their defaults."""
+        get = _reader(env)
         admin = get("ADMIN_PUBLIC_KEY")
         if not admin:
             raise ConfigurationError("HMQ_ADMIN_PUBLIC_KEY is not set: it names the admin's public key (hmqpk1_...)")
@@ -82,7 +161,22 @@ class Settings:
             secret_bytes = bytes.fromhex(secret) if secret else b""
         except ValueError:
             raise ConfigurationError("HMQ_STORAGE_SECRET must be hex") from None
+        numbers = {
+            "lease_seconds": (float, get("LEASE_SECONDS")),
+            "max_attempts": (int, get("MAX_ATTEMPTS")),
+            "placement_timeout_seconds": (float, get("PLACEMENT_TIMEOUT_SECONDS")),
+            "presign_expiry_seconds": (int, get("PRESIGN_EXPIRY_SECONDS")),
+            "max_object_bytes": (int, get("MAX_OBJECT_BYTES")),
+            "max_request_bytes": (int, get("MAX_REQUEST_BYTES")),
+            "request_max_skew_seconds": (float, get("REQUEST_MAX_SKEW_SECONDS")),
+            "tag_page_tasks": (int, get("TAG_PAGE_TASKS")),
+            "select_page": (int, get("SELECT_PAGE")),
+            "nonce_purge_seconds": (float, get("NONCE_PURGE_SECONDS")),
+            "lease_sweep_seconds": (float, get("LEASE_SWEEP_SECONDS")),
+            "placement_sweep_seconds": (float, get("PLACEMENT_SWEEP_SECONDS")),
+        }
         try:
+            limits = {name: kind(text) for name, (kind, text) in numbers.items() if text}
             return cls(
                 admin_public_key=admin,
                 database_url=get("DATABASE_URL"),
@@ -90,15 +184,8 @@ class Settings:
                 storage_secret=secret_bytes,
                 public_url=get("PUBLIC_URL") or None,
                 database_secret_arn=get("DATABASE_SECRET_ARN") or None,
-                lease_seconds=float(get("LEASE_SECONDS", str(defaults.LEASE_SECONDS))),
-                max_attempts=int(get("MAX_ATTEMPTS", str(defaults.MAX_ATTEMPTS))),
-                placement_timeout_seconds=float(
-                    get("PLACEMENT_TIMEOUT_SECONDS", str(defaults.PLACEMENT_TIMEOUT_SECONDS))
-                ),
-                presign_expiry_seconds=int(get("PRESIGN_EXPIRY_SECONDS", str(defaults.PRESIGN_EXPIRY_SECONDS))),
-                max_object_bytes=int(get("MAX_OBJECT_BYTES", str(defaults.MAX_OBJECT_BYTES))),
-                max_request_bytes=int(get("MAX_REQUEST_BYTES", str(defaults.MAX_REQUEST_BYTES))),
                 migrate_on_start=get("MIGRATE_ON_START", "1") not in ("0", "false", "no"),
+                **limits,
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid HMQ_* setting: {exc}") from None
@@ -110,34 +197,24 @@ class Settings:
             "HMQ_DATABASE_URL": self.database_url,
             "HMQ_STORAGE_URL": self.storage_url,
             "HMQ_STORAGE_SECRET": self.storage_secret.hex(),
-            "HMQ_LEASE_SECONDS": str(self.lease_seconds),
-            "HMQ_MAX_ATTEMPTS": str(self.max_attempts),
-            "HMQ_PLACEMENT_TIMEOUT_SECONDS": str(self.placement_timeout_seconds),
-            "HMQ_PRESIGN_EXPIRY_SECONDS": str(self.presign_expiry_seconds),
-            "HMQ_MAX_OBJECT_BYTES": str(self.max_object_bytes),
-            "HMQ_MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "HMQ_MIGRATE_ON_START": "1" if self.migrate_on_start else "0",
         }
+        for name in self.numbers():
+            out[ENV_PREFIX + name.upper()] = str(getattr(self, name))
         if self.public_url:
             out["HMQ_PUBLIC_URL"] = self.public_url
         if self.database_secret_arn:
             out["HMQ_DATABASE_SECRET_ARN"] = self.database_secret_arn
         return out
 
-    def database_secret(self) -> Optional[DatabaseSecret]:
-        """The Secrets Manager secret holding the database credentials, if one is named."""
-        return DatabaseSecret(self.database_secret_arn) if self.database_secret_arn else None
+    @classmethod
+    def numbers(cls) -> list[str]:
+        """Names of the numeric settings (limits, intervals), each read from ``HMQ_`` + its upper-cased name."""
+        return [f.name for f in fields(cls) if f.init and f.type in ("int", "float")]
 
     def resolved_database_url(self, secret: Optional[DatabaseSecret] = None) -> str:
         """The database URL, with credentials from Secrets Manager when a secret is named."""
-        secret = secret or self.database_secret()
-        if secret is None:
-            return self.database_url
-        template = self.database_url or DEFAULT_SECRET_URL
-        try:
-            return template.format_map({k: quote(str(v), safe="") for k, v in secret.read().items()})
-        except KeyError as exc:
-            raise ConfigurationError(f"the database secret lacks {exc} used in HMQ_DATABASE_URL") from None
+        return self.database.resolved_url(secret)
 
     def replace(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -74,11 +74,11 @@ def _server_factory(
 ) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def make(**overrides: Any) -> Server:
+    def make(clock: Any = None, **overrides: Any) -> Server:
         root = tmp_path / f"server-{len(servers)}"
         database, storage = backend_urls(backend, request, root)
         settings = local_settings(root, admin_key, database_url=database, storage_url=storage, **overrides)
-        server = start_server(settings, admin_key)
+        server = start_server(settings, admin_key, clock)
         servers.append(server)
         return server
 
@@ -91,7 +91,8 @@ def _server_factory(
 def make_server(
     tmp_path: Path, admin_key: crypto.AdminKey, backend: str, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Server]]:
-    """Factory: an API under uvicorn (on each backend), with setting overrides."""
+    """Factory: an API under uvicorn (on each backend), with setting overrides and an optional
+    ``clock`` (e.g. :class:`tests.helpers.ManualClock`)."""
     yield from _server_factory(tmp_path, admin_key, backend, request)
 
 

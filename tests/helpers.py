@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -179,8 +180,27 @@ def local_settings(root: Path, admin: crypto.AdminKey, **overrides: Any) -> Sett
     return Settings(admin_public_key=admin.identity.public.to_text(), **values)
 
 
-def start_server(settings: Settings, admin: crypto.AdminKey) -> Server:
-    app = create_app(settings)
+class ManualClock:
+    """An API clock that stands still until a test moves it (``advance``): leases, placement,
+    sweeps and request signatures are judged by it, so tests pass time instead of sleeping.
+    It starts at the real time, so that clients' signed timestamps are current."""
+
+    def __init__(self, start: Optional[float] = None) -> None:
+        self.now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self.now += seconds
+            return self.now
+
+
+def start_server(settings: Settings, admin: crypto.AdminKey, clock: Optional[Callable[[], float]] = None) -> Server:
+    """The API of ``settings`` under uvicorn in a thread; ``clock`` replaces ``time.time``."""
+    app = create_app(settings, clock=clock or time.time)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False)

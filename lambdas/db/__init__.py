@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -14,6 +14,9 @@ from sqlalchemy.pool import NullPool
 
 from lambdas.db.models import Base
 from lambdas.db.secret import DatabaseSecret
+
+if TYPE_CHECKING:
+    from lambdas.settings import DatabaseSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x686D71  # pg_advisory_lock key: "hmq"
@@ -61,6 +64,12 @@ def make_engine(url: str, *, serverless: bool = False, secret: Optional[Database
     return engine
 
 
+def connect(database: DatabaseSettings, *, serverless: bool = False) -> Engine:
+    """An engine for the configured index; credentials come from its secret when one is named."""
+    secret = database.secret()
+    return make_engine(database.resolved_url(secret), serverless=serverless, secret=secret)
+
+
 def _follow_rotation(engine: Engine, secret: DatabaseSecret) -> None:
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
@@ -80,7 +89,6 @@ class Index:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.dialect = engine.dialect.name
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(engine.execution_options(hmq_begin="DEFERRED"), expire_on_commit=False)
 
@@ -132,4 +140,4 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-__all__ = ["Base", "Index", "current_revision", "head_revision", "make_engine", "migrate"]
+__all__ = ["Base", "Index", "connect", "current_revision", "head_revision", "make_engine", "migrate"]

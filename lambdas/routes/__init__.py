@@ -11,7 +11,7 @@ from lambdas.service import Context
 
 
 def ctx(request: Request) -> Context:
-    """FastAPI dependency: the app's settings, index and store."""
+    """FastAPI dependency: the app's :class:`Context` (settings, index, store, lifecycle)."""
     return request.app.state.ctx
 
 
@@ -25,10 +25,17 @@ def signed_target(request: Request) -> str:
 
 
 async def principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated caller."""
+    """FastAPI dependency: the authenticated caller.
+
+    The one trigger of the maintenance sweeps, too: once the caller is authenticated, the
+    sweeps that are due run (in their own transactions) before the route does; see
+    :mod:`lambdas.service.sweeps`.
+    """
     body = await request.body()
     auth: Authenticator = request.app.state.auth
-    return await run_in_threadpool(auth.authenticate, request.headers, request.method, signed_target(request), body)
+    caller = await run_in_threadpool(auth.authenticate, request.headers, request.method, signed_target(request), body)
+    await run_in_threadpool(ctx(request).sweeps.run_due)
+    return caller
 
 
 def base_url(request: Request) -> str:

@@ -1,18 +1,20 @@
-"""The API's operations, free of HTTP: each takes a :class:`Context` and a principal."""
+"""The API's operations, free of HTTP: each takes a :class:`Context` and a principal.
+
+``submit``, ``tags``, ``users`` and ``work`` orchestrate (roles, sessions, presigning); every
+task state change they ask for is made by :mod:`lambdas.service.lifecycle`, and the sweeps run
+from :mod:`lambdas.service.sweeps`.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import Table
-from sqlalchemy.orm import Session
 
 from hmq._errors import StorageError
 from lambdas.db import Index
-from lambdas.db.models import Batch
+from lambdas.service.lifecycle import Clock, Lifecycle
+from lambdas.service.sweeps import Sweeps
 from lambdas.settings import Settings
 from lambdas.storage import ObjectStore
 
@@ -21,40 +23,29 @@ log = logging.getLogger("hmq.api")
 
 @dataclass(frozen=True)
 class Context:
+    """What every operation works with: settings, index, object store, the task lifecycle, the
+    sweeps, and the clock they all read."""
+
     settings: Settings
     index: Index
     store: ObjectStore
-    sweep: Any = None  # lambdas.service.leases.Sweeper, set by the app factory
+    lifecycle: Lifecycle
+    sweeps: Sweeps
+
+    @classmethod
+    def create(cls, settings: Settings, index: Index, store: ObjectStore, clock: Clock = time.time) -> Context:
+        lifecycle = Lifecycle(settings, clock)
+        return cls(settings, index, store, lifecycle, Sweeps(settings, index, lifecycle))
+
+    def now(self) -> float:
+        """The API's time (``time.time`` unless the app was built with another clock)."""
+        return self.lifecycle.clock()
 
     def presign_get(self, key: str, base_url: str) -> str:
         return self.store.presign_get(key, self.settings.presign_expiry_seconds, base_url)
 
     def presign_put(self, key: str, base_url: str) -> str:
         return self.store.presign_put(key, self.settings.presign_expiry_seconds, base_url)
-
-
-def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]], returning: Any = None) -> list[Any]:
-    """INSERT rows, skipping those that conflict with a unique key; return ``returning`` of the
-    inserted ones (SQLite and PostgreSQL both support ON CONFLICT DO NOTHING ... RETURNING)."""
-    if not rows:
-        return []
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    stmt = insert(table).on_conflict_do_nothing()
-    if returning is None:
-        session.execute(stmt, rows)
-        return []
-    return list(session.scalars(stmt.returning(returning), rows))
-
-
-def new_batch(session: Session, tag_id: int, key: str | None = None) -> int:
-    """A new batch id: the pull cursor advances over batches in creation order."""
-    batch = Batch(tag_id=tag_id, key=key, created=time.time())
-    session.add(batch)
-    session.flush()
-    return batch.id
 
 
 def delete_objects(ctx: Context, keys: list[str]) -> None:

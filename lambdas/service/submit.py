@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select
+from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User
-from lambdas.service import Context, insert_ignore
+from lambdas.service import Context
+from lambdas.service.lifecycle import encode_datacenters
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
 
@@ -63,9 +64,7 @@ def register_function(ctx: Context, principal: Principal, body: wire.FunctionIn)
             if existing.key != body.key:
                 ctx.store.delete([body.key])  # registered before: keep the first copy
             return wire.FunctionOut(digest=existing.digest, size=existing.size)
-        session.add(
-            Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=time.time())
-        )
+        session.add(Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=ctx.now()))
     return wire.FunctionOut(digest=body.digest, size=size)
 
 
@@ -81,69 +80,85 @@ def get_function(ctx: Context, principal: Principal, digest: str, base_url: str)
 
 
 def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.SubmitOut:
+    """Register the tasks of uploaded chunks as pending. Idempotent: task ids already known are skipped."""
     principal.require("user")
-    prefix = upload_prefix(principal, "chunk")
     for chunk in body.chunks:
-        if not chunk.key.startswith(prefix):
-            raise PermissionDenied("chunk object was not uploaded through this user's upload slots")
-        end = max(offset + length for _, offset, length in chunk.tasks)
-        if any(offset < chunk.header_len or length <= 0 for _, offset, length in chunk.tasks):
-            raise BadRequest("invalid_chunk", "call ranges must lie after the chunk header")
-        _checked_size(ctx, chunk.key, end)
-    now = time.time()
+        _check_chunk(ctx, principal, chunk)
     created = existing = 0
     with ctx.index.write() as session:
         if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
             raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
-        tag = session.scalars(select(Tag).where(Tag.name == body.tag)).one_or_none()
-        if tag is None:
-            tag = Tag(user_id=principal.user_id, name=body.tag, created=now)
-            session.add(tag)
-            session.flush()
-        elif tag.user_id != principal.user_id:
-            raise Conflict("tag_taken", f"tag name {body.tag!r} is in use; choose another")
-        digests = {c.function for c in body.chunks}
+        tag = _own_or_new_tag(ctx, session, principal, body.tag)
         functions = dict(
             session.execute(
                 select(Function.digest, Function.id).where(
-                    Function.user_id == principal.user_id, Function.digest.in_(digests)
+                    Function.user_id == principal.user_id, Function.digest.in_({c.function for c in body.chunks})
                 )
             ).all()
         )
         for chunk in body.chunks:
             if chunk.function not in functions:
                 raise BadRequest("unknown_function", f"function {chunk.function} is not registered")
-            chunk_row = session.scalars(select(Chunk).where(Chunk.key == chunk.key)).one_or_none()
-            if chunk_row is None:
-                chunk_row = Chunk(
-                    tag_id=tag.id, function_id=functions[chunk.function], key=chunk.key, header_len=chunk.header_len
-                )
-                session.add(chunk_row)
-                session.flush()
-            elif chunk_row.tag_id != tag.id:
-                raise Conflict("chunk_reused", "this chunk was submitted to another tag")
-            packages = json.dumps(wire.normalise_packages(chunk.packages))
-            datacenters = "," + ",".join(sorted(set(chunk.datacenters))) + "," if chunk.datacenters else None
-            rows = [
-                {
-                    "id": task_id,
-                    "tag_id": tag.id,
-                    "user_id": principal.user_id,
-                    "chunk_id": chunk_row.id,
-                    "offset": offset,
-                    "length": length,
-                    "ncores": chunk.ncores,
-                    "python": chunk.python,
-                    "packages": packages,
-                    "datacenters": datacenters,
-                    "status": TaskStatus.PENDING,
-                    "attempt": 0,
-                    "created": now,
-                }
-                for task_id, offset, length in chunk.tasks
-            ]
-            table = cast(Table, Task.__table__)
-            inserted = insert_ignore(session, table, rows, returning=table.c.id)
-            created += len(inserted)
-            existing += len(rows) - len(inserted)
+            rows = _task_rows(ctx, chunk, _chunk_id(session, tag, functions[chunk.function], chunk), tag)
+            inserted = _insert_new(session, rows)
+            created += inserted
+            existing += len(rows) - inserted
     return wire.SubmitOut(created=created, existing=existing)
+
+
+def _check_chunk(ctx: Context, principal: Principal, chunk: wire.ChunkIn) -> None:
+    if not chunk.key.startswith(upload_prefix(principal, "chunk")):
+        raise PermissionDenied("chunk object was not uploaded through this user's upload slots")
+    if any(offset < chunk.header_len or length <= 0 for _, offset, length in chunk.tasks):
+        raise BadRequest("invalid_chunk", "call ranges must lie after the chunk header")
+    _checked_size(ctx, chunk.key, max(offset + length for _, offset, length in chunk.tasks))
+
+
+def _own_or_new_tag(ctx: Context, session: Session, principal: Principal, name: str) -> Tag:
+    tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
+    if tag is None:
+        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now())
+        session.add(tag)
+        session.flush()
+    elif tag.user_id != principal.user_id:
+        raise Conflict("tag_taken", f"tag name {name!r} is in use; choose another")
+    return tag
+
+
+def _chunk_id(session: Session, tag: Tag, function_id: int, chunk: wire.ChunkIn) -> int:
+    """The chunk's row (made on first submission; a retried submission finds it)."""
+    row = session.scalars(select(Chunk).where(Chunk.key == chunk.key)).one_or_none()
+    if row is None:
+        row = Chunk(tag_id=tag.id, function_id=function_id, key=chunk.key, header_len=chunk.header_len)
+        session.add(row)
+        session.flush()
+    elif row.tag_id != tag.id:
+        raise Conflict("chunk_reused", "this chunk was submitted to another tag")
+    return row.id
+
+
+def _task_rows(ctx: Context, chunk: wire.ChunkIn, chunk_id: int, tag: Tag) -> list[dict[str, Any]]:
+    shared = {
+        "tag_id": tag.id,
+        "user_id": tag.user_id,
+        "chunk_id": chunk_id,
+        "ncores": chunk.ncores,
+        "python": chunk.python,
+        "packages": json.dumps(wire.normalise_packages(chunk.packages)),
+        "datacenters": encode_datacenters(chunk.datacenters),
+        "status": TaskStatus.PENDING,
+        "attempt": 0,
+        "created": ctx.now(),
+    }
+    return [{"id": task_id, "offset": offset, "length": length, **shared} for task_id, offset, length in chunk.tasks]
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
+    """INSERT task rows, skipping ids already known (ON CONFLICT DO NOTHING, on SQLite and
+    PostgreSQL alike); return how many were new."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    table = cast(Table, Task.__table__)
+    return len(list(session.scalars(insert(table).on_conflict_do_nothing().returning(table.c.id), rows)))

@@ -1,23 +1,24 @@
-"""Tags and their tasks, as their owner sees them: status, listing, pulling, cancel, delete."""
+"""Tags and their tasks, as their owner sees them: status, listing, pulling, cancel, delete.
+
+Cancelling is a state change, made by :meth:`Lifecycle.close`; deleting removes the rows and
+then every object and tag no remaining task needs.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Optional, cast
 
-from sqlalchemy import CursorResult, delete, exists, func, select, tuple_, update
+from sqlalchemy import delete, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from hmq import defaults, wire
+from hmq import wire
 from hmq._batching import batched
 from hmq._errors import BadRequest, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
-from lambdas.service import Context, delete_objects, new_batch
-
-SELECT_PAGE = 5000  # tasks changed per statement when cancelling or deleting a whole tag
+from lambdas.service import Context, delete_objects
 
 
 def _state(status: int) -> wire.TaskState:
@@ -34,16 +35,7 @@ def own_tag(session: Session, principal: Principal, name: str) -> Tag:
     return tag
 
 
-def _sweep(ctx: Context) -> None:
-    with ctx.index.read() as session:
-        if not ctx.sweep.due(session):
-            return
-    with ctx.index.write() as session:
-        ctx.sweep(session)
-
-
 def tag_status(ctx: Context, principal: Principal, name: str) -> wire.TagStatus:
-    _sweep(ctx)
     with ctx.index.read() as session:
         tag = own_tag(session, principal, name)
         counts = dict(
@@ -110,7 +102,6 @@ def _done_columns() -> tuple:
 
 def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit: int, base_url: str) -> wire.DonePage:
     """Finished tasks of a tag after ``cursor``, grouped by the result object holding them."""
-    _sweep(ctx)
     try:
         batch_after, seq_after = (int(x) for x in cursor.split(":")) if cursor else (0, 0)
     except ValueError:
@@ -139,7 +130,6 @@ def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit:
 def lookup(ctx: Context, principal: Principal, ids: list[uuid.UUID], base_url: str) -> wire.DonePage:
     """Results and states of specific tasks; ids that are unknown (deleted) are listed as such."""
     principal.require("user")
-    _sweep(ctx)
     with ctx.index.read() as session:
         rows = session.execute(
             select(*_done_columns())
@@ -162,7 +152,6 @@ def lookup(ctx: Context, principal: Principal, ids: list[uuid.UUID], base_url: s
 
 def task_statuses(ctx: Context, principal: Principal, ids: list[uuid.UUID]) -> wire.TaskStatusOut:
     principal.require("user")
-    _sweep(ctx)
     with ctx.index.read() as session:
         rows = session.execute(
             select(Task.id, Task.status).where(Task.id.in_(ids), Task.user_id == principal.user_id)
@@ -175,73 +164,45 @@ def task_statuses(ctx: Context, principal: Principal, ids: list[uuid.UUID]) -> w
 def _selected(
     session: Session, principal: Principal, sel: wire.TaskSelection, extra: list, limit: int
 ) -> list[tuple[int, int, uuid.UUID]]:
-    """(seq, tag_id, id) of the caller's tasks chosen by ids or by tag, at most ``limit``."""
+    """(seq, tag_id, id) of the caller's tasks chosen by ids (as many as the request names) or
+    by tag (a page of at most ``limit``)."""
     if (sel.tasks is None) == (sel.tag is None):
         raise BadRequest("invalid_selection", "name either tasks or a tag")
     query = select(Task.seq, Task.tag_id, Task.id).where(Task.user_id == principal.user_id, *extra)
     if sel.tag is not None:
-        query = query.where(Task.tag_id == own_tag(session, principal, sel.tag).id)
+        query = query.where(Task.tag_id == own_tag(session, principal, sel.tag).id).limit(limit)
     else:
         query = query.where(Task.id.in_(sel.tasks or []))
-    return [tuple(r) for r in session.execute(query.order_by(Task.seq).limit(limit)).all()]  # type: ignore[misc]
-
-
-def _close(session: Session, rows: list[tuple[int, int, uuid.UUID]], status: TaskStatus, error: Optional[str]) -> None:
-    by_tag: dict[int, list[int]] = defaultdict(list)
-    for seq, tag_id, _ in rows:
-        by_tag[tag_id].append(seq)
-    for tag_id, seqs in by_tag.items():
-        batch = new_batch(session, tag_id)
-        for part in batched(seqs, SELECT_PAGE):
-            session.execute(
-                update(Task)
-                .where(Task.seq.in_(part), Task.status.in_(OPEN_STATES))
-                .values(status=status, batch_id=batch, lease_until=None, error=error)
-            )
+    return [tuple(r) for r in session.execute(query.order_by(Task.seq)).all()]  # type: ignore[misc]
 
 
 def cancel(ctx: Context, principal: Principal, sel: wire.TaskSelection) -> wire.TaskIdsOut:
     """Cancel open tasks (pending or running). A worker's later result for them is ignored."""
     principal.require("user")
-    limit = defaults.MAX_TASKS_PER_REQUEST
+    limit = ctx.settings.tag_page_tasks
     with ctx.index.write() as session:
         rows = _selected(session, principal, sel, [Task.status.in_(OPEN_STATES)], limit)
-        _close(session, rows, TaskStatus.CANCELLED, None)
+        ctx.lifecycle.close(session, [(seq, tag_id) for seq, tag_id, _ in rows], TaskStatus.CANCELLED)
     return wire.TaskIdsOut(tasks=[r[2] for r in rows], more=sel.tag is not None and len(rows) == limit)
-
-
-def cancel_open_tasks_of_user(session: Session, user_id: int, reason: str) -> int:
-    """Cancel every open task of a user, tag by tag, without loading the rows."""
-    open_tasks = (Task.user_id == user_id, Task.status.in_(OPEN_STATES))
-    total = 0
-    for tag_id in session.scalars(select(Task.tag_id).distinct().where(*open_tasks)).all():
-        batch = new_batch(session, tag_id)
-        statement = (
-            update(Task)
-            .where(*open_tasks, Task.tag_id == tag_id)
-            .values(status=TaskStatus.CANCELLED, batch_id=batch, lease_until=None, error=reason)
-        )
-        total += cast(CursorResult[Any], session.execute(statement)).rowcount
-    return total
 
 
 # --- delete ------------------------------------------------------------------------------------
 def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) -> wire.TaskIdsOut:
     """Delete tasks, then every object and tag that no remaining task needs."""
     principal.require("user")
-    limit = defaults.MAX_TASKS_PER_REQUEST
+    limit, page = ctx.settings.tag_page_tasks, ctx.settings.select_page
     with ctx.index.write() as session:
         rows = _selected(session, principal, sel, [], limit)
         seqs = [r[0] for r in rows]
         chunk_ids: set[int] = set()
         batch_ids: set[int] = set()
-        for part in batched(seqs, SELECT_PAGE):
+        for part in batched(seqs, page):
             for chunk_id, batch_id in session.execute(select(Task.chunk_id, Task.batch_id).where(Task.seq.in_(part))):
                 chunk_ids.add(chunk_id)
                 if batch_id is not None:
                     batch_ids.add(batch_id)
             session.execute(delete(Task).where(Task.seq.in_(part)))
-        keys = _collect_garbage(session, chunk_ids, batch_ids, {r[1] for r in rows})
+        keys = _collect_garbage(session, chunk_ids, batch_ids, {r[1] for r in rows}, page)
         # A whole tag is deleted page by page; "more" only while it still has tasks (the last
         # page removed the tag itself).
         more = (
@@ -253,16 +214,18 @@ def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) ->
     return wire.TaskIdsOut(tasks=[r[2] for r in rows], more=more)
 
 
-def _collect_garbage(session: Session, chunk_ids: set[int], batch_ids: set[int], tag_ids: set[int]) -> list[str]:
+def _collect_garbage(
+    session: Session, chunk_ids: set[int], batch_ids: set[int], tag_ids: set[int], page: int
+) -> list[str]:
     """Remove chunks, batches and tags no task refers to any more; return their object keys."""
     keys: list[str] = []
-    for part in batched(sorted(chunk_ids), SELECT_PAGE):
+    for part in batched(sorted(chunk_ids), page):
         orphans = session.execute(
             select(Chunk.id, Chunk.key).where(Chunk.id.in_(part), ~exists().where(Task.chunk_id == Chunk.id))
         ).all()
         keys += [k for _, k in orphans]
         session.execute(delete(Chunk).where(Chunk.id.in_([i for i, _ in orphans])))
-    for part in batched(sorted(batch_ids), SELECT_PAGE):
+    for part in batched(sorted(batch_ids), page):
         batches = session.execute(
             select(Batch.id, Batch.key).where(Batch.id.in_(part), ~exists().where(Task.batch_id == Batch.id))
         ).all()

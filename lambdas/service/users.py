@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from sqlalchemy import select
@@ -13,7 +12,6 @@ from hmq._errors import BadRequest, Conflict, IntegrityError, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import ComputeKey, User
 from lambdas.service import Context
-from lambdas.service.tags import cancel_open_tasks_of_user
 
 
 def info(ctx: Context) -> wire.Info:
@@ -42,7 +40,7 @@ def _store_compute_key(ctx: Context, statement: dict[str, Any]) -> None:
     with ctx.index.write() as session:
         if session.get(ComputeKey, kid) is None:
             session.add(
-                ComputeKey(kid=kid, statement=json.dumps(statement), issued=float(statement.get("issued", time.time())))
+                ComputeKey(kid=kid, statement=json.dumps(statement), issued=float(statement.get("issued", ctx.now())))
             )
 
 
@@ -78,7 +76,7 @@ def grant(ctx: Context, principal: Principal, body: wire.GrantIn) -> wire.UserOu
                 sign_pub=subject.sign,
                 enc_pub=subject.enc,
                 certificate=json.dumps(cert),
-                created=time.time(),
+                created=ctx.now(),
             )
             session.add(user)
         else:  # re-granting the same key: renew the certificate (and lift a revocation)
@@ -93,8 +91,8 @@ def revoke(ctx: Context, principal: Principal, name: str) -> wire.RevokeOut:
         user = session.scalars(select(User).where(User.name == name)).one_or_none()
         if user is None:
             raise NotFound("unknown_user", f"unknown user {name!r}")
-        user.revoked = user.revoked or time.time()
-        cancelled = cancel_open_tasks_of_user(session, user.id, reason=f"user {name!r} was revoked")
+        user.revoked = user.revoked or ctx.now()
+        cancelled = ctx.lifecycle.cancel_user(session, user.id, reason=f"user {name!r} was revoked")
     return wire.RevokeOut(name=name, revoked=True, cancelled=cancelled)
 
 
@@ -106,11 +104,6 @@ def list_users(ctx: Context, principal: Principal) -> list[wire.UserOut]:
 
 def whoami(principal: Principal) -> dict[str, str]:
     return {"name": principal.name, "role": principal.role, "key_id": principal.key_id}
-
-
-def certificate_of(session: Any, user_id: int) -> dict[str, Any]:
-    user = session.get(User, user_id)
-    return json.loads(user.certificate)
 
 
 def _user_out(user: User) -> wire.UserOut:

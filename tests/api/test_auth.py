@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 import hmq
 from hmq import crypto
-from tests.helpers import Server, raw_request, signed
+from tests.helpers import ManualClock, Server, raw_request, signed
 
 
 def _error(response) -> tuple[int, str]:
@@ -58,17 +57,37 @@ def test_replayed_request_is_refused(server: Server) -> None:
     assert status == 401 and "replayed" in message
 
 
-@pytest.mark.parametrize(("shift", "word"), [(-3600, "stale"), (3600, "future")])
-def test_stale_and_future_requests_are_refused(
-    server: Server, shift: float, word: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize(("shift", "word"), [(3600, "stale"), (-3600, "future")])
+def test_stale_and_future_requests_are_refused(make_server, shift: float, word: str) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock)
     user = server.user()
-    now = time.time()
-    monkeypatch.setattr(crypto.time, "time", lambda: now + shift)
+    clock.advance(shift)  # the API's clock, not the client's, moves
     headers = signed(user.identity, "GET", "/v1/whoami")
-    monkeypatch.undo()
     status, message = _error(raw_request(server.url, "GET", "/v1/whoami", headers=headers))
     assert status == 401 and word in message
+
+
+def test_expired_nonces_are_purged_by_the_api_clock(make_server) -> None:
+    from lambdas.db.models import Nonce
+
+    clock = ManualClock()
+    server = make_server(clock=clock, nonce_purge_seconds=30)
+    user = server.user()  # the first request purged
+    index = server.app.state.ctx.index
+    with index.write() as session:
+        session.add(Nonce(nonce="long-expired", expires=clock() - 1))
+
+    def remembered() -> bool:
+        with index.read() as session:
+            return session.get(Nonce, "long-expired") is not None
+
+    clock.advance(29)
+    user.whoami()
+    assert remembered()  # the last purge was 29 s ago
+    clock.advance(2)
+    user.whoami()
+    assert not remembered()
 
 
 def test_users_cannot_administer(server: Server) -> None:

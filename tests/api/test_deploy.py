@@ -4,6 +4,9 @@ stands in for AWS) and migrations run by a CloudFormation custom resource."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -148,6 +151,30 @@ def test_migration_custom_resource(
     out = migrate.handler(_event(url, "Update"), None)
     assert out["Status"] == "FAILED" and "OperationalError" in out["Reason"]
     assert received[-1]["Status"] == "FAILED" and received[-1]["PhysicalResourceId"] == "hmq-schema"
+
+
+def _hmq_migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HMQ_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hmq", "migrate"], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_hmq_migrate_takes_the_database_url(postgres: PostgresCluster) -> None:
+    out = _hmq_migrate({"HMQ_DATABASE_URL": postgres.database()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"index schema at revision {head_revision()}"
+    missing = _hmq_migrate({})
+    assert missing.returncode != 0 and "HMQ_DATABASE_URL (or HMQ_DATABASE_SECRET_ARN) is not set" in missing.stderr
+    refused = _hmq_migrate({"HMQ_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+    assert refused.returncode != 0 and "cannot migrate the index" in refused.stderr
+    assert "Traceback" not in missing.stderr + refused.stderr
+
+
+def test_hmq_migrate_takes_the_database_secret(secret_arn: str) -> None:
+    out = _hmq_migrate({"HMQ_DATABASE_SECRET_ARN": secret_arn})  # no URL: all from the secret
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"index schema at revision {head_revision()}"
 
 
 def test_migrations_on_postgres_match_the_models(postgres: PostgresCluster) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import hmq
 from hmq import crypto
-from tests.helpers import ManualWorker, Server, submit, wait_for
+from tests.helpers import ManualClock, ManualWorker, Server, submit
 
 
 def test_claims_never_hand_a_task_to_two_workers(server: Server, tmp_path: Path) -> None:
@@ -22,16 +22,19 @@ def test_claims_never_hand_a_task_to_two_workers(server: Server, tmp_path: Path)
 
 
 def test_expired_lease_requeues_then_fails_after_max_attempts(make_server, tmp_path: Path) -> None:
-    server = make_server(lease_seconds=0.3, max_attempts=2)
+    clock = ManualClock()
+    server = make_server(clock=clock, lease_seconds=30, max_attempts=2)
     user = server.user()
     tag = submit(user, lambda: 1, [()])
     w = ManualWorker(server, tmp_path)
     first = w.claim()[0].tasks[0]
     assert first.attempt == 0
-    time.sleep(0.4)  # the worker "died": no heartbeat, no result
-    second = wait_for(lambda: w.claim(), what="requeued task")[0].tasks[0]
+    clock.advance(29)
+    assert w.claim() == []  # still leased
+    clock.advance(6)  # the worker "died": no heartbeat, no result (and the lease sweep is due again)
+    second = w.claim()[0].tasks[0]
     assert (second.id, second.attempt) == (first.id, 1)
-    time.sleep(0.4)
+    clock.advance(31)
     status = user.get_tag_status(tag.name)
     assert (status["failed"], status["pending"], status["running"]) == (1, 0, 0)
     assert tag.pull() == 0
@@ -41,13 +44,14 @@ def test_expired_lease_requeues_then_fails_after_max_attempts(make_server, tmp_p
 
 
 def test_heartbeat_keeps_the_lease(make_server, tmp_path: Path) -> None:
-    server = make_server(lease_seconds=0.5)
+    clock = ManualClock()
+    server = make_server(clock=clock, lease_seconds=30)
     user = server.user()
     tag = submit(user, lambda: 1, [()])
     w = ManualWorker(server, tmp_path)
     task_id = str(w.claim()[0].tasks[0].id)
-    for _ in range(4):
-        time.sleep(0.2)
+    for _ in range(4):  # 80 s in all, more than twice the lease
+        clock.advance(20)
         assert w.api.sync_tasks("default", [task_id]) == []
     assert user.get_tag_status(tag.name)["running"] == 1
 
@@ -152,25 +156,26 @@ def test_datacenter_and_core_placement(server: Server, tmp_path: Path) -> None:
 
 
 def test_tasks_no_worker_can_run_fail_after_the_placement_timeout(make_server, tmp_path: Path) -> None:
-    server = make_server(placement_timeout_seconds=0.5)
+    clock = ManualClock()
+    server = make_server(clock=clock, placement_timeout_seconds=60)
     user = server.user()
     gone = submit(user, lambda: 1, [()], datacenters=["decommissioned"])
     big = submit(user, lambda: 1, [()], ncores=64)
     fine = submit(user, lambda: 1, [()])
     ManualWorker(server, tmp_path, datacenter="cloud", cores=8)  # seen: runs "fine" only
-    time.sleep(0.6)
+    clock.advance(40)
     ManualWorker(server, tmp_path, datacenter="cloud", cores=8)  # still seen after the cutoff
-    assert wait_for(lambda: gone.pull() == 0 and big.pull() == 0, timeout=10, what="unplaceable tasks to fail")
+    assert user.get_tag_status(gone.name)["pending"] == 1  # not yet: 40 s < 60 s
+    clock.advance(30)
+    assert gone.pull() == 0 and big.pull() == 0
     assert "datacenter(s) decommissioned" in list(gone.errors)[0] and "has been seen for" in list(gone.errors)[0]
     assert "with 64 core(s)" in list(big.errors)[0]
     assert user.get_tag_status(fine.name)["pending"] == 1  # a worker can run it: it keeps waiting
 
 
 @pytest.mark.parametrize("n", [6, 7])
-def test_cancel_and_delete_a_tag_across_pages(server: Server, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hmq import defaults
-
-    monkeypatch.setattr(defaults, "MAX_TASKS_PER_REQUEST", 3)  # pages of 3: 6 ends exactly on a page
+def test_cancel_and_delete_a_tag_across_pages(make_server, n: int) -> None:
+    server = make_server(tag_page_tasks=3, select_page=2)  # pages of 3: 6 ends exactly on a page
     user = server.user()
     tag = submit(user, lambda x: x, [(i,) for i in range(n)])
     ids = list(tag.task_ids)
@@ -201,13 +206,14 @@ def test_a_retried_report_keeps_the_results(server: Server, tmp_path: Path) -> N
 
 
 def test_heartbeat_extends_only_the_tasks_the_worker_names(make_server, tmp_path: Path) -> None:
-    server = make_server(lease_seconds=0.6)
+    clock = ManualClock()
+    server = make_server(clock=clock, lease_seconds=30)
     user = server.user()
     tag = submit(user, lambda x: x, [(1,), (2,)])
     w = ManualWorker(server, tmp_path)
     kept, forgotten = (str(t.id) for t in w.claim()[0].tasks)
     for _ in range(4):  # the worker lost track of "forgotten" (e.g. a claim answer it never got)
-        time.sleep(0.25)
+        clock.advance(10)
         assert w.api.sync_tasks("default", [kept]) == []
     assert user.get_tasks_status([kept, forgotten]) == {kept: "running", forgotten: "pending"}
     assert user.get_tag_status(tag.name)["running"] == 1

@@ -1,0 +1,330 @@
+"""The task state machine: every change of a task's state happens here, and only here.
+
+::
+
+    submit ─► PENDING ──lease──► RUNNING ──finish: result object──► COMPLETED | FAILED
+               ▲  │ │              │ │ │
+               │  │ │              │ │ └─finish: rejected by the worker──► FAILED
+               │  │ │              │ └─lease ran out, attempts left──► PENDING (attempt + 1)
+               │  │ │              └─lease ran out, no attempts left──► FAILED
+               └──┼─┼──release─────┘
+                  │ └─no worker seen can run it (placement timeout)──► FAILED
+                  └─close: cancel by tag or ids, revoke the user──► CANCELLED (from RUNNING too)
+
+The rule that keeps reports safe: what a worker reports (:meth:`Lifecycle.extend`,
+:meth:`~Lifecycle.finish`, :meth:`~Lifecycle.release`) changes only tasks still RUNNING under
+that worker's own lease (:func:`_held_by`), so a late report never overwrites a cancelled,
+deleted, failed or re-leased task. Every other change is guarded by the state it leaves.
+
+A task that leaves the open states joins a *batch* (:func:`new_batch`): the result object it is
+in, or a closure without one. Batch ids increase, and pulls page through a tag by them.
+
+Placement: the datacenters a task may run in are stored as ``",dc1,dc2,"``
+(:func:`encode_datacenters`, :func:`decode_datacenters`; :func:`runs_in` is the SQL test).
+
+Time comes from the :class:`Lifecycle`'s clock only, so tests pass time instead of sleeping.
+The sweeps (:meth:`~Lifecycle.expire_leases`, :meth:`~Lifecycle.fail_unplaceable`) are run by
+:mod:`lambdas.service.sweeps`, their one trigger.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar, cast
+
+from sqlalchemy import ColumnElement, CursorResult, Select, delete, select, update
+from sqlalchemy.orm import Session
+
+from hmq import wire
+from hmq._batching import batched
+from lambdas.db.models import OPEN_STATES, Batch, Tag, Task, TaskStatus, User, Worker
+from lambdas.settings import Settings
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, like :func:`time.time` (the default everywhere)."""
+
+_Query = TypeVar("_Query", bound=Select)
+
+
+# --- placement ---------------------------------------------------------------------------------
+def encode_datacenters(names: Optional[Iterable[str]]) -> Optional[str]:
+    """The stored form of a placement: ``",a,b,"`` (sorted, unique), ``None`` for anywhere."""
+    unique = sorted(set(names or ()))
+    return "," + ",".join(unique) + "," if unique else None
+
+
+def decode_datacenters(stored: Optional[str]) -> Optional[list[str]]:
+    """The datacenters of a stored placement, ``None`` for anywhere."""
+    return stored.strip(",").split(",") if stored else None
+
+
+def runs_in(datacenter: str) -> ColumnElement[bool]:
+    """SQL condition: the task may run in ``datacenter``."""
+    needle = cast(str, encode_datacenters([datacenter]))
+    return Task.datacenters.is_(None) | Task.datacenters.contains(needle, autoescape=True)
+
+
+def _describe(python: str, datacenters: Optional[str], ncores: int) -> str:
+    names = decode_datacenters(datacenters)
+    where = f"in datacenter(s) {', '.join(names)}" if names else "anywhere"
+    return f"Python {python} with {ncores} core(s) {where}"
+
+
+# --- batches -----------------------------------------------------------------------------------
+def new_batch(session: Session, tag_id: int, now: float, key: Optional[str] = None) -> int:
+    """A new batch id: the pull cursor advances over batches in creation order."""
+    batch = Batch(tag_id=tag_id, key=key, created=now)
+    session.add(batch)
+    session.flush()
+    return batch.id
+
+
+def _held_by(worker_id: uuid.UUID) -> list[ColumnElement[bool]]:
+    """SQL condition: the task is still running under ``worker_id``'s lease."""
+    return [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING]
+
+
+def _skip_locked(session: Session, query: _Query) -> _Query:
+    """PostgreSQL: concurrent callers pass rows another transaction locked; SQLite: the
+    transaction already holds the database's write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Tasks just leased to a worker (by ``seq``, oldest first) and when their lease ends."""
+
+    seqs: list[int]
+    until: float
+
+
+@dataclass
+class Finished:
+    """What a worker's report changed: tasks accepted, tasks ignored (not under its lease any
+    more), and result objects no task refers to (to delete once the transaction is committed)."""
+
+    accepted: int = 0
+    ignored: list[uuid.UUID] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+
+
+class Lifecycle:
+    """Every task state change, on a session the caller opened (and commits)."""
+
+    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+
+    # --- worker side ---------------------------------------------------------------------------
+    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int) -> Lease:
+        """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
+        ``available`` cores), oldest first, skipping the tasks of revoked users."""
+        until = self.clock() + self.settings.lease_seconds
+        query = (
+            select(Task.seq)
+            .where(
+                Task.status == TaskStatus.PENDING,
+                Task.python == worker.python,
+                Task.ncores <= min(available, worker.cores),
+                runs_in(worker.datacenter),
+                Task.user_id.not_in(select(User.id).where(User.revoked.is_not(None))),
+            )
+            .order_by(Task.seq)
+            .limit(max_tasks)
+        )
+        seqs = list(session.scalars(_skip_locked(session, query)))
+        if seqs:
+            session.execute(
+                update(Task)
+                .where(Task.seq.in_(seqs))
+                .values(status=TaskStatus.RUNNING, worker_id=worker.id, lease_until=until)
+            )
+        return Lease(seqs, until)
+
+    def extend(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[set[uuid.UUID], float]:
+        """Extend the leases of the named tasks the worker still holds; return those and the
+        new end of their lease."""
+        until = self.clock() + self.settings.lease_seconds
+        return self._change(session, ids, _held_by(worker_id), lease_until=until), until
+
+    def release(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Hand tasks back unrun (the worker is stopping): pending again, attempt unchanged."""
+        return self._change(
+            session, ids, _held_by(worker_id), status=TaskStatus.PENDING, worker_id=None, lease_until=None
+        )
+
+    def finish(self, session: Session, worker_id: uuid.UUID, report: wire.CompleteIn) -> Finished:
+        """Apply a worker's report: result objects, rejections, tasks handed back.
+
+        Idempotent: a retried report (its first answer was lost) finds its result objects
+        already recorded and gets the first answer again.
+        """
+        out = Finished()
+        for stored in report.results:
+            self._record_object(session, worker_id, stored, out)
+        self._record_rejections(session, worker_id, report.rejected, out)
+        if report.release:
+            self.release(session, worker_id, report.release)
+        return out
+
+    def _record_object(self, session: Session, worker_id: uuid.UUID, stored: wire.StoredResults, out: Finished) -> None:
+        ids = [*stored.completed, *stored.failed]
+        recorded = session.scalars(select(Batch.id).where(Batch.key == stored.key)).one_or_none()
+        if recorded is not None:  # a retried report: answer as the first time did
+            taken = set(session.scalars(select(Task.id).where(Task.id.in_(ids), Task.batch_id == recorded)))
+            out.accepted += len(taken)
+            out.ignored += [i for i in ids if i not in taken]
+            return
+        tag_id = session.scalar(select(Tag.id).where(Tag.name == stored.tag))
+        accepted = 0
+        if tag_id is not None:
+            batch = new_batch(session, tag_id, self.clock(), stored.key)
+            mine = [*_held_by(worker_id), Task.tag_id == tag_id]
+            for part, status in ((stored.completed, TaskStatus.COMPLETED), (stored.failed, TaskStatus.FAILED)):
+                done = self._change(session, part, mine, status=status, batch_id=batch, lease_until=None)
+                accepted += len(done)
+                out.ignored += [i for i in part if i not in done]
+            if accepted == 0:
+                session.execute(delete(Batch).where(Batch.id == batch))
+        else:
+            out.ignored += ids
+        if accepted == 0:  # results nobody will read: the tasks were cancelled, deleted or re-leased
+            out.orphans.append(stored.key)
+        out.accepted += accepted
+
+    def _record_rejections(
+        self, session: Session, worker_id: uuid.UUID, rejected: list[wire.RejectedTask], out: Finished
+    ) -> None:
+        """Fail tasks the worker refused to run, each with its reason."""
+        if not rejected:
+            return
+        held = session.execute(
+            select(Task.id, Task.tag_id).where(Task.id.in_([r.id for r in rejected]), *_held_by(worker_id))
+        ).all()
+        tag_of = {row.id: row.tag_id for row in held}
+        batches: dict[int, int] = {}
+        for rej in rejected:
+            tag_id = tag_of.get(rej.id)
+            if tag_id is None:
+                out.ignored.append(rej.id)
+                continue
+            if tag_id not in batches:
+                batches[tag_id] = new_batch(session, tag_id, self.clock())
+            values = {"status": TaskStatus.FAILED, "batch_id": batches[tag_id], "lease_until": None, "error": rej.error}
+            out.accepted += len(self._change(session, [rej.id], _held_by(worker_id), **values))
+
+    def _change(
+        self, session: Session, ids: Sequence[uuid.UUID], where: list[ColumnElement[bool]], **values: Any
+    ) -> set[uuid.UUID]:
+        """Set ``values`` on the tasks of ``ids`` that match ``where``; return the ids changed."""
+        changed: set[uuid.UUID] = set()
+        for part in batched(list(ids), self.settings.select_page):
+            statement = update(Task).where(Task.id.in_(part), *where).values(**values).returning(Task.id)
+            changed.update(session.scalars(statement))
+        return changed
+
+    # --- owner side ----------------------------------------------------------------------------
+    def close(
+        self, session: Session, tasks: Iterable[tuple[int, int]], status: TaskStatus, error: Optional[str] = None
+    ) -> int:
+        """Close open tasks, given as ``(seq, tag_id)``, without a result (cancellation);
+        return how many were still open."""
+        return self._close(session, tasks, [Task.status.in_(OPEN_STATES)], status=status, error=error)
+
+    def cancel_user(self, session: Session, user_id: int, reason: str) -> int:
+        """Cancel every open task of a user, tag by tag, without loading the rows."""
+        open_tasks = (Task.user_id == user_id, Task.status.in_(OPEN_STATES))
+        total = 0
+        for tag_id in session.scalars(select(Task.tag_id).distinct().where(*open_tasks)).all():
+            batch = new_batch(session, tag_id, self.clock())
+            statement = (
+                update(Task)
+                .where(*open_tasks, Task.tag_id == tag_id)
+                .values(status=TaskStatus.CANCELLED, batch_id=batch, lease_until=None, error=reason)
+            )
+            total += cast(CursorResult[Any], session.execute(statement)).rowcount
+        return total
+
+    def _close(
+        self, session: Session, tasks: Iterable[tuple[int, int]], guard: list[ColumnElement[bool]], **values: Any
+    ) -> int:
+        """Move tasks out of the open states into one new batch per tag."""
+        by_tag: dict[int, list[int]] = defaultdict(list)
+        for seq, tag_id in tasks:
+            by_tag[tag_id].append(seq)
+        changed = 0
+        for tag_id, seqs in by_tag.items():
+            batch = new_batch(session, tag_id, self.clock())
+            for part in batched(seqs, self.settings.select_page):
+                statement = (
+                    update(Task).where(Task.seq.in_(part), *guard).values(batch_id=batch, lease_until=None, **values)
+                )
+                changed += cast(CursorResult[Any], session.execute(statement)).rowcount
+        return changed
+
+    # --- sweeps --------------------------------------------------------------------------------
+    def leases_ran_out(self, session: Session) -> bool:
+        """Whether some lease ran out (cheap: one row of the ``(status, lease_until)`` index)."""
+        query = select(Task.seq).where(Task.status == TaskStatus.RUNNING, Task.lease_until < self.clock()).limit(1)
+        return session.scalar(query) is not None
+
+    def expire_leases(self, session: Session) -> int:
+        """Requeue tasks whose lease ran out with one more attempt; fail those out of attempts.
+        Return how many were touched."""
+        running = Task.status == TaskStatus.RUNNING
+        query = select(Task.seq, Task.tag_id, Task.attempt).where(running, Task.lease_until < self.clock())
+        expired = session.execute(_skip_locked(session, query)).all()
+        limit = self.settings.max_attempts
+        requeue = [row.seq for row in expired if row.attempt + 1 < limit]
+        for part in batched(requeue, self.settings.select_page):
+            session.execute(
+                update(Task)
+                .where(Task.seq.in_(part), running)
+                .values(status=TaskStatus.PENDING, attempt=Task.attempt + 1, worker_id=None, lease_until=None)
+            )
+        message = (
+            f"task failed: its worker stopped reporting {limit} times (no heartbeat within "
+            f"{self.settings.lease_seconds:.0f} s each time). The worker died, lost its network, or the call "
+            f"brings its worker down (e.g. out of memory)."
+        )
+        failing = [(row.seq, row.tag_id) for row in expired if row.attempt + 1 >= limit]
+        self._close(session, failing, [running], status=TaskStatus.FAILED, attempt=Task.attempt + 1, error=message)
+        return len(expired)
+
+    def fail_unplaceable(self, session: Session) -> int:
+        """Fail pending tasks that no worker seen within the placement timeout could run (its
+        Python version, enough cores, one of its datacenters); return how many."""
+        timeout = self.settings.placement_timeout_seconds
+        if timeout <= 0:  # wait forever
+            return 0
+        cutoff = self.clock() - timeout
+        old = (Task.status == TaskStatus.PENDING, Task.created < cutoff)
+        kinds = session.execute(select(Task.python, Task.datacenters, Task.ncores).distinct().where(*old)).all()
+        if not kinds:
+            return 0
+        workers = session.execute(
+            select(Worker.python, Worker.datacenter, Worker.cores).where(Worker.last_seen >= cutoff)
+        ).all()
+        failed = 0
+        for python, datacenters, ncores in kinds:
+            wanted = decode_datacenters(datacenters)
+            if any(
+                w.python == python and w.cores >= ncores and (wanted is None or w.datacenter in wanted) for w in workers
+            ):
+                continue
+            same = Task.datacenters.is_(None) if datacenters is None else Task.datacenters == datacenters
+            rows = session.execute(
+                select(Task.seq, Task.tag_id).where(*old, Task.python == python, Task.ncores == ncores, same)
+            ).all()
+            message = (
+                f"task failed: no worker able to run it ({_describe(python, datacenters, ncores)}) has been seen "
+                f"for {timeout / 3600:.1f} h. Start such a worker and submit again, or submit without the restriction."
+            )
+            failed += self._close(session, rows, [old[0]], status=TaskStatus.FAILED, error=message)
+        return failed

@@ -1,0 +1,77 @@
+"""The maintenance sweeps that keep tasks from waiting forever, and their one trigger.
+
+- **Leases**: a running task whose lease ran out returns to pending with one more attempt, or
+  fails once it is out of attempts (:meth:`Lifecycle.expire_leases`).
+- **Placement**: a pending task that no worker seen within ``placement_timeout_seconds`` could
+  run fails with an error naming what was missing (:meth:`Lifecycle.fail_unplaceable`).
+
+Trigger: the API has no background process (on AWS Lambda it cannot have one), so requests
+drive the sweeps. The one call site is the ``principal`` dependency of the routes
+(:func:`lambdas.routes.principal`): once a caller is authenticated, :meth:`Sweeps.run_due`
+runs the sweeps that are due, each in a short transaction of its own, before the route runs.
+Workers claim and heartbeat, and a blocking pull polls, so expired and unplaceable tasks fail
+eventually even when no worker is left. Due means, per API process and by the API's clock:
+
+- the lease check at most every ``min(lease_sweep_seconds, lease_seconds / 4)``; it reads one
+  row of the ``(status, lease_until)`` index and opens a write transaction only when a lease
+  did run out, so it is cheap when nothing is due;
+- the placement sweep at most every ``min(placement_sweep_seconds, placement_timeout_seconds / 4)``,
+  never when the timeout is 0.
+
+One thread of a process sweeps at a time (the others go on without waiting). Processes that
+sweep at once (several Lambda sandboxes) do no harm: PostgreSQL's ``SKIP LOCKED`` and the state
+each update requires make a second sweep change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Optional
+
+from lambdas.db import Index
+from lambdas.service.lifecycle import Lifecycle
+from lambdas.settings import Settings
+
+
+class Sweeps:
+    """The sweeps of one API process, rate-limited by the lifecycle's clock."""
+
+    def __init__(self, settings: Settings, index: Index, lifecycle: Lifecycle) -> None:
+        self.index = index
+        self.lifecycle = lifecycle
+        self.lease_every = min(settings.lease_sweep_seconds, settings.lease_seconds / 4)
+        timeout = settings.placement_timeout_seconds
+        self.placement_every: Optional[float] = (
+            min(settings.placement_sweep_seconds, timeout / 4) if timeout > 0 else None
+        )
+        self._last_lease = self._last_placement = -math.inf
+        self._lock = threading.Lock()
+
+    def run_due(self) -> None:
+        """Run the sweeps whose interval has passed (the one trigger: see the module docstring)."""
+        if not self._lock.acquire(blocking=False):
+            return  # another request of this process is sweeping
+        try:
+            now = self.lifecycle.clock()
+            if now - self._last_lease >= self.lease_every:
+                self._last_lease = now
+                self.sweep_leases()
+            if self.placement_every is not None and now - self._last_placement >= self.placement_every:
+                self._last_placement = now
+                self.sweep_placement()
+        finally:
+            self._lock.release()
+
+    def sweep_leases(self) -> int:
+        """Requeue or fail the tasks whose lease ran out; return how many."""
+        with self.index.read() as session:
+            if not self.lifecycle.leases_ran_out(session):
+                return 0
+        with self.index.write() as session:
+            return self.lifecycle.expire_leases(session)
+
+    def sweep_placement(self) -> int:
+        """Fail the pending tasks no worker seen within the placement timeout can run; return how many."""
+        with self.index.write() as session:
+            return self.lifecycle.fail_unplaceable(session)

@@ -1,0 +1,77 @@
+"""The sweeps' one trigger: an authenticated request, at most once per interval of the API's clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from lambdas.db.models import Task, TaskStatus
+from tests.helpers import ManualClock, ManualWorker, Server, raw_request, submit
+
+
+def _states(server: Server) -> list[str]:
+    """Task states read from the index directly: no request, so no sweep."""
+    with server.app.state.ctx.index.read() as session:
+        return [TaskStatus(s).label for s in session.scalars(select(Task.status).order_by(Task.seq))]
+
+
+@pytest.mark.parametrize(("settings", "interval"), [({}, 5.0), ({"lease_sweep_seconds": 12}, 10.0)])
+def test_the_lease_sweep_runs_at_most_once_per_interval(
+    make_server: Any, tmp_path: Path, settings: dict[str, float], interval: float
+) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock, lease_seconds=40, **settings)  # a quarter lease: 10 s
+    user = server.user()
+    submit(user, lambda: 1, [()])
+    ManualWorker(server, tmp_path).claim()  # leased until now + 40
+    clock.advance(39)
+    user.whoami()  # a sweep: nothing ran out yet
+    clock.advance(2)
+    user.whoami()  # the lease ran out, but the last sweep was 2 s ago
+    assert _states(server) == ["running"]
+    clock.advance(interval - 2)
+    user.whoami()
+    assert _states(server) == ["pending"]
+
+
+def test_only_authenticated_requests_sweep(make_server: Any, tmp_path: Path) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock, lease_seconds=40)
+    user = server.user()
+    submit(user, lambda: 1, [()])
+    ManualWorker(server, tmp_path).claim()
+    clock.advance(60)
+    for path in ("/v1/health", "/v1/info"):
+        assert raw_request(server.url, "GET", path).status_code == 200
+    assert raw_request(server.url, "GET", "/v1/whoami").status_code == 401  # unsigned
+    assert _states(server) == ["running"]
+    user.whoami()
+    assert _states(server) == ["pending"]
+
+
+def test_the_placement_sweep_runs_at_most_once_per_interval(make_server: Any, tmp_path: Path) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock, placement_timeout_seconds=200, placement_sweep_seconds=30)
+    user = server.user()
+    submit(user, lambda: 1, [()], datacenters=["nowhere"])
+    clock.advance(190)
+    user.whoami()  # a sweep: the task is 190 s old
+    clock.advance(20)
+    user.whoami()  # 210 s old, but the last placement sweep was 20 s ago
+    assert _states(server) == ["pending"]
+    clock.advance(10)
+    user.whoami()
+    assert _states(server) == ["failed"]
+
+
+def test_a_placement_timeout_of_zero_waits_forever(make_server: Any) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock, placement_timeout_seconds=0, request_max_skew_seconds=10**8)
+    user = server.user()
+    tag = submit(user, lambda: 1, [()], datacenters=["nowhere"], ncores=64)
+    for _ in range(3):
+        clock.advance(365 * 24 * 3600)
+        assert user.get_tag_status(tag.name)["pending"] == 1
