@@ -13,10 +13,10 @@ tag.pull(blocking=True)
 print(list(tag.results))
 """
 
-from __future__ import annotations
-
 import importlib as _importlib
+import sys as _sys
 import threading as _threading
+import types as _types
 import typing as _typing
 from typing import Any as _Any
 
@@ -43,9 +43,9 @@ from hmq._errors import (
 from hmq._version import __version__
 
 if _typing.TYPE_CHECKING:
-    from hmq.api import API
+    from hmq._client import API
+    from hmq._task import task
     from hmq.tag import Tag
-    from hmq.task import task
     from worker.runner import CachedWorker
 
     api: API
@@ -53,9 +53,9 @@ if _typing.TYPE_CHECKING:
 # The client (httpx, cloudpickle) loads on first use, so `import hmq.crypto` in the API's cold
 # start and `import hmq` in a script stay light.
 _LAZY = {
-    "API": ("hmq.api", "API"),
+    "API": ("hmq._client", "API"),
     "Tag": ("hmq.tag", "Tag"),
-    "task": ("hmq.task", "task"),
+    "task": ("hmq._task", "task"),
     "CachedWorker": ("worker.runner", "CachedWorker"),
 }
 
@@ -71,7 +71,7 @@ def __getattr__(name: str) -> _Any:
         if name in globals():
             return globals()[name]
         if name == "api":
-            value: _Any = _importlib.import_module("hmq.api").API()
+            value: _Any = _importlib.import_module("hmq._client").API()
         else:
             module, attr = _LAZY[name]
             value = getattr(_importlib.import_module(module), attr)
@@ -81,6 +81,25 @@ def __getattr__(name: str) -> _Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+def _alias_old_client_module() -> None:
+    """``from hmq.api import API`` and ``import hmq.api`` (code written when the client module
+    was called ``hmq.api``) find this stand-in in ``sys.modules``. The import system binds a
+    submodule to its parent's attribute only when it loads it, never when it is already there,
+    so ``hmq.api`` stays the default client. Its names load from ``hmq._client`` on first use."""
+    alias = _types.ModuleType("hmq.api", "The names of hmq._client, for code that imports them from hmq.api.")
+
+    def __getattr__(name: str) -> _Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(_importlib.import_module("hmq._client"), name)
+
+    alias.__getattr__ = __getattr__  # type: ignore[method-assign]
+    _sys.modules.setdefault("hmq.api", alias)
+
+
+_alias_old_client_module()
 
 
 def request_access(url: str) -> str:

@@ -19,9 +19,7 @@ from hmq import defaults, formats, wire
 from hmq._errors import UsageError
 
 if TYPE_CHECKING:
-    from hmq.api import API
-
-UPLOADS_IN_FLIGHT = 4
+    from hmq._client import API
 
 
 class Submission:
@@ -71,7 +69,9 @@ class Submission:
 
     def _slot(self, remaining_hint: int) -> wire.UploadSlot:
         if not self._slots:
-            self._slots.extend(self.api._upload_slots("chunk", max(1, min(64, remaining_hint))))
+            self._slots.extend(
+                self.api._upload_slots("chunk", max(1, min(defaults.SUBMIT_SLOTS_PER_REQUEST, remaining_hint)))
+            )
         return self._slots.popleft()
 
     def _upload(self, writer: formats.ChunkWriter, slot: wire.UploadSlot) -> wire.ChunkIn:
@@ -106,11 +106,11 @@ class Submission:
         total = len(calls) if isinstance(calls, Sized) else 0
         estimate = max(1, -(-total // defaults.CHUNK_MAX_CALLS))
         chunks = 0
-        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="hmq-upload") as pool:
+        with ThreadPoolExecutor(defaults.SUBMIT_UPLOADS_IN_FLIGHT, thread_name_prefix="hmq-upload") as pool:
             for n, writer in enumerate(self._chunks(calls)):
                 chunks += 1
                 pending.append(pool.submit(self._upload, writer, self._slot(estimate - n)))
-                while len(pending) > UPLOADS_IN_FLIGHT or (pending and pending[0].done()):
+                while len(pending) > defaults.SUBMIT_UPLOADS_IN_FLIGHT or (pending and pending[0].done()):
                     uploaded.append(pending.popleft().result())
                     if len(uploaded) >= defaults.SUBMIT_CHUNKS_PER_REQUEST:
                         self._register(uploaded, progress, sink)

@@ -10,7 +10,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar, cast
+from typing import Any, NoReturn, Optional, TypeVar, cast
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -20,7 +20,7 @@ from hmq._errors import HmqError
 from hmq.config import hmq_home
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     raise click.ClickException(str(exc)) from None
 
 
@@ -162,10 +162,10 @@ def request_access(url: str) -> None:
 @click.option("--role", type=click.Choice(["user", "worker"]), default="user", show_default=True)
 def grant_access(signing_request: str, username: str, admin_key_file: Optional[Path], role: str) -> None:
     """Admin: grant the key behind SIGNING_REQUEST access as USERNAME."""
-    from hmq.api import API
+    from hmq import provision
 
     try:
-        out = API().grant_access(signing_request, _admin_key_text(admin_key_file), username, role=role)
+        out = provision.grant_request(signing_request, _admin_key_text(admin_key_file), username, role)
     except HmqError as exc:
         _fail(exc)
     click.echo(f"granted {out.role} {out.name!r} (key {out.key_id})")
@@ -200,16 +200,12 @@ def revoke(username: str, url: str, admin_key_file: Optional[Path]) -> None:
 @click.option("--admin-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 def add_worker(name: str, url: str, out: Path, admin_key_file: Optional[Path]) -> None:
     """Admin: create and grant worker credentials (run workers with --credentials OUT)."""
-    from hmq import crypto
+    from hmq import crypto, provision
     from hmq.admin import Admin
-    from worker.credentials import WorkerCredentials
 
     try:
-        key = crypto.AdminKey.from_text(_admin_key_text(admin_key_file))
-        creds = WorkerCredentials.create(key, name, url)
-        with Admin(url, key) as admin:
-            admin.register(creds.certificate)
-        creds.save(out)
+        with Admin(url, crypto.AdminKey.from_text(_admin_key_text(admin_key_file))) as admin:
+            provision.new_worker(admin, out, name, url)
     except HmqError as exc:
         _fail(exc)
     click.echo(f"worker {name!r} granted; credentials written to {out} (keep them secret)")
@@ -221,13 +217,12 @@ def add_worker(name: str, url: str, out: Path, admin_key_file: Optional[Path]) -
 )
 def admin_key(out: Path) -> None:
     """Create a deployment's admin key; prints the public key for HMQ_ADMIN_PUBLIC_KEY."""
-    from hmq import crypto
-    from hmq.config import write_private
+    from hmq import provision
 
-    if out.exists():
-        _fail(click.UsageError(f"{out} exists; refusing to overwrite an admin key"))
-    key = crypto.AdminKey.generate()
-    write_private(out, key.to_text() + "\n")
+    try:
+        key = provision.new_admin_key(out)
+    except HmqError as exc:
+        _fail(exc)
     click.echo(key.identity.public.to_text())
 
 

@@ -1,7 +1,10 @@
-"""Every tunable number of hmq, in one place, each with what it is for.
+"""The tunable constants of the client and the protocol, each with what it is for.
 
-Client, API and worker all read their limits from here; the API's settings may override the
-server-side ones (see ``lambdas.settings``).
+The client reads its numbers from here, and the wire schemas (``hmq.wire``) their limits, so
+the client, the API and the worker agree on them. The API's server-side limits and times are
+the defaults of its settings (``lambdas.settings``), which may override them; the worker's own
+tunables (poll and flush intervals, batch and cache sizes) are the defaults of
+``worker.settings.WorkerSettings``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,30 @@ SUBMIT_CHUNKS_PER_REQUEST = 8
 MAX_TASKS_PER_REQUEST = 20_000
 """Task ids per request for cancel, delete, status and result look-ups (client batches above)."""
 
+SUBMIT_UPLOADS_IN_FLIGHT = 4
+"""Chunks a submit uploads at the same time (each one presigned PUT)."""
+
+SUBMIT_SLOTS_PER_REQUEST = 64
+"""Presigned upload URLs a submit asks for at once (fewer for a small submit)."""
+
+UPLOAD_SLOTS_MAX = 1000
+"""Most presigned upload URLs the API hands out in one request."""
+
+SUBMIT_MAX_CHUNKS = 64
+"""Most chunks one submit request may register (the client sends ``SUBMIT_CHUNKS_PER_REQUEST``)."""
+
+CHUNK_MAX_TASKS = 10_000
+"""Most tasks one registered chunk may carry (the client closes a chunk at ``CHUNK_MAX_CALLS``)."""
+
+TASK_MAX_CORES = 4096
+"""Largest ``ncores`` a task may ask for."""
+
+TASK_MAX_PACKAGES = 200
+"""Most ``packages=`` requirements of one submit."""
+
+TASK_MAX_DATACENTERS = 100
+"""Most ``datacenters=`` names of one submit."""
+
 # --- tasks -------------------------------------------------------------------------------
 LEASE_SECONDS = 120.0
 """How long a claimed task belongs to its worker without a heartbeat. A worker heartbeats every
@@ -68,7 +95,16 @@ Python version, enough cores) fails with an error saying so. 0 waits forever."""
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 
-# --- pulling -----------------------------------------------------------------------------
+COMPLETE_MAX_OBJECTS = 100
+"""Most result objects a worker reports in one request."""
+
+REJECTION_MAX_CHARS = 10_000
+"""Longest reason a worker may give for rejecting a task."""
+
+# --- listing and pulling -------------------------------------------------------------------
+TASK_PAGE = 10_000
+"""Task ids listed per page when reading a tag's tasks (``API.iter_tasks``, ``Tag.fetch_tasks``)."""
+
 PULL_PAGE_TASKS = 5000
 """Finished tasks listed per page when pulling a tag."""
 
@@ -78,22 +114,7 @@ PULL_POLL_MIN_SECONDS = 0.5
 PULL_POLL_MAX_SECONDS = 10.0
 """Longest wait between two rounds of a blocking pull."""
 
-# --- worker ------------------------------------------------------------------------------
-WORKER_POLL_MIN_SECONDS = 0.05
-"""First wait of an idle worker before it asks for work again; doubles up to the maximum."""
-
-WORKER_POLL_MAX_SECONDS = 2.0
-"""Longest wait of an idle worker between two claims."""
-
-WORKER_FLUSH_SECONDS = 0.25
-"""A worker uploads finished results at least this often, or as soon as a batch is full."""
-
-WORKER_RESULT_BATCH = 500
-"""Results per result object uploaded by a worker."""
-
-WORKER_EXECUTOR_BATCH = 64
-"""Calls handed to one executor process per round trip (fewer when they need many cores)."""
-
+# --- running calls (worker and executor) -----------------------------------------------------
 MAX_RESULT_BYTES = 256 * 1024**2
 """Largest JSON result (or traceback) of one call; a larger one becomes an error saying so."""
 
@@ -109,3 +130,13 @@ THREAD_ENV_VARS = (
 
 PIP_INSTALL_TIMEOUT_SECONDS = 1800.0
 """Longest a worker waits for pip to build one package environment."""
+
+# --- the local stack (`hmq up`) ------------------------------------------------------------
+STACK_START_TIMEOUT_SECONDS = 60.0
+"""How long ``hmq up`` waits for the API to be healthy, and then for its workers to register."""
+
+STACK_STOP_TIMEOUT_SECONDS = 20.0
+"""How long ``hmq down`` waits after SIGTERM (workers hand back their tasks) before SIGKILL."""
+
+STACK_PROBE_TIMEOUT_SECONDS = 2.0
+"""HTTP timeout of one health probe while ``hmq up`` waits for the API."""

@@ -28,14 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hmq import crypto
+from hmq import crypto, defaults, provision
 from hmq._errors import ConfigurationError, HmqError, StackError
 from hmq._transport import Transport
 from hmq.admin import Admin
 from hmq.config import ClientConfig, write_private
-
-STARTUP_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 
 
 @dataclass
@@ -126,15 +123,6 @@ def _server_settings(
     return env
 
 
-def _admin_key(home: Path) -> crypto.AdminKey:
-    path = home / "admin.key"
-    if path.exists():
-        return crypto.AdminKey.from_text(path.read_text())
-    key = crypto.AdminKey.generate()
-    write_private(path, key.to_text() + "\n")
-    return key
-
-
 # Processes this interpreter started: kept so they are reaped by `down` (not left as zombies
 # when `up` and `down` run in one long-lived process, such as a notebook).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -175,8 +163,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    transport = Transport(url, None, retries=0, timeout=2.0)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+    transport = Transport(url, None, retries=0, timeout=defaults.STACK_PROBE_TIMEOUT_SECONDS)
+    deadline = time.monotonic() + defaults.STACK_START_TIMEOUT_SECONDS
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -189,7 +177,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             time.sleep(0.1)
     finally:
         transport.close()
-    raise StackError(f"the API did not become healthy within {STARTUP_TIMEOUT:.0f} s; {log}:\n{_tail(log)}")
+    raise StackError(
+        f"the API did not become healthy within {defaults.STACK_START_TIMEOUT_SECONDS:.0f} s; {log}:\n{_tail(log)}"
+    )
 
 
 def _child_env() -> dict[str, str]:
@@ -220,13 +210,33 @@ def up(
             f"{home} is set up for the deployment at {ClientConfig.load(home).url}; `hmq up` would replace that "
             f"configuration. Use another HMQ_HOME for a local queue (e.g. HMQ_HOME=~/.hmq-local hmq up)"
         )
-    admin = _admin_key(home)
+    admin = provision.ensure_admin_key(home / "admin.key")
+    try:
+        state = _start_api(home, admin, port or free_port(), database, storage)
+        with Admin(state.url, admin) as adm:
+            provision.ensure_user(adm, home, username or _default_username(), state.url)
+            provision.ensure_worker(adm, home / "worker.json", "local-worker", state.url)
+        started = time.time()
+        per_worker = cores or max(1, (os.cpu_count() or 1) // max(workers, 1))
+        for i in range(workers):
+            state.workers.append(_start_worker(home, state.url, i, per_worker))
+        state.save(home)
+        _wait_workers(state.url, admin, state, started)
+    except BaseException:
+        down(home)
+        raise
+    return state
+
+
+def _start_api(
+    home: Path, admin: crypto.AdminKey, port: int, database: Optional[str], storage: Optional[str]
+) -> StackState:
+    """Start the API on ``port`` and wait until it is healthy. Its state is saved before the
+    wait, so that ``down`` stops it if the start fails."""
     env = {**_child_env(), **_server_settings(home, admin, database, storage)}
-    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env["HMQ_PUBLIC_URL"] = url
-    logs = home / "logs"
-    api_log = logs / "api.log"
+    api_log = home / "logs" / "api.log"
     api = _spawn(
         [sys.executable, "-m", "lambdas.serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         api_log,
@@ -241,49 +251,17 @@ def up(
         started=time.time(),
     )
     state.save(home)
-    try:
-        _wait_healthy(url, api, api_log)
-        _grant_local_user(home, url, admin, username)
-        worker_file = _grant_local_worker(home, url, admin)
-        started = time.time()
-        per_worker = cores or max(1, (os.cpu_count() or 1) // max(workers, 1))
-        for i in range(workers):
-            log = logs / f"worker-{i}.log"
-            proc = _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "worker",
-                    "--api",
-                    url,
-                    "--credentials",
-                    str(worker_file),
-                    "--datacenter",
-                    "local",
-                    "--cores",
-                    str(per_worker),
-                    "--cache-dir",
-                    str(home / "worker-cache"),
-                ],
-                log,
-                _child_env(),
-            )
-            state.workers.append(Proc(proc.pid, str(log), f"worker-{i}"))
-        state.save(home)
-        _wait_workers(url, admin, state, started)
-    except BaseException:
-        down(home)
-        raise
+    _wait_healthy(url, api, api_log)
     return state
 
 
-def _grant_local_user(home: Path, url: str, admin: crypto.AdminKey, username: Optional[str]) -> None:
-    config = ClientConfig.load(home) if ClientConfig.exists(home) else None
-    identity = config.identity if config is not None and config.identity is not None else crypto.Identity.generate()
-    name = username or _default_username()
-    with Admin(url, admin) as adm:
-        adm.register(crypto.issue_certificate(admin.identity, name, "user", identity.public))
-    ClientConfig(url=url, identity=identity, admin=admin.identity.public).save(home)
+def _start_worker(home: Path, url: str, index: int, cores: int) -> Proc:
+    """Start local worker ``index`` (``python -m worker``) with the local worker credentials."""
+    log = home / "logs" / f"worker-{index}.log"
+    argv = [sys.executable, "-m", "worker", "--api", url, "--credentials", str(home / "worker.json")]
+    argv += ["--datacenter", "local", "--cores", str(cores), "--cache-dir", str(home / "worker-cache")]
+    proc = _spawn(argv, log, _child_env())
+    return Proc(proc.pid, str(log), f"worker-{index}")
 
 
 def _default_username() -> str:
@@ -294,26 +272,8 @@ def _default_username() -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "user"
 
 
-def _grant_local_worker(home: Path, url: str, admin: crypto.AdminKey) -> Path:
-    from worker.credentials import WorkerCredentials
-
-    path = home / "worker.json"
-    try:
-        creds = WorkerCredentials.load(path)
-        if creds.admin != admin.identity.public:
-            raise ConfigurationError("stale worker credentials")
-    except ConfigurationError:
-        creds = WorkerCredentials.create(admin, "local-worker", url)
-    creds.url = url
-    creds.compute[admin.compute_kid] = admin.compute
-    creds.save(path)
-    with Admin(url, admin) as adm:
-        adm.register(creds.certificate)
-    return path
-
-
 def _wait_workers(url: str, admin: crypto.AdminKey, state: StackState, since: float) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+    deadline = time.monotonic() + defaults.STACK_START_TIMEOUT_SECONDS
     with Admin(url, admin) as adm:
         while time.monotonic() < deadline:
             for w in state.workers:
@@ -322,7 +282,9 @@ def _wait_workers(url: str, admin: crypto.AdminKey, state: StackState, since: fl
             if len([w for w in adm.workers() if w.registered >= since]) >= len(state.workers):
                 return
             time.sleep(0.1)
-    raise StackError(f"workers did not register within {STARTUP_TIMEOUT:.0f} s; see {Path(state.home) / 'logs'}")
+    raise StackError(
+        f"workers did not register within {defaults.STACK_START_TIMEOUT_SECONDS:.0f} s; see {Path(state.home) / 'logs'}"
+    )
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -347,7 +309,7 @@ def _stop(procs: list[Proc]) -> None:
     """SIGTERM each process group, wait, then SIGKILL whatever is left."""
     for p in procs:
         _signal_group(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + defaults.STACK_STOP_TIMEOUT_SECONDS
     while time.monotonic() < deadline and any(_group_alive(p.pid) for p in procs):
         for p in procs:
             if p.pid in _CHILDREN and _CHILDREN[p.pid].poll() is not None:

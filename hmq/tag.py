@@ -26,7 +26,7 @@ from hmq._batching import batched
 from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, UsageError
 
 if TYPE_CHECKING:
-    from hmq.api import API
+    from hmq._client import API
 
 SCHEMA_VERSION = 1
 FORMAT = "hmq-tag"
@@ -56,7 +56,8 @@ class LocalState(enum.IntEnum):
 _FROM_SERVER = {"completed": LocalState.COMPLETED, "failed": LocalState.FAILED, "cancelled": LocalState.CANCELLED}
 
 
-def _default_api() -> API:
+def default_client() -> API:
+    """``hmq.api``, the default client (looked up when needed, so it is made on first use)."""
     import hmq
 
     return hmq.api
@@ -99,7 +100,7 @@ class Tag:
 
     @property
     def api(self) -> API:
-        return self._api or _default_api()
+        return self._api or default_client()
 
     @property
     def name(self) -> str:

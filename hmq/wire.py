@@ -65,16 +65,7 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
 
 
-# --- errors and service info -------------------------------------------------------------
-class ErrorDetail(Model):
-    code: str
-    message: str
-
-
-class ErrorBody(Model):
-    error: ErrorDetail
-
-
+# --- service info --------------------------------------------------------------------------
 class Info(Model):
     service: Literal["hmq"] = "hmq"
     version: str
@@ -110,7 +101,7 @@ class RevokeOut(Model):
 # --- uploads and functions ----------------------------------------------------------------
 class UploadsIn(Model):
     kind: Literal["function", "chunk", "results"]
-    count: int = Field(ge=1, le=1000)
+    count: int = Field(ge=1, le=defaults.UPLOAD_SLOTS_MAX)
 
 
 class UploadSlot(Model):
@@ -141,15 +132,15 @@ class ChunkIn(Model):
     header_len: int = Field(ge=8)
     function: Digest
     python: str = Field(pattern=r"^\d+\.\d+$")
-    ncores: int = Field(ge=1, le=4096)
-    packages: list[PackageReq] = Field(default_factory=list, max_length=200)
-    datacenters: Optional[list[Name]] = Field(default=None, max_length=100)
-    tasks: list[tuple[UUID, int, int]] = Field(min_length=1, max_length=10_000)
+    ncores: int = Field(ge=1, le=defaults.TASK_MAX_CORES)
+    packages: list[PackageReq] = Field(default_factory=list, max_length=defaults.TASK_MAX_PACKAGES)
+    datacenters: Optional[list[Name]] = Field(default=None, max_length=defaults.TASK_MAX_DATACENTERS)
+    tasks: list[tuple[UUID, int, int]] = Field(min_length=1, max_length=defaults.CHUNK_MAX_TASKS)
 
 
 class SubmitIn(Model):
     tag: Name
-    chunks: list[ChunkIn] = Field(min_length=1, max_length=64)
+    chunks: list[ChunkIn] = Field(min_length=1, max_length=defaults.SUBMIT_MAX_CHUNKS)
 
 
 class SubmitOut(Model):
@@ -258,7 +249,6 @@ class WorkerInfo(Model):
 class ClaimIn(Model):
     max_tasks: int = Field(ge=1, le=defaults.CLAIM_MAX_TASKS)
     available: int = Field(ge=1, description="free cores: only tasks with ncores <= available are handed out")
-    packagesets: list[str] = Field(default_factory=list, max_length=1000)
     allocated: int = 0
     running: int = 0
     used: int = 0
@@ -296,11 +286,11 @@ class StoredResults(Model):
 
 class RejectedTask(Model):
     id: UUID
-    error: str = Field(max_length=10_000)
+    error: str = Field(max_length=defaults.REJECTION_MAX_CHARS)
 
 
 class CompleteIn(Model):
-    results: list[StoredResults] = Field(default_factory=list, max_length=100)
+    results: list[StoredResults] = Field(default_factory=list, max_length=defaults.COMPLETE_MAX_OBJECTS)
     rejected: list[RejectedTask] = Field(default_factory=list, max_length=defaults.MAX_TASKS_PER_REQUEST)
     release: TaskList = Field(default_factory=list)
 

@@ -16,12 +16,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from hmq import crypto
-from hmq._errors import APIError, ConfigurationError, HmqError
+from hmq import crypto, provision
+from hmq._errors import HmqError
 from hmq.admin import Admin
-from hmq.config import ClientConfig, write_private
 
 ADMIN_KEY = "admin.key"
 ADMIN_PUB = "admin.pub"
@@ -54,64 +53,16 @@ def create_bucket(storage_url: str) -> str:
 
 def ensure_admin_key(keys: Path) -> crypto.AdminKey:
     """The admin key in ``keys`` (made when missing); ``admin.pub`` is rewritten from it."""
-    path = keys / ADMIN_KEY
-    if path.exists():
-        key = crypto.AdminKey.from_text(path.read_text().strip())
-    else:
-        key = crypto.AdminKey.generate()
-        write_private(path, key.to_text() + "\n")
+    key = provision.ensure_admin_key(keys / ADMIN_KEY)
     # Public, read by the API's (non-root) user.
     (keys / ADMIN_PUB).write_text(key.identity.public.to_text() + "\n")
     (keys / ADMIN_PUB).chmod(0o644)
     return key
 
 
-def _register(admin: Admin, name: str, role: str, subject: crypto.PublicIdentity) -> dict[str, Any]:
-    """Grant ``subject`` as ``name``; returns its certificate.
-
-    When another key holds ``name`` (the index outlived the keys volume or the client
-    directory), the key is granted as ``name-<key id>`` instead.
-    """
-    try:
-        cert = crypto.issue_certificate(admin.key.identity, name, role, subject)
-        admin.register(cert)
-    except APIError as exc:
-        if exc.code != "name_taken":
-            raise
-        cert = crypto.issue_certificate(admin.key.identity, f"{name}-{subject.key_id[:8]}", role, subject)
-        admin.register(cert)
-    return cert
-
-
-def grant_worker(admin: Admin, path: Path, name: str, url: str) -> Path:
-    """Grant (again) the worker credentials at ``path``, made when missing or stale."""
-    from worker.credentials import WorkerCredentials
-
-    try:
-        creds: Optional[WorkerCredentials] = WorkerCredentials.load(path)
-    except ConfigurationError:
-        creds = None
-    if creds is None or creds.admin != admin.key.identity.public:
-        creds = WorkerCredentials.create(admin.key, name, url)
-    creds.certificate = _register(admin, creds.name, "worker", creds.identity.public)
-    creds.name = str(creds.certificate["name"])
-    creds.url = url
-    creds.compute[admin.key.compute_kid] = admin.key.compute
-    creds.save(path)
-    return path
-
-
 def grant_user(admin: Admin, home: Path, name: str, public_url: str) -> Path:
     """Grant (again) the user of ``home/client.json`` (made when missing); it points at ``public_url``."""
-    identity: Optional[crypto.Identity] = None
-    if ClientConfig.exists(home):
-        try:
-            identity = ClientConfig.load(home).identity
-        except ConfigurationError:
-            identity = None
-    identity = identity or crypto.Identity.generate()
-    _register(admin, name, "user", identity.public)
-    path = ClientConfig(url=public_url, identity=identity, admin=admin.key.identity.public).save(home)
+    path = provision.ensure_user(admin, home, name, public_url)
     ignore = home / ".gitignore"  # the directory holds a secret key: keep it out of version control
     if not ignore.exists():
         ignore.write_text("*\n")
@@ -136,8 +87,9 @@ def grant(
     """Grant the workers and the host's user; returns (worker credentials, client config)."""
     key = crypto.AdminKey.from_text((keys / ADMIN_KEY).read_text().strip())
     out.mkdir(parents=True, exist_ok=True)
+    worker_file = keys / WORKER_FILE
     with Admin(api_url, key) as admin:
-        worker_file = grant_worker(admin, keys / WORKER_FILE, worker_name, api_url)
+        provision.ensure_worker(admin, worker_file, worker_name, api_url)
         client_file = grant_user(admin, out, username, public_url)
     _hand_over(worker_file, WORKER_UID, WORKER_UID)
     # The host user owns the bind-mounted directory (when it made it before `up`): give them

@@ -17,13 +17,13 @@ from typing import Any, Optional
 import httpx
 import uvicorn
 
-from hmq import crypto
+from hmq import API, crypto, provision
 from hmq.admin import Admin
-from hmq.api import API
+from hmq.credentials import WorkerCredentials
 from hmq.stack import free_port
 from lambdas.app import create_app
 from lambdas.settings import Settings
-from worker.credentials import WorkerCredentials
+from worker.session import WorkerSession
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,11 +88,7 @@ class Server:
         """A new user, granted access, with a client of its own."""
         identity = crypto.Identity.generate()
         with self.admin() as admin:
-            admin.register(
-                crypto.issue_certificate(
-                    self.admin_key.identity, name or f"user-{uuid.uuid4().hex[:8]}", "user", identity.public
-                )
-            )
+            provision.grant_key(admin, name or f"user-{uuid.uuid4().hex[:8]}", "user", identity.public)
         return self.client(identity)
 
     def client(self, identity: Optional[crypto.Identity] = None) -> API:
@@ -102,11 +98,11 @@ class Server:
         return api
 
     def worker_credentials(self, directory: Path, name: Optional[str] = None) -> Path:
-        creds = WorkerCredentials.create(self.admin_key, name or f"worker-{uuid.uuid4().hex[:8]}", self.url)
+        """New worker credentials, granted, in ``directory``; returns the file."""
+        name = name or f"worker-{uuid.uuid4().hex[:8]}"
+        path = directory / f"{name}.json"
         with self.admin() as admin:
-            admin.register(creds.certificate)
-        path = directory / f"{creds.name}.json"
-        creds.save(path)
+            provision.new_worker(admin, path, name, self.url)
         return path
 
     def start_worker(
@@ -250,15 +246,20 @@ def signed(identity: crypto.Identity, method: str, target: str, body: bytes = b"
 
 
 class ManualWorker:
-    """A worker identity driven step by step by a test: claim, (not) heartbeat, complete."""
+    """A worker identity driven step by step by a test: claim, (not) heartbeat, complete.
+
+    ``session`` is its :class:`worker.session.WorkerSession`; ``api`` is a client with the
+    same key whose worker methods (``sync_tasks``, ``store_results``, ...) speak through that
+    session, as the user guide's ``hmq.API`` worker methods do."""
 
     def __init__(self, server: Server, directory: Path, datacenter: str = "default", cores: int = 1) -> None:
         self.creds = WorkerCredentials.load(server.worker_credentials(directory))
         self.api = server.client(self.creds.identity)
-        self.api.register_worker(datacenter, cores)
+        self.session: WorkerSession = self.api._worker_session()
+        self.session.register(datacenter, cores)
 
     def claim(self, n: int = 100, available: int = 1) -> list[Any]:
-        return self.api.dequeue_tasks("default", None, n, available=available).groups
+        return self.session.claim(n, available).groups
 
     def complete(self, group: Any, values: dict[str, Any]) -> Any:
         """Upload results for ``values`` (task id -> value) of one claim group and report them."""
@@ -270,8 +271,8 @@ class ManualWorker:
             for t, v in values.items()
         ]
         blob = formats.encode_results(self.creds.identity, self.creds.certificate, user, group.tag, records)
-        slot = self.api.result_slots(1)[0]
-        self.api.transport.put_object(slot.url, blob)
-        return self.api.store_results(
+        slot = self.session.result_slots(1)[0]
+        self.session.transport.put_object(slot.url, blob)
+        return self.session.complete(
             wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=list(values))])
         )

@@ -13,11 +13,13 @@ import click
 
 from hmq._errors import HmqError
 from hmq.config import hmq_home
-from worker.credentials import WorkerCredentials
+from hmq.credentials import WorkerCredentials
 from worker.runner import CachedWorker
+from worker.settings import WorkerSettings
 
 
 def default_credentials() -> Path:
+    """``$HMQ_WORKER_CREDENTIALS``, or ``$HMQ_HOME/worker.json``."""
     return Path(os.environ.get("HMQ_WORKER_CREDENTIALS") or hmq_home() / "worker.json")
 
 
@@ -71,15 +73,15 @@ def main(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         creds = WorkerCredentials.load(credentials or default_credentials())
-        worker = CachedWorker(
-            creds,
-            url,
+        settings = WorkerSettings.from_options(
+            url=url or creds.url,
             datacenter=datacenter,
             cores=cores,
             cache_dir=cache_dir,
             pip_args=pip_args,
             executor_user=executor_user,
         )
+        worker = CachedWorker(creds, settings)
     except HmqError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -15,12 +15,10 @@ from typing import Any
 
 from hmq import crypto, formats, wire
 from hmq._errors import HmqError, IntegrityError
-from hmq.api import API
-from worker.credentials import WorkerCredentials
+from hmq.credentials import WorkerCredentials
+from worker.session import WorkerSession
 
 log = logging.getLogger("hmq.worker")
-HEADER_CACHE = 64
-FUNCTION_CACHE = 256
 
 
 @dataclass
@@ -43,17 +41,26 @@ class Job:
 
 
 class Preparer:
-    """Turns claim groups into jobs, caching verified certificates, headers and functions."""
+    """Turns claim groups into jobs, caching verified certificates and chunk headers; verified
+    functions go to the session's function cache.
 
-    def __init__(self, api: API, credentials: WorkerCredentials) -> None:
-        self.api = api
+    Args:
+        session: the worker's session (its transport fetches the blobs).
+        credentials: the worker's credentials (the admin key checks certificates, the compute
+            key opens chunks and functions).
+        header_cache: how many verified chunk headers to keep.
+    """
+
+    def __init__(self, session: WorkerSession, credentials: WorkerCredentials, header_cache: int) -> None:
+        self.session = session
         self.credentials = credentials
         self.python = wire.PYTHON
+        self.header_cache = header_cache
         self._users: dict[str, crypto.PublicIdentity] = {}
         self._headers: OrderedDict[tuple[str, str], formats.ChunkHeader] = OrderedDict()
-        self._functions: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     def user(self, certificate: dict[str, Any]) -> crypto.PublicIdentity:
+        """The submitting user's key, once its certificate is checked against the admin key."""
         sig = str(certificate.get("sig", ""))
         if sig not in self._users:
             public = crypto.verify_certificate(certificate, self.credentials.admin)
@@ -63,31 +70,27 @@ class Preparer:
         return self._users[sig]
 
     def header(self, group: wire.ClaimGroup, user: crypto.PublicIdentity) -> formats.ChunkHeader:
+        """The chunk's manifest, verified as signed by ``user`` and decrypted."""
         key = (group.chunk_key, user.key_id)
         header = self._headers.get(key)
         if header is None:
-            head = self.api.transport.get_object(group.chunk_url, 0, group.header_len - 1)
+            head = self.session.transport.get_object(group.chunk_url, 0, group.header_len - 1)
             header = formats.ChunkHeader.open(head, user, self.credentials.compute)
             self._headers[key] = header
-            while len(self._headers) > HEADER_CACHE:
+            while len(self._headers) > self.header_cache:
                 self._headers.popitem(last=False)
         else:
             self._headers.move_to_end(key)
         return header
 
     def function(self, group: wire.ClaimGroup, user: crypto.PublicIdentity, digest: str) -> bytes:
-        key = (user.key_id, digest)
-        pickled = self._functions.get(key)
+        """The pickled function ``digest`` of ``user``: from the session's cache, or fetched,
+        decrypted and checked against the digest."""
+        pickled = self.session.functions.get(user.key_id, digest)
         if pickled is None:
-            pickled = self.api.cached_function(digest)
-        if pickled is None:
-            blob = self.api.transport.get_object(group.function_url)
+            blob = self.session.transport.get_object(group.function_url)
             pickled = formats.decode_function(blob, self.credentials.compute, digest)
-            self.api.warm_cache(digest, pickled)
-        self._functions[key] = pickled
-        self._functions.move_to_end(key)
-        while len(self._functions) > FUNCTION_CACHE:
-            self._functions.popitem(last=False)
+            self.session.functions.put(user.key_id, digest, pickled)
         return pickled
 
     def prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
@@ -115,7 +118,7 @@ class Preparer:
         function = self.function(group, user, header.function)
         start = min(t.offset for t in group.tasks)
         end = max(t.offset + t.length for t in group.tasks)
-        data = self.api.transport.get_object(group.chunk_url, start, end - 1)
+        data = self.session.transport.get_object(group.chunk_url, start, end - 1)
         jobs, rejected = [], []
         for t in group.tasks:
             task_id = str(t.id)

@@ -1,5 +1,6 @@
 """Reporting outcomes: results grouped per user and tag into signed, encrypted result objects,
-uploaded by presigned PUT, then recorded with the API in one request per 50 objects."""
+uploaded by presigned PUT, then recorded with the API in one request per
+``WorkerSettings.objects_per_request`` objects."""
 
 from __future__ import annotations
 
@@ -8,22 +9,23 @@ import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from hmq import defaults, formats, wire
+from hmq import formats, wire
 from hmq._batching import batched
-from hmq.api import API
-from worker.credentials import WorkerCredentials
+from hmq.credentials import WorkerCredentials
+from worker.session import WorkerSession
+from worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from worker.pool import Outcome
     from worker.prepare import Job
 
 log = logging.getLogger("hmq.worker")
-OBJECTS_PER_REQUEST = 50
 
 
 def report(
-    api: API,
+    session: WorkerSession,
     credentials: WorkerCredentials,
+    settings: WorkerSettings,
     outcomes: list[tuple[Job, Outcome]],
     rejected: list[wire.RejectedTask],
     release: list[str],
@@ -31,11 +33,29 @@ def report(
     """Upload ``outcomes`` and tell the API about them, the ``rejected`` tasks and the tasks to
     ``release``. Raises on failure; a retry is safe (the API answers a repeated report as the
     first one, and uploads go to fresh keys)."""
+    stored = _upload(session, credentials, settings.result_batch, outcomes)
+    for n, part in enumerate(batched(stored, settings.objects_per_request) if stored else [[]]):
+        first = n == 0
+        out = session.complete(
+            wire.CompleteIn(
+                results=part,
+                rejected=rejected if first else [],
+                release=[uuid.UUID(t) for t in release] if first else [],
+            )
+        )
+        if out.ignored:
+            log.info("%d results were not accepted (tasks cancelled, deleted or re-leased meanwhile)", len(out.ignored))
+
+
+def _upload(
+    session: WorkerSession, credentials: WorkerCredentials, batch: int, outcomes: list[tuple[Job, Outcome]]
+) -> list[wire.StoredResults]:
+    """One result object per user, tag and ``batch`` outcomes, uploaded; what to report of each."""
     groups: dict[tuple[str, str], list[tuple[Job, Outcome]]] = defaultdict(list)
     for job, outcome in outcomes:
         groups[(job.user.key_id, job.tag)].append((job, outcome))
-    parts = [part for items in groups.values() for part in batched(items, defaults.WORKER_RESULT_BATCH)]
-    slots = api.result_slots(len(parts)) if parts else []
+    parts = [part for items in groups.values() for part in batched(items, batch)]
+    slots = session.result_slots(len(parts)) if parts else []
     stored: list[wire.StoredResults] = []
     for slot, items in zip(slots, parts, strict=True):
         job0 = items[0][0]
@@ -46,7 +66,7 @@ def report(
             for _, o in items
         ]
         blob = formats.encode_results(credentials.identity, credentials.certificate, job0.user, job0.tag, records)
-        api.transport.put_object(slot.url, blob)
+        session.transport.put_object(slot.url, blob)
         stored.append(
             wire.StoredResults(
                 key=slot.key,
@@ -55,14 +75,4 @@ def report(
                 failed=[uuid.UUID(o.task_id) for _, o in items if not o.ok],
             )
         )
-    for i in range(0, max(len(stored), 1), OBJECTS_PER_REQUEST):
-        first = i == 0
-        out = api.store_results(
-            wire.CompleteIn(
-                results=stored[i : i + OBJECTS_PER_REQUEST],
-                rejected=rejected if first else [],
-                release=[uuid.UUID(t) for t in release] if first else [],
-            )
-        )
-        if out.ignored:
-            log.info("%d results were not accepted (tasks cancelled, deleted or re-leased meanwhile)", len(out.ignored))
+    return stored

@@ -15,21 +15,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, Optional
 
-from hmq import defaults, wire
-from hmq._errors import ConfigurationError, HmqError, IntegrityError
-from hmq.api import API
-from worker.credentials import WorkerCredentials
+from hmq import wire
+from hmq._errors import HmqError, IntegrityError
+from hmq.credentials import WorkerCredentials
 from worker.envs import EnvManager
 from worker.pool import ExecutorDied, ExecutorPool, ExecutorProcess, Outcome
 from worker.prepare import Job, Preparer
 from worker.report import report
+from worker.session import WorkerSession
+from worker.settings import WorkerSettings
 
 log = logging.getLogger("hmq.worker")
 
@@ -40,38 +39,21 @@ class CachedWorker:
 
     Args:
         credentials: the worker's credentials (see ``hmq add-worker``).
-        url: the API (default: the URL in the credentials).
-        datacenter: name reported to the API; tasks submitted with ``datacenters=`` only run
-            on workers of those datacenters.
-        cores: cores this worker may use (default: all of the machine's).
-        cache_dir: where package environments and scratch directories live.
-        pip_args: extra pip arguments for building environments (e.g. an index URL).
-        executor_user: run calls as this unprivileged user, which cannot read the worker's
-            credentials (the worker must run as root to switch users).
+        settings: the API's URL, datacenter, cores, cache directory and tunables (built once
+            at start, by ``python -m worker`` from its options).
     """
 
-    def __init__(
-        self,
-        credentials: WorkerCredentials,
-        url: Optional[str] = None,
-        *,
-        datacenter: str = "default",
-        cores: Optional[int] = None,
-        cache_dir: Optional[Path] = None,
-        pip_args: tuple[str, ...] = (),
-        executor_user: Optional[str] = None,
-    ) -> None:
-        url = url or credentials.url
-        if not url:
-            raise ConfigurationError("no API URL: pass --api or put it in the credentials")
+    def __init__(self, credentials: WorkerCredentials, settings: WorkerSettings) -> None:
         self.credentials = credentials
-        self.api = API(url, credentials.identity, credentials.admin)
-        self.datacenter = datacenter
-        self.cores = cores or os.cpu_count() or 1
-        cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "hmq-worker"
-        self.envs = EnvManager(cache / "envs", pip_args)
-        self.pool = ExecutorPool(cache / "scratch" / f"{os.getpid()}", max_idle=self.cores, user=executor_user)
-        self.preparer = Preparer(self.api, credentials)
+        self.settings = settings
+        self.session = WorkerSession.connect(settings.url, credentials.identity, function_cache=settings.function_cache)
+        self.datacenter = settings.datacenter
+        self.cores = settings.cores
+        self.envs = EnvManager(settings.cache_dir / "envs", settings.pip_args)
+        self.pool = ExecutorPool(
+            settings.cache_dir / "scratch" / f"{os.getpid()}", max_idle=self.cores, user=settings.executor_user
+        )
+        self.preparer = Preparer(self.session, credentials, settings.header_cache)
         self._cv = threading.Condition()
         self._held: set[str] = set()
         self._queue: deque[Job] = deque()
@@ -95,11 +77,11 @@ class CachedWorker:
 
     def run(self) -> None:
         """Work until :meth:`stop` is called."""
-        info = self.api.register_worker(self.datacenter, self.cores)
+        info = self.session.register(self.datacenter, self.cores)
         log.info(
             "worker %s (%s) registered as %s in datacenter %s with %d cores",
             self.credentials.name,
-            self.api.url,
+            self.session.url,
             info.worker_id,
             self.datacenter,
             self.cores,
@@ -118,7 +100,8 @@ class CachedWorker:
             self._shutdown()
 
     def _loop(self) -> None:
-        delay = defaults.WORKER_POLL_MIN_SECONDS
+        poll_min, poll_max = self.settings.poll_min_seconds, self.settings.poll_max_seconds
+        delay = poll_min
         while not self._stop.is_set():
             self._flush(force=False)
             want = self._want()
@@ -128,15 +111,15 @@ class CachedWorker:
                 except HmqError as exc:
                     log.warning("claiming failed: %s", exc)
                     claimed = 0
-                    delay = defaults.WORKER_POLL_MAX_SECONDS
+                    delay = poll_max
                 if claimed:
-                    delay = defaults.WORKER_POLL_MIN_SECONDS
+                    delay = poll_min
                     continue
             with self._cv:
                 idle = not self._queue and not self._running
-                self._cv.wait(timeout=delay if want > 0 else defaults.WORKER_FLUSH_SECONDS)
+                self._cv.wait(timeout=delay if want > 0 else self.settings.flush_seconds)
             if want > 0 and idle:
-                delay = min(delay * 2, defaults.WORKER_POLL_MAX_SECONDS)
+                delay = min(delay * 2, poll_max)
 
     def _shutdown(self) -> None:
         self._stop.set()
@@ -149,29 +132,21 @@ class CachedWorker:
             self._flush(force=True, release_rest=True)
         except HmqError as exc:
             log.warning("could not hand back %d tasks on shutdown (their leases will expire): %s", len(self._held), exc)
-        self.api.close()
+        self.session.close()
         log.info("worker stopped after %d tasks", self.completed)
 
     # --- claiming ----------------------------------------------------------------------------
     def _want(self) -> int:
         """How many more tasks to hold: enough to keep every core busy for about a second."""
         per_core = 2 if self._avg_seconds is None else max(1, min(64, math.ceil(1.0 / max(self._avg_seconds, 1e-4))))
-        target = min(defaults.CLAIM_MAX_TASKS, self.cores * per_core * 2)
+        target = min(self.settings.claim_max_tasks, self.cores * per_core * 2)
         with self._cv:
             return target - len(self._queue) - len(self._running)
 
     def _claim(self, want: int) -> int:
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
-        claim = self.api.dequeue_tasks(
-            self.datacenter,
-            self.envs.ready(),
-            want,
-            available=self.cores,
-            allocated=self.cores,
-            running=running,
-            used=used,
-        )
+        claim = self.session.claim(want, self.cores, allocated=self.cores, running=running, used=used)
         with self._cv:
             self._held.update(str(t.id) for g in claim.groups for t in g.tasks)
         jobs: list[Job] = []
@@ -194,7 +169,7 @@ class CachedWorker:
                 need = min(self._queue[0].ncores, self.cores)
                 if self._free >= need:
                     group = self._queue[0].group
-                    limit = max(1, min(defaults.WORKER_EXECUTOR_BATCH, len(self._queue) // self.cores))
+                    limit = max(1, min(self.settings.executor_batch, len(self._queue) // self.cores))
                     batch = [j for j in list(self._queue)[: 4 * limit] if j.group == group][:limit]
                     for j in batch:
                         self._queue.remove(j)
@@ -293,9 +268,9 @@ class CachedWorker:
         with self._cv:
             due = (
                 self._oldest_outcome is not None
-                and time.monotonic() - self._oldest_outcome >= defaults.WORKER_FLUSH_SECONDS
+                and time.monotonic() - self._oldest_outcome >= self.settings.flush_seconds
             )
-            full = len(self._outcomes) >= defaults.WORKER_RESULT_BATCH
+            full = len(self._outcomes) >= self.settings.result_batch
             idle = not self._queue and not self._running
             if not (force or due or full or (idle and self._outcomes) or self._rejected):
                 return
@@ -306,7 +281,7 @@ class CachedWorker:
         if not (outcomes or rejected or release):
             return
         try:
-            report(self.api, self.credentials, outcomes, rejected, release)
+            report(self.session, self.credentials, self.settings, outcomes, rejected, release)
         except HmqError as exc:
             log.warning("reporting %d results failed, will retry: %s", len(outcomes), exc)
             with self._cv:
@@ -326,7 +301,7 @@ class CachedWorker:
             with self._cv:
                 held = sorted(self._held)
             try:
-                drop = set(self.api.sync_tasks(self.datacenter, held))
+                drop = set(self.session.heartbeat(held))
             except HmqError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue

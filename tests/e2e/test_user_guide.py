@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import hmq
-from hmq.api import API
+from hmq import API
 from tests.e2e.conftest import EXAMPLES, Stack
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"

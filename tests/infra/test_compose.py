@@ -24,16 +24,15 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from hmq import crypto
-from hmq.api import API
+from hmq import API, crypto
 from hmq.cli import main as hmq_cli
 from hmq.config import ClientConfig, write_private
+from hmq.credentials import WorkerCredentials
 from hmq.stack import free_port
 from lambdas.settings import Settings
 from lambdas.storage.s3 import S3Store
 from tests.helpers import REPO, Server, stop_process
 from worker.__main__ import main as worker_cli
-from worker.credentials import WorkerCredentials
 
 COMPOSE = REPO / "localstack.yml"
 SERVER_DOCKERFILE = "lambdas/Dockerfile"

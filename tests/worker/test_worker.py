@@ -250,11 +250,13 @@ def test_calls_do_not_see_the_workers_private_environment(server: Server, tmp_pa
 
 
 def test_dropping_tasks_keeps_the_queue_runners_hold(tmp_path: Path, admin_key: crypto.AdminKey) -> None:
-    from worker.credentials import WorkerCredentials
+    from hmq.credentials import WorkerCredentials
     from worker.prepare import Job
     from worker.runner import CachedWorker
+    from worker.settings import WorkerSettings
 
-    worker = CachedWorker(WorkerCredentials.create(admin_key, "w", "http://127.0.0.1:9"), cache_dir=tmp_path)
+    settings = WorkerSettings(url="http://127.0.0.1:9", cache_dir=tmp_path)
+    worker = CachedWorker(WorkerCredentials.create(admin_key, "w", settings.url), settings)
     user = crypto.Identity.generate().public
     jobs = [Job(f"00000000-0000-4000-8000-00000000000{i}", "t", user, [], 1, "d", b"", b"") for i in range(3)]
     worker._held.update(j.task_id for j in jobs)
@@ -263,7 +265,7 @@ def test_dropping_tasks_keeps_the_queue_runners_hold(tmp_path: Path, admin_key: 
     worker._drop({jobs[0].task_id})
     assert worker._queue is queue and [j.task_id for j in queue] == [jobs[1].task_id, jobs[2].task_id]
     assert jobs[0].task_id not in worker._held
-    worker.api.close()
+    worker.session.close()
     worker.pool.close()
 
 

@@ -1,7 +1,9 @@
-"""What a worker holds: its granted identity, the admin's public key and the compute key.
+"""The worker credentials file: a worker's granted identity, the admin's public key and the
+compute key.
 
-The admin creates the file with ``hmq add-worker NAME --out FILE``; it is a secret (mode 0600):
-the compute key decrypts every call sealed to it.
+The admin's tools write it (``hmq add-worker NAME --out FILE``, ``hmq up``, the compose set-up:
+see :mod:`hmq.provision`) and the worker reads it, so the format lives here, in the shared
+package. It is a secret (mode 0600): the compute key decrypts every call sealed to it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from hmq.config import write_private
 
 @dataclass
 class WorkerCredentials:
+    """A worker's name, key and admin-signed certificate, the admin's public key, the compute
+    keys (kid -> private key) and the API URL it was granted for."""
+
     name: str
     identity: crypto.Identity
     certificate: dict[str, Any]
@@ -36,6 +41,7 @@ class WorkerCredentials:
 
     @classmethod
     def load(cls, path: Path) -> WorkerCredentials:
+        """Read and check the file: its certificate must be the admin's, for this key, role ``worker``."""
         try:
             data = json.loads(Path(path).read_text())
             compute = {kid: crypto.compute_private_from_text(v) for kid, v in data["compute"].items()}
@@ -61,6 +67,7 @@ class WorkerCredentials:
         return creds
 
     def save(self, path: Path) -> None:
+        """Write the file, readable by its owner only."""
         data = {
             "v": 1,
             "name": self.name,

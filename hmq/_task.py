@@ -13,7 +13,7 @@ from typing import Any, Optional
 import cloudpickle
 
 from hmq._errors import UsageError
-from hmq.tag import Tag
+from hmq.tag import Tag, default_client
 
 _UNSAFE = re.compile(r"[^\w.\-]")
 
@@ -104,7 +104,7 @@ class TaskFunction:
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
         """
-        default = _default()
+        default = default_client()
         api = api or default
         if not len(self._calls):
             raise UsageError(f"nothing to submit: call {self.__name__}(...) first to record calls")
@@ -116,11 +116,7 @@ class TaskFunction:
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)
         out = Tag(name, api if api is not default else None)
-        progress = None
-        if not quiet:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(self._calls), desc=f"Submitting {name}", unit="task", disable=None, leave=False)
+        progress = None if quiet else _progress_bar(len(self._calls), f"Submitting {name}")
         try:
             api.submit_tasks(
                 name,
@@ -139,10 +135,10 @@ class TaskFunction:
         return out
 
 
-def _default() -> Any:
-    import hmq
+def _progress_bar(total: int, description: str) -> Any:
+    from tqdm.auto import tqdm
 
-    return hmq.api
+    return tqdm(total=total, desc=description, unit="task", disable=None, leave=False)
 
 
 def task(func: Optional[Callable[..., Any]] = None, **defaults: Any) -> Any:

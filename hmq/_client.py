@@ -1,27 +1,29 @@
-"""``hmq.API``: the client of one hmq deployment, with the methods of the user guide's reference.
+"""``hmq.API``: the user's client of one hmq deployment.
 
-``hmq.api`` is the default instance; it reads ``$HMQ_HOME/client.json`` on first use, so
-``import hmq`` stays cheap and works before anything is configured.
+``hmq.api`` is the default instance (made by ``hmq/__init__.py``); it reads
+``$HMQ_HOME/client.json`` on first use, so ``import hmq`` stays cheap and works before anything
+is configured. The module has a private name so that importing it can never replace
+``hmq.api``. The worker methods the user guide lists on ``hmq.API`` delegate to
+``worker.session.WorkerSession``, imported when one of them is first called.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from hmq import crypto, defaults, formats, wire
+from hmq import crypto, defaults, formats, provision, wire
 from hmq._batching import batched
 from hmq._errors import ConfigurationError, HmqError, IntegrityError, NotFound, UsageError
 from hmq._transport import Transport
-from hmq._version import __version__
-from hmq.admin import Admin
 from hmq.config import ClientConfig, hmq_home
+
+if TYPE_CHECKING:
+    from worker.session import WorkerSession
 
 
 class API:
@@ -47,13 +49,13 @@ class API:
         self._config = ClientConfig(url.rstrip("/"), identity, admin) if url is not None else None
         self._transport: Optional[Transport] = None
         self._compute: Optional[tuple[str, bytes]] = None
-        self._functions: dict[str, bytes] = {}
+        self._session: Optional[WorkerSession] = None
         self._lock = threading.RLock()
-        self.worker_id: Optional[uuid.UUID] = None
 
     # --- configuration and transport ----------------------------------------------------
     @property
     def home(self) -> Path:
+        """Where this client's configuration lives (``$HMQ_HOME`` unless given)."""
         return self._home or hmq_home()
 
     @property
@@ -83,11 +85,13 @@ class API:
             return self._transport
 
     def close(self) -> None:
-        """Close network connections (the instance stays usable)."""
+        """Close network connections (the instance stays usable; a worker registered through
+        it must register again)."""
         with self._lock:
             if self._transport is not None:
                 self._transport.close()
                 self._transport = None
+            self._session = None
 
     def reset(self) -> None:
         """Forget cached configuration and connections (e.g. after ``hmq up`` rewrote them)."""
@@ -167,16 +171,9 @@ class API:
         Raises:
             ValueError: Admin key was not supported, or the signing request is invalid.
         """
-        _, request_url = crypto.parse_signing_request(signing_request)
-        # An API built for a URL talks to it; hmq.api talks to the deployment the user asked.
-        url = self._config.url if self._explicit and self._config is not None else request_url
-        with Admin(url, adminkey) as admin:
-            return admin.grant(signing_request, username, role)
-
-    def revoke_access(self, username: str, adminkey: str) -> wire.RevokeOut:
-        """Revoke a user's (or worker's) access; their open tasks are cancelled."""
-        with Admin(self.url, adminkey) as admin:
-            return admin.revoke(username)
+        # An API built for a URL talks to it; hmq.api talks to the deployment the request names.
+        url = self._config.url if self._explicit and self._config is not None else None
+        return provision.grant_request(signing_request, adminkey, username, role, url)
 
     # --- keys of the deployment ----------------------------------------------------------
     def admin_key(self) -> crypto.PublicIdentity:
@@ -291,7 +288,7 @@ class API:
         """The caller's tags with their task counts."""
         return [wire.TagSummary.model_validate(t) for t in self._call("GET", "/v1/tags")]
 
-    def iter_tasks(self, tag: str, page: int = 10_000) -> Iterator[list[str]]:
+    def iter_tasks(self, tag: str, page: int = defaults.TASK_PAGE) -> Iterator[list[str]]:
         """Pages of the tag's task ids, in submission order."""
         after: Optional[str] = None
         while True:
@@ -390,28 +387,20 @@ class API:
         """
         return self._select("/v1/tasks/delete", tasks, tag)
 
-    # --- the worker's side ---------------------------------------------------------------
-    def register_worker(self, datacenter: str, cores: int, python: Optional[str] = None) -> wire.WorkerOut:
-        """Register this client as a worker (needs a key granted the ``worker`` role)."""
-        out = self._call(
-            "POST",
-            "/v1/workers",
-            wire.WorkerIn(
-                datacenter=datacenter,
-                cores=cores,
-                python=python or wire.PYTHON,
-                hostname=socket.gethostname(),
-                version=__version__,
-            ),
-            model=wire.WorkerOut,
-        )
-        self.worker_id = out.worker_id
-        return out
+    # --- the worker's side (delegates to worker.session) ---------------------------------
+    def _worker_session(self) -> WorkerSession:
+        """The worker session behind the worker methods below (made on first use, with this
+        client's transport and key; the key must be granted the ``worker`` role)."""
+        from worker.session import WorkerSession
 
-    def _worker(self) -> uuid.UUID:
-        if self.worker_id is None:
-            raise UsageError("register the worker first (API.register_worker)")
-        return self.worker_id
+        with self._lock:
+            if self._session is None:
+                self._session = WorkerSession(self.transport)
+            return self._session
+
+    def register_worker(self, datacenter: str, cores: int, python: Optional[str] = None) -> wire.WorkerOut:
+        """Register this client as a worker (see ``worker.session.WorkerSession.register``)."""
+        return self._worker_session().register(datacenter, cores, python)
 
     def dequeue_tasks(
         self,
@@ -427,73 +416,46 @@ class API:
 
         Args:
             datacenter: the worker's datacenter (it registers with it on first use).
-            packagelists: package environments the worker has ready (digest -> packages).
+            packagelists: ignored: the API places tasks by datacenter, Python version and
+                cores; package environments are built on demand by the worker.
             maxtasks: most tasks to claim.
             available: free cores; only tasks needing at most this many are handed out.
             allocated, running, used: the worker's load, recorded for operators.
         """
-        if self.worker_id is None:
-            self.register_worker(datacenter, max(available, allocated, 1))
-        body = wire.ClaimIn(
-            max_tasks=min(maxtasks, defaults.CLAIM_MAX_TASKS),
-            available=max(available, 1),
-            packagesets=list(packagelists or {}),
-            allocated=allocated,
-            running=running,
-            used=used,
-        )
-        return self._call("POST", f"/v1/workers/{self._worker()}/claim", body, model=wire.ClaimOut, retry=False)
+        session = self._worker_session()
+        if session.worker_id is None:
+            session.register(datacenter, max(available, allocated, 1))
+        return session.claim(maxtasks, available, allocated=allocated, running=running, used=used)
 
     def result_slots(self, count: int) -> list[wire.UploadSlot]:
         """Presigned PUT URLs for result objects of this worker."""
-        out = self._call(
-            "POST", f"/v1/workers/{self._worker()}/uploads", {"kind": "results", "count": count}, model=wire.UploadsOut
-        )
-        return out.slots
+        return self._worker_session().result_slots(count)
 
     def store_results(self, results: wire.CompleteIn | dict[str, Any]) -> wire.CompleteOut:
         """Report uploaded result objects, rejected tasks and released tasks."""
         body = results if isinstance(results, wire.CompleteIn) else wire.CompleteIn.model_validate(results)
-        return self._call("POST", f"/v1/workers/{self._worker()}/complete", body, model=wire.CompleteOut)
+        return self._worker_session().complete(body)
 
     def sync_tasks(self, datacenter: str, known: list[str]) -> list[str]:
         """Extend this worker's leases; return those of ``known`` it should drop (cancelled,
-        deleted or re-leased)."""
-        del datacenter  # the worker registered with it
-        out = self._call("POST", f"/v1/workers/{self._worker()}/heartbeat", {"tasks": known}, model=wire.HeartbeatOut)
-        return [str(t) for t in out.drop]
+        deleted or re-leased).
+
+        ``datacenter`` is ignored: the worker named its datacenter when it registered, and the
+        API knows it by its worker id since.
+        """
+        return self._worker_session().heartbeat(known)
 
     def missing_dependencies(
         self, datacenter: str, installlist: Sequence[Sequence[str]] | str | os.PathLike[str], python_version: str
     ) -> list[list[str]]:
         """Package sets that pending tasks for ``datacenter`` need and that are not in
         ``installlist`` (a list of package sets, or a file with one set per line)."""
-        if isinstance(installlist, (str, os.PathLike)):
-            try:
-                lines = Path(installlist).read_text().splitlines()
-            except FileNotFoundError:
-                lines = []
-            installed = {tuple(sorted(line.split())) for line in lines if line.strip()}
-        else:
-            installed = {tuple(sorted(s)) for s in installlist}
-        out = self._call(
-            "GET",
-            "/v1/workers/packagesets",
-            params={"datacenter": datacenter, "python": python_version},
-            model=wire.PackageSetsOut,
-        )
-        return [s for s in out.packagesets if tuple(sorted(s)) not in installed]
+        return self._worker_session().missing_dependencies(datacenter, installlist, python_version)
 
-    def warm_cache(self, function: str, payload: bytes) -> None:
-        """Keep a verified pickled function in this process (``CachedWorker`` reuses it)."""
-        if hashlib.sha256(payload).hexdigest() != function:
-            raise IntegrityError("function payload does not match its digest")
-        with self._lock:
-            self._functions[function] = payload
-
-    def cached_function(self, function: str) -> Optional[bytes]:
-        with self._lock:
-            return self._functions.get(function)
+    def warm_cache(self, function: str, payload: bytes, user: str = "") -> None:
+        """Keep a verified pickled function in this client's worker session, for the tasks of
+        ``user`` (a key id). Raises :class:`hmq.IntegrityError` if it does not match ``function``."""
+        self._worker_session().functions.put(user, function, payload)
 
 
 def _loads(raw: bytes) -> Any:

@@ -1,0 +1,97 @@
+"""The worker's session, its one function cache, and the settings a worker starts with."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import hmq
+from tests.helpers import ManualWorker, Server, submit
+from worker.prepare import Preparer
+from worker.session import FunctionCache, WorkerSession
+from worker.settings import WorkerSettings
+
+
+def _digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def test_the_function_cache_is_bounded_least_recently_used_first() -> None:
+    cache = FunctionCache(2)
+    a, b, c = b"a", b"b", b"c"
+    cache.put("alice", _digest(a), a)
+    cache.put("alice", _digest(b), b)
+    assert cache.get("alice", _digest(a)) == a  # a is now the most recently used
+    cache.put("alice", _digest(c), c)
+    assert len(cache) == 2
+    assert cache.get("alice", _digest(b)) is None
+    assert cache.get("alice", _digest(a)) == a and cache.get("alice", _digest(c)) == c
+
+
+def test_the_function_cache_is_keyed_per_user_and_checks_the_digest() -> None:
+    cache = FunctionCache(8)
+    cache.put("alice", _digest(b"f"), b"f")
+    assert cache.get("bob", _digest(b"f")) is None
+    with pytest.raises(hmq.IntegrityError):
+        cache.put("bob", _digest(b"f"), b"not f")
+    with pytest.raises(hmq.UsageError):
+        FunctionCache(0)
+
+
+def test_users_do_not_share_cached_functions(server: Server, tmp_path: Path) -> None:
+    def triple(x):
+        return 3 * x
+
+    alice, bob = server.user(), server.user()
+    submit(alice, triple, [(1,)])
+    submit(bob, triple, [(2,)])
+    worker = ManualWorker(server, tmp_path)
+    groups = worker.claim(10)
+    assert len(groups) == 2
+    preparer = Preparer(worker.session, worker.creds, header_cache=4)
+    for group in groups + groups:  # the second round is served from the cache
+        jobs, rejected = preparer.prepare(group)
+        assert rejected == [] and len(jobs) == 1
+    users = {preparer.user(g.certificate).key_id for g in groups}
+    assert len(users) == 2 and len(worker.session.functions) == 2  # same digest, one entry per user
+    assert all(worker.session.functions.get(u, groups[0].function) is not None for u in users)
+
+
+def test_a_session_must_register_before_it_claims(server: Server, tmp_path: Path) -> None:
+    creds = ManualWorker(server, tmp_path).creds
+    session = WorkerSession.connect(server.url, creds.identity)
+    try:
+        with pytest.raises(hmq.UsageError, match="register"):
+            session.claim(1, 1)
+        session.register("default", 1)
+        assert session.claim(1, 1).groups == []
+    finally:
+        session.close()
+
+
+def test_the_user_client_holds_no_worker_state_until_a_worker_method_is_used(server: Server) -> None:
+    client = server.user()
+    assert not hasattr(client, "worker_id")
+    assert client._session is None
+    with pytest.raises(hmq.PermissionDenied, match="worker role"):
+        client.dequeue_tasks("default")
+
+
+def test_worker_settings_are_validated_once_and_frozen(tmp_path: Path) -> None:
+    settings = WorkerSettings.from_options(url="http://api/", cores=None, cache_dir=tmp_path, pip_args=["-q"])
+    assert (settings.url, settings.cores >= 1, settings.pip_args) == ("http://api", True, ("-q",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.cores = 2  # type: ignore[misc]
+    with pytest.raises(hmq.ConfigurationError, match="no API URL"):
+        WorkerSettings(url="")
+    with pytest.raises(hmq.ConfigurationError, match="datacenter"):
+        WorkerSettings(url="http://api", datacenter="a b")
+    with pytest.raises(hmq.ConfigurationError, match="claim_max_tasks"):
+        WorkerSettings(url="http://api", claim_max_tasks=10**6)
+    with pytest.raises(hmq.ConfigurationError, match="result_batch"):
+        WorkerSettings(url="http://api", result_batch=0)
+    with pytest.raises(hmq.ConfigurationError, match="unknown worker settings: colour"):
+        WorkerSettings.from_options(url="http://api", colour="blue")

@@ -1,0 +1,173 @@
+"""The worker's side of the protocol: one ``WorkerSession`` per worker.
+
+The session holds what the API knows the worker by (its worker id, given at registration), the
+signed transport, and the one cache of verified functions. It speaks every worker request:
+register, claim, heartbeat, result upload slots, complete, and the package sets pending tasks
+need. :class:`worker.runner.CachedWorker`, :class:`worker.prepare.Preparer` and
+:func:`worker.report.report` use it; the worker methods the user guide documents on ``hmq.API``
+(``dequeue_tasks``, ``sync_tasks``, ``store_results``, ...) delegate to one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Optional
+
+from hmq import crypto, defaults, wire
+from hmq._errors import IntegrityError, UsageError
+from hmq._transport import Transport
+from hmq._version import __version__
+
+FUNCTION_CACHE = 256
+"""Default size of a session's function cache (see ``WorkerSettings.function_cache``)."""
+
+
+class FunctionCache:
+    """Verified pickled functions, at most ``size`` of them (the least recently used go first).
+
+    Entries are keyed by the submitting user and the digest: a function is reused only for the
+    tasks of the user it was fetched and verified for.
+    """
+
+    def __init__(self, size: int = FUNCTION_CACHE) -> None:
+        if size < 1:
+            raise UsageError("a function cache holds at least one function")
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, user: str, digest: str) -> Optional[bytes]:
+        """The pickled function ``digest`` of ``user`` (a key id), if it is cached."""
+        with self._lock:
+            payload = self._entries.get((user, digest))
+            if payload is not None:
+                self._entries.move_to_end((user, digest))
+            return payload
+
+    def put(self, user: str, digest: str, payload: bytes) -> None:
+        """Keep a pickled function; raises :class:`hmq.IntegrityError` if it does not match ``digest``."""
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise IntegrityError("function payload does not match its digest")
+        with self._lock:
+            self._entries[(user, digest)] = payload
+            self._entries.move_to_end((user, digest))
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class WorkerSession:
+    """One worker's conversation with the API.
+
+    Args:
+        transport: signed requests with the worker's key (a key granted the ``worker`` role).
+        function_cache: how many verified functions to keep.
+        owns_transport: whether :meth:`close` closes the transport too.
+    """
+
+    def __init__(
+        self, transport: Transport, *, function_cache: int = FUNCTION_CACHE, owns_transport: bool = False
+    ) -> None:
+        self.transport = transport
+        self.functions = FunctionCache(function_cache)
+        self.worker_id: Optional[uuid.UUID] = None
+        self._owns_transport = owns_transport
+
+    @classmethod
+    def connect(cls, url: str, identity: crypto.Identity, *, function_cache: int = FUNCTION_CACHE) -> WorkerSession:
+        """A session with a transport of its own to the API at ``url``."""
+        return cls(Transport(url, identity), function_cache=function_cache, owns_transport=True)
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    def close(self) -> None:
+        """Close the network connections (when the session made them)."""
+        if self._owns_transport:
+            self.transport.close()
+
+    def _path(self, action: str) -> str:
+        if self.worker_id is None:
+            raise UsageError("register the worker first (WorkerSession.register)")
+        return f"/v1/workers/{self.worker_id}/{action}"
+
+    # --- the protocol ----------------------------------------------------------------------
+    def register(self, datacenter: str, cores: int, python: Optional[str] = None) -> wire.WorkerOut:
+        """Register as a worker of ``datacenter`` with ``cores`` cores; later calls use the id."""
+        body = wire.WorkerIn(
+            datacenter=datacenter,
+            cores=cores,
+            python=python or wire.PYTHON,
+            hostname=socket.gethostname(),
+            version=__version__,
+        )
+        out = self.transport.call("POST", "/v1/workers", body, model=wire.WorkerOut)
+        self.worker_id = out.worker_id
+        return out
+
+    def claim(
+        self, max_tasks: int, available: int, *, allocated: int = 0, running: int = 0, used: int = 0
+    ) -> wire.ClaimOut:
+        """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
+        a repeated claim would lease other tasks). ``allocated``, ``running`` and ``used``
+        describe the worker's load, for operators."""
+        body = wire.ClaimIn(
+            max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
+            available=max(available, 1),
+            allocated=allocated,
+            running=running,
+            used=used,
+        )
+        return self.transport.call("POST", self._path("claim"), body, model=wire.ClaimOut, retry=False)
+
+    def heartbeat(self, held: Iterable[str]) -> list[str]:
+        """Extend the leases of the ``held`` tasks; returns those to drop (cancelled, deleted or
+        leased to another worker)."""
+        body = wire.HeartbeatIn(tasks=[uuid.UUID(str(t)) for t in held])
+        out = self.transport.call("POST", self._path("heartbeat"), body, model=wire.HeartbeatOut)
+        return [str(t) for t in out.drop]
+
+    def result_slots(self, count: int) -> list[wire.UploadSlot]:
+        """Presigned PUT URLs for ``count`` result objects."""
+        body = wire.UploadsIn(kind="results", count=count)
+        return self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut).slots
+
+    def complete(self, body: wire.CompleteIn) -> wire.CompleteOut:
+        """Report uploaded result objects, rejected tasks and tasks handed back. A repeated
+        report is answered as the first one, so it is retried."""
+        return self.transport.call("POST", self._path("complete"), body, model=wire.CompleteOut)
+
+    def missing_dependencies(
+        self, datacenter: str, installlist: Sequence[Sequence[str]] | str | os.PathLike[str], python_version: str
+    ) -> list[list[str]]:
+        """Package sets that pending tasks for ``datacenter`` and ``python_version`` need and
+        that are not in ``installlist`` (package sets, or a file with one set per line)."""
+        installed = {tuple(sorted(s)) for s in _package_sets(installlist)}
+        out = self.transport.call(
+            "GET",
+            "/v1/workers/packagesets",
+            params={"datacenter": datacenter, "python": python_version},
+            model=wire.PackageSetsOut,
+        )
+        return [s for s in out.packagesets if tuple(sorted(s)) not in installed]
+
+
+def _package_sets(installlist: Sequence[Sequence[str]] | str | os.PathLike[str]) -> list[Sequence[str]]:
+    if not isinstance(installlist, (str, os.PathLike)):
+        return list(installlist)
+    try:
+        lines = Path(installlist).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.split() for line in lines if line.strip()]

@@ -1,0 +1,107 @@
+"""``WorkerSettings``: what a worker process is told at start, fixed for its life.
+
+``python -m worker`` builds them once from its options (and their ``HMQ_*`` variables) and hands
+them to :class:`worker.runner.CachedWorker`, which passes the parts each piece needs. Nothing in
+``worker/`` reads a tunable anywhere else. The protocol's own limits (how many tasks one claim
+may ask for, the largest result) stay in :mod:`hmq.defaults`: the API enforces them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from hmq import defaults, wire
+from hmq._errors import ConfigurationError
+from worker.session import FUNCTION_CACHE
+
+
+def _all_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _default_cache_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "hmq-worker"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A worker's settings (see ``python -m worker --help`` for the options that set them)."""
+
+    url: str
+    """The API's URL."""
+
+    datacenter: str = "default"
+    """Name reported to the API; tasks submitted with ``datacenters=[...]`` run only where named."""
+
+    cores: int = field(default_factory=_all_cores)
+    """Cores this worker may use (default: all of the machine's)."""
+
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    """Package environments (``envs/``) and the executors' scratch directories (``scratch/``)."""
+
+    pip_args: tuple[str, ...] = ()
+    """Extra pip arguments for building package environments (e.g. an index URL)."""
+
+    executor_user: Optional[str] = None
+    """Run calls as this unprivileged user, which cannot read the worker's credentials (the
+    worker must run as root to switch users)."""
+
+    poll_min_seconds: float = 0.05
+    """First wait of an idle worker before it asks for work again; doubles up to the maximum."""
+
+    poll_max_seconds: float = 2.0
+    """Longest wait of an idle worker between two claims (also after a failed claim)."""
+
+    flush_seconds: float = 0.25
+    """Finished results are uploaded at least this often, or as soon as a batch is full."""
+
+    result_batch: int = 500
+    """Results per result object (one signed, encrypted object per user, tag and batch)."""
+
+    objects_per_request: int = 50
+    """Result objects reported to the API in one request (the protocol accepts up to
+    ``COMPLETE_MAX_OBJECTS``)."""
+
+    executor_batch: int = 64
+    """Calls handed to one executor process per round trip (fewer when they need many cores)."""
+
+    claim_max_tasks: int = defaults.CLAIM_MAX_TASKS
+    """Most tasks the worker holds and asks for in one claim (at most the protocol's limit)."""
+
+    function_cache: int = FUNCTION_CACHE
+    """Verified functions kept in memory (per user and digest; least recently used go first)."""
+
+    header_cache: int = 64
+    """Verified chunk headers kept in memory (least recently used go first)."""
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise ConfigurationError("no API URL: pass --api or put it in the credentials")
+        try:
+            wire.check_name(self.datacenter)
+        except ValueError as exc:
+            raise ConfigurationError(f"datacenter {self.datacenter!r}: {exc}") from None
+        if not 1 <= self.claim_max_tasks <= defaults.CLAIM_MAX_TASKS:
+            raise ConfigurationError(f"claim_max_tasks must be between 1 and {defaults.CLAIM_MAX_TASKS}")
+        if not 1 <= self.objects_per_request <= defaults.COMPLETE_MAX_OBJECTS:
+            raise ConfigurationError(f"objects_per_request must be between 1 and {defaults.COMPLETE_MAX_OBJECTS}")
+        counts = ("cores", "result_batch", "executor_batch", "function_cache", "header_cache")
+        small = [name for name in counts if getattr(self, name) < 1]
+        if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds or self.flush_seconds <= 0:
+            raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or flush interval'}")
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        object.__setattr__(self, "pip_args", tuple(self.pip_args))
+
+    @classmethod
+    def from_options(cls, **options: Any) -> WorkerSettings:
+        """Settings from command-line options; an option left unset (``None``) takes its default."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise ConfigurationError(f"unknown worker settings: {', '.join(sorted(unknown))}")
+        return cls(**{name: value for name, value in options.items() if value is not None})
