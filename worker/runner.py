@@ -48,6 +48,8 @@ class CachedWorker:
         pip_args: extra pip arguments for building environments (e.g. an index URL).
         executor_user: run calls as this unprivileged user, which cannot read the worker's
             credentials (the worker must run as root to switch users).
+        isolation: how calls are isolated: ``auto``, ``bwrap``, ``uid`` or ``none`` (see
+            ``worker/sandbox.py``); raises ``ConfigurationError`` when it cannot be had.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class CachedWorker:
         cache_dir: Optional[Path] = None,
         pip_args: tuple[str, ...] = (),
         executor_user: Optional[str] = None,
+        isolation: str = "auto",
     ) -> None:
         url = url or credentials.url
         if not url:
@@ -69,8 +72,9 @@ class CachedWorker:
         self.datacenter = datacenter
         self.cores = cores or os.cpu_count() or 1
         cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "hmq-worker"
-        self.envs = EnvManager(cache / "envs", pip_args)
-        self.pool = ExecutorPool(cache / "scratch" / f"{os.getpid()}", max_idle=self.cores, user=executor_user)
+        scratch = cache / "scratch" / f"{os.getpid()}"
+        self.pool = ExecutorPool(scratch, max_idle=self.cores, user=executor_user, sandbox=isolation)
+        self.envs = EnvManager(cache / "envs", pip_args, sandbox=self.pool.sandbox)
         self.preparer = Preparer(self.api, credentials)
         self._cv = threading.Condition()
         self._held: set[str] = set()
