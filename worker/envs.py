@@ -58,6 +58,7 @@ class EnvManager:
         self.root.mkdir(parents=True, exist_ok=True)
         self.pip_args = pip_args
         self.sandbox = sandbox or Sandbox(Isolation.NONE)
+        self.sandbox.check_private(self.root)
         self._failures: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 

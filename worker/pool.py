@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import select
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from worker.sandbox import Isolation, Sandbox, scrubbed_env
 
 log = logging.getLogger("hmq.worker")
 _PR_SET_CHILD_SUBREAPER = 36
+REPLY_POLL_SECONDS = 1.0
+"""How often a worker waiting for a reply checks that its executor is still alive."""
 
 
 def executor_env(ncores: int, user: Optional[str]) -> dict[str, str]:
@@ -135,6 +138,7 @@ class ExecutorProcess:
             self.sandbox.executor_command(self.python, workdir, defaults.MAX_RESULT_BYTES),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            bufsize=0,  # unbuffered replies: waiting on the descriptor sees every byte
             env=self.sandbox.executor_env(executor_env(self.ncores, user), workdir),
             cwd=str(workdir),
             user=user,
@@ -166,7 +170,9 @@ class ExecutorProcess:
         answered = 0
         while True:
             try:
-                reply = read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + 4096)
+                reply = (
+                    read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + 4096) if self._wait_for_reply() else None
+                )
             except OSError:
                 reply = None
             if reply is None:
@@ -182,6 +188,15 @@ class ExecutorProcess:
             answered += 1
             yield Outcome(task_id, ok, payload, now - started)
             started = now
+
+    def _wait_for_reply(self) -> bool:
+        """Wait until a reply starts or the executor ends (False): a process that inherited
+        the reply pipe and outlived the executor must not keep the worker waiting."""
+        assert self.proc.stdout is not None
+        while not select.select([self.proc.stdout], [], [], REPLY_POLL_SECONDS)[0]:
+            if not self.alive():
+                return bool(select.select([self.proc.stdout], [], [], 0)[0])
+        return True
 
     def _died(self) -> ExecutorDied:
         try:
@@ -238,6 +253,7 @@ class ExecutorPool:
             self.scratch.chmod(0o711)
             check_executor_user(user, self.scratch)
         self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox.select(sandbox, user)
+        self.sandbox.check_private(self.scratch)
         log.info("isolation: %s", self.sandbox.describe())
         self._stray_uid: Optional[int] = None
         if self.sandbox.mode is Isolation.UID and user is not None and prctl(_PR_SET_CHILD_SUBREAPER, 1):
@@ -301,9 +317,11 @@ class ExecutorPool:
                         pass
 
     def close(self) -> None:
+        """Kill every executor; close the idle ones (a busy one is closed when its runner
+        releases it: its streams are still being read)."""
         with self._lock:
-            every = self._idle + list(self._busy)
-            self._idle, self._busy = [], set()
-        for ex in every:
+            idle, busy = self._idle, list(self._busy)
+            self._idle = []
+        for ex in idle + busy:
             ex.kill()
-        self._close(every)
+        self._close(idle)

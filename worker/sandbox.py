@@ -54,10 +54,13 @@ whose only writable paths are the environment being built and a private /tmp.
 from __future__ import annotations
 
 import configparser
+import grp
 import logging
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -219,6 +222,25 @@ class Sandbox:
     def run_as(self) -> Optional[str]:
         """The account the sandbox's processes run as (None: the worker's)."""
         return self.user if self.mode is not Isolation.NONE else None
+
+    def check_private(self, path: Path) -> None:
+        """Under ``uid``: refuse a cache path the executor account could rename or replace (its
+        own, or writable by it without the sticky bit): the worker runs what it holds as root."""
+        if self.mode is Isolation.BWRAP or self.user is None:
+            return
+        entry = pwd.getpwnam(self.user)
+        groups = {entry.pw_gid, *(g.gr_gid for g in grp.getgrall() if self.user in g.gr_mem)}
+        for directory in [Path(path), *Path(path).parents]:
+            try:
+                st = directory.stat()
+            except FileNotFoundError:
+                continue
+            writable = st.st_uid == entry.pw_uid or st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid in groups)
+            if writable and not st.st_mode & stat.S_ISVTX:
+                raise ConfigurationError(
+                    f"{directory} can be changed by the executor user {self.user!r}, which could then replace "
+                    f"what the worker runs from {path}: use a cache directory it cannot write (--cache-dir)"
+                )
 
     def executor_command(self, python: str, workdir: Path, max_result: int) -> list[str]:
         """The command line of an executor for interpreter ``python`` in ``workdir``."""
