@@ -194,7 +194,7 @@ def end_namespace() -> None:
         try:
             os.kill(-1, signal.SIGKILL)  # the kernel spares the caller and the namespace's init
         except ProcessLookupError:
-            pass
+            return  # there was nothing else to signal
         reap()
         if not [p for p in process_table() if p not in (1, me)]:
             return
@@ -202,15 +202,15 @@ def end_namespace() -> None:
 
 
 def _has_children() -> bool:
-    """Cheap: the kernel's list of this process's children, without a scan of /proc."""
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as fh:
-                if fh.read().strip():
-                    return True
-        return False
-    except OSError:  # a kernel without /proc/.../children: look at the whole table
-        return bool(descendants(os.getpid()))
+    """Cheap (no scan of /proc): whether a child, alive or not yet reaped, exists. A subreaper
+    without children has no descendants at all; ended children are reaped on the way."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
 
 
 def own_namespace() -> bool:
@@ -236,33 +236,51 @@ def _rlimits() -> dict[int, tuple[int, int]]:
 
 
 class CallState:
-    """What a call may change in its process that the next call must not inherit."""
+    """What a call may change in its process that the next call must not inherit.
+
+    Cheap enough for every call: the environment is compared as the bytes the process holds,
+    and the handlers restored are those of the signals a call passed to ``signal.signal``
+    (wrapped here to note them; the handlers Python knows are the ones it can put back).
+    """
 
     _TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
         self.environ = dict(os.environ)
+        self.environ_bytes = self._environ_bytes()
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.rlimits = _rlimits()
-        self.handlers = {}
-        for sig in signal.valid_signals():
-            if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) is not None:
-                self.handlers[sig] = signal.getsignal(sig)
+        self.handlers: dict[int, Any] = {int(sig): signal.getsignal(sig) for sig in signal.valid_signals()}
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        self.touched: set[int] = set()
+        self._set_handler = signal.signal
+
+        def tracked(signalnum: Any, handler: Any) -> Any:
+            self.touched.add(int(signalnum))
+            return self._set_handler(signalnum, handler)
+
+        tracked.__doc__ = signal.signal.__doc__
+        signal.signal = tracked
+
+    @staticmethod
+    def _environ_bytes() -> Any:
+        data = getattr(os.environ, "_data", None)  # CPython: the encoded variables, as the OS has them
+        return dict(data) if data is not None else dict(os.environ)
 
     def restore(self) -> bool:
         """Put it all back; False when a lowered hard limit cannot be raised again."""
         for timer in self._TIMERS:
             signal.setitimer(timer, 0)
-        for sig, handler in self.handlers.items():
-            if signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
+        for sig in self.touched:
+            if self.handlers.get(sig) is not None:
+                self._set_handler(sig, self.handlers[sig])
+        self.touched.clear()
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         os.chdir(self.workdir)
         os.umask(self.umask)
-        if os.environ != self.environ:
+        if self._environ_bytes() != self.environ_bytes:
             os.environ.clear()
             os.environ.update(self.environ)
         fresh = True
