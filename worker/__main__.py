@@ -54,6 +54,14 @@ def default_credentials() -> Path:
     default=None,
     help="Run calls as this unprivileged user (the worker runs as root): calls cannot read the credentials.",
 )
+@click.option(
+    "--isolation",
+    type=click.Choice(["auto", "bwrap", "uid", "none"]),
+    envvar="HMQ_ISOLATION",
+    default="auto",
+    show_default=True,
+    help="How calls are isolated: a bubblewrap sandbox, a separate uid (--executor-user), or none (unsafe).",
+)
 @click.option("--pip-arg", "pip_args", multiple=True, help="Extra argument for pip when building environments.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
@@ -63,6 +71,7 @@ def main(
     cores: Optional[int],
     cache_dir: Optional[Path],
     executor_user: Optional[str],
+    isolation: str,
     pip_args: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -80,6 +89,7 @@ def main(
             cache_dir=cache_dir,
             pip_args=pip_args,
             executor_user=executor_user,
+            isolation=isolation,
         )
         worker = CachedWorker(creds, settings)
     except HmqError as exc:

@@ -3,7 +3,10 @@
 The key is the SHA-256 of the Python version and the sorted requirements, so every task with
 the same ``packages=`` shares one environment, across workers on the same cache directory (a
 file lock serialises the build). Requirements reach pip as separate arguments after ``--``,
-never through a shell, and were validated as PEP 508 before.
+never through a shell, and were validated as PEP 508 before. Builds run with the worker's
+environment less its private variables (``HMQ_*``, ``AWS_*``: no credentials path, no cloud
+keys) and, under bwrap isolation, in a sandbox where only the environment being built and a
+private /tmp are writable (``Sandbox.build_command``).
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 from hmq import defaults, wire
 from hmq._errors import HmqError
+from worker.sandbox import Isolation, Sandbox, scrubbed_env
 
 log = logging.getLogger("hmq.worker")
 READY = ".hmq-ready"
@@ -49,10 +53,12 @@ def _cloudpickle_requirement() -> str:
 class EnvManager:
     """Finds or builds the interpreter for a package set."""
 
-    def __init__(self, root: Path, pip_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, pip_args: tuple[str, ...] = (), sandbox: Optional[Sandbox] = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.pip_args = pip_args
+        self.sandbox = sandbox or Sandbox(Isolation.NONE)
+        self.sandbox.check_private(self.root)
         self._failures: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
@@ -88,7 +94,8 @@ class EnvManager:
                 shutil.rmtree(path)
             log.info("building environment %s for %s", path.name, " ".join(packages))
             started = time.monotonic()
-            self._run([sys.executable, "-m", "venv", str(path)], "creating the virtual environment")
+            path.mkdir()
+            self._run([sys.executable, "-m", "venv", str(path)], "creating the virtual environment", path)
             pip = [
                 str(path / "bin" / "python"),
                 "-m",
@@ -102,19 +109,22 @@ class EnvManager:
                 *packages,
             ]
             try:
-                self._run(pip, f"installing {', '.join(packages)}")
+                self._run(pip, f"installing {', '.join(packages)}", path)
             except PackageEnvError:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
             (path / READY).write_text(json.dumps({"packages": packages, "seconds": time.monotonic() - started}))
             log.info("environment %s ready in %.1f s", path.name, time.monotonic() - started)
 
-    @staticmethod
-    def _run(argv: list[str], what: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    def _run(self, argv: list[str], what: str, env_dir: Path) -> None:
         try:
             proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=defaults.PIP_INSTALL_TIMEOUT_SECONDS, env=env
+                self.sandbox.build_command(argv, env_dir, self.pip_args),
+                capture_output=True,
+                text=True,
+                timeout=defaults.PIP_INSTALL_TIMEOUT_SECONDS,
+                env=scrubbed_env(),
+                cwd=str(self.root),
             )
         except subprocess.TimeoutExpired:
             raise PackageEnvError(f"{what} timed out after {defaults.PIP_INSTALL_TIMEOUT_SECONDS:.0f} s") from None

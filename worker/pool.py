@@ -1,13 +1,17 @@
 """Executor processes: spawning, talking to, reusing and killing them.
 
-An executor is keyed by (interpreter, ncores): tasks with the same package set and core count
-reuse one long-lived process, so a call costs a pipe round trip, not a process start.
+An executor is keyed by (interpreter, ncores, tenant): one user's tasks with the same package set
+and core count reuse one long-lived process, so a call costs a pipe round trip, not a process
+start; no executor ever runs two users' code. Every executor runs in the worker's sandbox
+(``worker/sandbox.py``: what a call can see and what happens to the processes it starts).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
+import select
 import shutil
 import subprocess
 import sys
@@ -19,20 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hmq import _jsonable, defaults
+from hmq import defaults
 from hmq._errors import ConfigurationError, HmqError
-from worker.executor import read_reply, write_frame
+from worker.executor import kill_tree, prctl, process_table, read_reply, write_frame
+from worker.sandbox import Isolation, Sandbox, scrubbed_env
 
-EXECUTOR_SCRIPT = str(Path(__file__).with_name("executor.py"))
-JSONABLE_SCRIPT = str(Path(_jsonable.__file__))
-
-
-# Never handed to user code: the worker's own configuration and the cloud credentials it holds.
-_PRIVATE_ENV = ("HMQ_", "AWS_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+log = logging.getLogger("hmq.worker")
+_PR_SET_CHILD_SUBREAPER = 36
+REPLY_POLL_SECONDS = 1.0
+"""How often a worker waiting for a reply checks that its executor is still alive."""
 
 
 def executor_env(ncores: int, user: Optional[str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV)}
+    env = scrubbed_env()
     for name in defaults.THREAD_ENV_VARS:
         env[name] = str(ncores)
     if user is not None:
@@ -89,6 +92,14 @@ class ExecutorDied(HmqError):
         )
 
 
+class ExecutorRetired(ExecutorDied):
+    """The executor stopped after a call it could not undo (a lowered hard resource limit): the
+    calls of the batch it did not answer never started and run again elsewhere."""
+
+    def __init__(self, returncode: Optional[int]) -> None:
+        super().__init__(returncode, killed=True)
+
+
 @dataclass
 class Outcome:
     task_id: str
@@ -99,34 +110,38 @@ class Outcome:
 
 @dataclass(eq=False)
 class ExecutorProcess:
-    """One executor. ``tenant`` is the user whose calls it runs: executors are never shared
-    between users, so no user's code can see another user's functions, calls or results.
-    ``user`` (a login name) runs it under another uid, which cannot read the worker's
-    credentials (the worker must run as root to switch)."""
+    """One executor, in ``sandbox``. ``tenant`` is the user whose calls it runs: executors are
+    never shared between users, so no user's code can see another user's functions, calls or
+    results."""
 
     python: str
     ncores: int
     scratch: Path
+    sandbox: Sandbox
     tenant: str = ""
-    user: Optional[str] = None
     proc: subprocess.Popen = field(init=False, repr=False)
     loaded: set[str] = field(default_factory=set)
     killed: bool = False
+    retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         workdir = self.scratch / uuid.uuid4().hex
         workdir.mkdir(parents=True)
-        entry = pwd.getpwnam(self.user) if self.user is not None else None
+        user = self.sandbox.user
+        entry = pwd.getpwnam(user) if user is not None else None
         if entry is not None:
             os.chown(workdir, entry.pw_uid, entry.pw_gid)
+        if self.sandbox.mode is Isolation.NONE:
+            log.warning("starting an executor for %s WITHOUT isolation (--isolation none)", self.tenant or "a user")
         self.proc = subprocess.Popen(
-            [self.python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir), str(defaults.MAX_RESULT_BYTES)],
+            self.sandbox.executor_command(self.python, workdir, defaults.MAX_RESULT_BYTES),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=executor_env(self.ncores, self.user),
+            bufsize=0,  # unbuffered replies: waiting on the descriptor sees every byte
+            env=self.sandbox.executor_env(executor_env(self.ncores, user), workdir),
             cwd=str(workdir),
-            user=self.user,
+            user=user,
             group=entry.pw_gid if entry is not None else None,
             extra_groups=[] if entry is not None else None,
         )
@@ -152,33 +167,57 @@ class ExecutorProcess:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise self._died() from None
+        answered = 0
         while True:
             try:
-                reply = read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + 4096)
+                reply = (
+                    read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + 4096) if self._wait_for_reply() else None
+                )
             except OSError:
                 reply = None
             if reply is None:
                 raise self._died()
-            if not isinstance(reply, tuple):  # "end"
+            if not isinstance(reply, tuple):  # "end" or "retire"
                 self.last_used = time.monotonic()
+                self.retired = reply == "retire"
+                if self.retired and answered < len(items):
+                    raise ExecutorRetired(self.proc.poll())
                 return
             task_id, ok, payload = reply
             now = time.monotonic()
+            answered += 1
             yield Outcome(task_id, ok, payload, now - started)
             started = now
+
+    def _wait_for_reply(self) -> bool:
+        """Wait until a reply starts or the executor ends (False): a process that inherited
+        the reply pipe and outlived the executor must not keep the worker waiting."""
+        assert self.proc.stdout is not None
+        while not select.select([self.proc.stdout], [], [], REPLY_POLL_SECONDS)[0]:
+            if not self.alive():
+                return bool(select.select([self.proc.stdout], [], [], 0)[0])
+        return True
 
     def _died(self) -> ExecutorDied:
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._terminate()
             code = self.proc.wait()
-        return ExecutorDied(code, self.killed)
+        return ExecutorDied(self.sandbox.exit_status(code), self.killed)
+
+    def _terminate(self) -> None:
+        """Kill the executor and every process it started: under bwrap its sandbox ends with it;
+        elsewhere its process tree is killed (it is a subreaper: orphans stay in the tree)."""
+        if self.sandbox.mode is Isolation.BWRAP:
+            self.proc.kill()
+        else:
+            kill_tree(self.proc.pid, include_root=True)
 
     def kill(self) -> None:
         self.killed = True
         if self.alive():
-            self.proc.kill()
+            self._terminate()
 
     def close(self) -> None:
         if self.alive():
@@ -187,7 +226,7 @@ class ExecutorProcess:
                 self.proc.stdin.close()
                 self.proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
+                self._terminate()
                 self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
@@ -196,9 +235,16 @@ class ExecutorProcess:
 
 
 class ExecutorPool:
-    """Idle executors by key; at most ``max_idle`` are kept, least recently used go first."""
+    """Idle executors by key; at most ``max_idle`` are kept, least recently used go first.
 
-    def __init__(self, scratch: Path, max_idle: int, user: Optional[str] = None) -> None:
+    ``sandbox`` is a :class:`Sandbox` or an isolation mode (``auto``, ``bwrap``, ``uid``,
+    ``none``) resolved here, once: a worker that cannot isolate its calls as asked refuses to
+    start (``ConfigurationError``). ``user`` runs executors under that account.
+    """
+
+    def __init__(
+        self, scratch: Path, max_idle: int, user: Optional[str] = None, sandbox: Sandbox | str = Isolation.AUTO
+    ) -> None:
         self.scratch = Path(scratch)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.max_idle = max_idle
@@ -206,9 +252,17 @@ class ExecutorPool:
         if user is not None:
             self.scratch.chmod(0o711)
             check_executor_user(user, self.scratch)
+        self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox.select(sandbox, user)
+        self.sandbox.check_private(self.scratch)
+        log.info("isolation: %s", self.sandbox.describe())
+        self._stray_uid: Optional[int] = None
+        if self.sandbox.mode is Isolation.UID and user is not None and prctl(_PR_SET_CHILD_SUBREAPER, 1):
+            self._stray_uid = pwd.getpwnam(user).pw_uid  # orphans of dead executors come to us
         self._idle: list[ExecutorProcess] = []
         self._busy: set[ExecutorProcess] = set()
+        self._open: dict[int, ExecutorProcess] = {}  # every executor not closed yet, by pid
         self._lock = threading.Lock()
+        self._spawn = threading.Lock()  # held while an executor starts: it is not a stray
 
     def acquire(self, python: str, ncores: int, tenant: str) -> ExecutorProcess:
         with self._lock:
@@ -217,33 +271,57 @@ class ExecutorPool:
                     self._idle.remove(ex)
                     self._busy.add(ex)
                     return ex
-        ex = ExecutorProcess(python, ncores, self.scratch, tenant, self.user)
-        with self._lock:
-            self._busy.add(ex)
+        with self._spawn:
+            ex = ExecutorProcess(python, ncores, self.scratch, self.sandbox, tenant)
+            with self._lock:
+                self._busy.add(ex)
+                self._open[ex.proc.pid] = ex
         return ex
 
     def release(self, ex: ExecutorProcess) -> None:
         surplus: list[ExecutorProcess] = []
         with self._lock:
             self._busy.discard(ex)
-            if ex.alive() and not ex.killed:
+            if ex.alive() and not (ex.killed or ex.retired):
                 self._idle.append(ex)
             else:
                 surplus.append(ex)
             self._idle.sort(key=lambda e: e.last_used)
             while len(self._idle) > self.max_idle:
                 surplus.append(self._idle.pop(0))
-        for e in surplus:
-            e.close()
+        self._close(surplus)
 
-    def busy(self) -> list[ExecutorProcess]:
-        with self._lock:
-            return list(self._busy)
+    def _close(self, executors: list[ExecutorProcess]) -> None:
+        for e in executors:
+            e.close()
+            with self._lock:
+                self._open.pop(e.proc.pid, None)
+        if executors:
+            self._sweep_strays()
+
+    def _sweep_strays(self) -> None:
+        """Under ``uid``: kill what ended executors left behind (processes of the executor
+        account re-parented to this worker, which is their subreaper), and reap them."""
+        if self._stray_uid is None:
+            return
+        with self._spawn:
+            with self._lock:
+                known = set(self._open)
+            me = os.getpid()
+            for pid, (ppid, uid) in process_table().items():
+                if ppid == me and uid == self._stray_uid and pid not in known:
+                    kill_tree(pid, include_root=True)
+                    try:
+                        os.waitpid(pid, 0)
+                    except ChildProcessError:
+                        pass
 
     def close(self) -> None:
+        """Kill every executor; close the idle ones (a busy one is closed when its runner
+        releases it: its streams are still being read)."""
         with self._lock:
-            every = self._idle + list(self._busy)
-            self._idle, self._busy = [], set()
-        for ex in every:
+            idle, busy = self._idle, list(self._busy)
+            self._idle = []
+        for ex in idle + busy:
             ex.kill()
-            ex.close()
+        self._close(idle)

@@ -49,10 +49,13 @@ class CachedWorker:
         self.session = WorkerSession.connect(settings.url, credentials.identity, function_cache=settings.function_cache)
         self.datacenter = settings.datacenter
         self.cores = settings.cores
-        self.envs = EnvManager(settings.cache_dir / "envs", settings.pip_args)
         self.pool = ExecutorPool(
-            settings.cache_dir / "scratch" / f"{os.getpid()}", max_idle=self.cores, user=settings.executor_user
+            settings.cache_dir / "scratch" / f"{os.getpid()}",
+            max_idle=self.cores,
+            user=settings.executor_user,
+            sandbox=settings.isolation,
         )
+        self.envs = EnvManager(settings.cache_dir / "envs", settings.pip_args, sandbox=self.pool.sandbox)
         self.preparer = Preparer(self.session, credentials, settings.header_cache)
         self._cv = threading.Condition()
         self._held: set[str] = set()

@@ -16,7 +16,10 @@ from typing import Any, Optional
 
 from hmq import defaults, wire
 from hmq._errors import ConfigurationError
+from worker.sandbox import Isolation
 from worker.session import FUNCTION_CACHE
+
+ISOLATION_MODES = tuple(mode.value for mode in Isolation)
 
 
 def _all_cores() -> int:
@@ -49,6 +52,10 @@ class WorkerSettings:
     executor_user: Optional[str] = None
     """Run calls as this unprivileged user, which cannot read the worker's credentials (the
     worker must run as root to switch users)."""
+
+    isolation: str = "auto"
+    """How calls are isolated: ``auto``, ``bwrap``, ``uid`` or ``none`` (see ``worker/sandbox.py``);
+    the worker refuses to start when the mode asked for cannot be had."""
 
     poll_min_seconds: float = 0.05
     """First wait of an idle worker before it asks for work again; doubles up to the maximum."""
@@ -85,6 +92,8 @@ class WorkerSettings:
             wire.check_name(self.datacenter)
         except ValueError as exc:
             raise ConfigurationError(f"datacenter {self.datacenter!r}: {exc}") from None
+        if self.isolation not in ISOLATION_MODES:
+            raise ConfigurationError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, not {self.isolation!r}")
         if not 1 <= self.claim_max_tasks <= defaults.CLAIM_MAX_TASKS:
             raise ConfigurationError(f"claim_max_tasks must be between 1 and {defaults.CLAIM_MAX_TASKS}")
         if not 1 <= self.objects_per_request <= defaults.COMPLETE_MAX_OBJECTS:

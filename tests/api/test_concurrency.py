@@ -49,8 +49,8 @@ def test_worker_processes_run_every_task_exactly_once(pg_server: Server, tmp_pat
         return i
 
     user = pg_server.user()
-    for _ in range(4):
-        pg_server.start_worker(tmp_path, cores=1)
+    for _ in range(4):  # unsandboxed: the tasks append to the test's own file
+        pg_server.start_worker(tmp_path, cores=1, extra=("--isolation", "none"))
     n = 800
     tag = submit(user, record, [(i, str(ledger)) for i in range(n)])
     wait_for(lambda: tag.pull() == 0, timeout=240, interval=0.2, what="all tasks")

@@ -211,16 +211,18 @@ def test_packages_are_installed_into_a_cached_environment(server: Server, tmp_pa
 def test_users_never_share_an_executor(server: Server, tmp_path: Path) -> None:
     def leave_a_trace(secret):
         import builtins
-        import os
+        import sys
+        import uuid
 
         builtins.hmq_left_behind = secret  # state that would survive in a shared process
-        return os.getpid()
+        return sys.__dict__.setdefault("hmq_process", uuid.uuid4().hex)  # PIDs repeat across sandboxes
 
     def look_for_traces():
         import builtins
-        import os
+        import sys
+        import uuid
 
-        return [getattr(builtins, "hmq_left_behind", None), os.getpid()]
+        return [getattr(builtins, "hmq_left_behind", None), sys.__dict__.setdefault("hmq_process", uuid.uuid4().hex)]
 
     alice, bob = server.user("alice"), server.user("bob")
     server.start_worker(tmp_path)  # one core: every call goes through the same runner
