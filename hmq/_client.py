@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from hmq import crypto, defaults, formats, provision, wire
 from hmq._batching import batched
-from hmq._errors import ConfigurationError, HmqError, IntegrityError, NotFound, UsageError
+from hmq._errors import ConfigurationError, HmqError, IntegrityError, NotFound, Unreachable, UsageError
 from hmq._transport import Transport
 from hmq.config import ClientConfig, hmq_home
 
@@ -102,7 +102,28 @@ class API:
                 self._config = None
 
     def _call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.transport.call(method, path, body, **kwargs)
+        try:
+            return self.transport.call(method, path, body, **kwargs)
+        except Unreachable:
+            if not self._moved():
+                raise
+            return self.transport.call(method, path, body, **kwargs)
+
+    def _moved(self) -> bool:
+        """After a refused connection: whether the configuration under ``HMQ_HOME`` now names
+        another URL (``hmq down; hmq up`` found the API's old port taken); if so, use it."""
+        if self._explicit or not ClientConfig.exists(self.home):
+            return False
+        try:
+            fresh = ClientConfig.load(self.home)
+        except ConfigurationError:
+            return False
+        with self._lock:
+            if self._config is None or fresh.url == self._config.url:
+                return False
+            self.close()
+            self._config, self._compute = fresh, None
+        return True
 
     # --- connecting ---------------------------------------------------------------------
     def setup(self, url: str) -> str:

@@ -104,7 +104,9 @@ class Transport:
         try:
             response = self._send(method, self.url + target, retry, content=data or None, fresh_headers=headers)
         except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the hmq API at {self.url}: {exc or type(exc).__name__}") from None
+            raise Unreachable(
+                f"cannot reach the hmq API at {self.url} ({exc or type(exc).__name__}): is it running? (`hmq status`)"
+            ) from None
         if response.status_code >= 400:
             raise _api_error(response)
         if model is not None:

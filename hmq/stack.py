@@ -8,7 +8,7 @@ Layout under ``HMQ_HOME``::
     admin.key          the admin key (0600)
     worker.json        the local workers' credentials (0600)
     stack.json         what is running: URL, pids, logs
-    server/            settings.json (0600), index.db, objects/
+    server/            settings.json (0600), index.db, objects/, port (the API's last port)
     logs/              api.log, worker-N.log
     worker-cache/      package environments and scratch directories
 """
@@ -104,6 +104,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _api_port(home: Path, asked: Optional[int]) -> int:
+    """The port asked for; else the one this stack's API had last time, so that a client that
+    keeps the URL (a running notebook) finds the API again after ``hmq down; hmq up``; else,
+    when that one is taken, a free one (clients re-read ``client.json`` when refused)."""
+    path = home / "server" / "port"
+    port = asked
+    if port is None:
+        try:
+            previous = int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            previous = 0
+        port = previous if 0 < previous < 65536 and _port_free(previous) else free_port()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port
 
 
 def _server_settings(
@@ -212,7 +239,7 @@ def up(
         )
     admin = provision.ensure_admin_key(home / "admin.key")
     try:
-        state = _start_api(home, admin, port or free_port(), database, storage)
+        state = _start_api(home, admin, _api_port(home, port), database, storage)
         with Admin(state.url, admin) as adm:
             provision.ensure_user(adm, home, username or _default_username(), state.url)
             provision.ensure_worker(adm, home / "worker.json", "local-worker", state.url)

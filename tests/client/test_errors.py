@@ -72,3 +72,4 @@ def test_a_client_without_a_key_says_so_before_sending() -> None:
             transport.call("GET", "/v1/whoami")
     finally:
         transport.close()
+    assert "is it running? (`hmq status`)" in str(info.value)
