@@ -63,6 +63,7 @@ def test_a_closed_port_is_unreachable_without_an_invented_status() -> None:
         transport.close()
     assert "cannot reach the hmq API at http://127.0.0.1:" in str(info.value)
     assert "HTTP" not in str(info.value) and not isinstance(info.value, hmq.APIError)
+    assert "is it running? (`hmq status`)" in str(info.value)
 
 
 def test_a_client_without_a_key_says_so_before_sending() -> None:
@@ -72,4 +73,3 @@ def test_a_client_without_a_key_says_so_before_sending() -> None:
             transport.call("GET", "/v1/whoami")
     finally:
         transport.close()
-    assert "is it running? (`hmq status`)" in str(info.value)
