@@ -260,6 +260,7 @@ def _start_worker(home: Path, url: str, index: int, cores: int) -> Proc:
     log = home / "logs" / f"worker-{index}.log"
     argv = [sys.executable, "-m", "worker", "--api", url, "--credentials", str(home / "worker.json")]
     argv += ["--datacenter", "local", "--cores", str(cores), "--cache-dir", str(home / "worker-cache")]
+    argv += ["--grace", "0"]  # `hmq down` hands running calls back at once
     proc = _spawn(argv, log, _child_env())
     return Proc(proc.pid, str(log), f"worker-{index}")
 
