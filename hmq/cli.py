@@ -380,6 +380,13 @@ def migrate() -> None:
     "--namespace", default=None, help="kubernetes: its namespace (default: the pod's, else the kube-config context's)."
 )
 @click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="KUBECONFIG",
+    default=None,
+    help="kubernetes: outside a pod, the kube-config file (default: $KUBECONFIG or ~/.kube/config).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -423,7 +430,7 @@ def autoscale(provider: str, **options: Any) -> None:
 
 _PROVIDER_OPTIONS = {
     "slurm": ("template", "partition", "account", "time_limit", "job_name", "sbatch_args", "arrays"),
-    "kubernetes": ("deployment", "namespace"),
+    "kubernetes": ("deployment", "namespace", "kubeconfig"),
     "local": ("cache_dir",),
 }
 """The options of `hmq autoscale` that belong to one provider."""

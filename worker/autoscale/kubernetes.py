@@ -3,8 +3,8 @@
 
 The autoscaler reads and patches only the Deployment's ``scale`` subresource, so its Role needs
 ``get`` and ``patch`` on ``deployments/scale`` of that one Deployment (``infra/k8s/``). Inside the
-cluster it authenticates with its ServiceAccount; elsewhere with ``KUBECONFIG`` or
-``~/.kube/config``.
+cluster it authenticates with its ServiceAccount; elsewhere with a kube-config file
+(``--kubeconfig``, ``$KUBECONFIG`` or ``~/.kube/config``).
 
 A Deployment restarts a worker that exits, so workers here do not leave by themselves: the
 autoscaler raises the replica count as work arrives and lowers it once the queue has needed
@@ -32,6 +32,8 @@ class KubernetesOptions:
     deployment: str = "hmq-worker"
     namespace: Optional[str] = None
     """Default: the ServiceAccount's namespace in a pod, else the kube-config context's, else ``default``."""
+    kubeconfig: Optional[Path] = None
+    """Outside a pod: the kube-config file (default: the client's, ``~/.kube/config``)."""
 
 
 def _client() -> Any:
@@ -57,13 +59,14 @@ class KubernetesProvider:
             k8s.config.load_incluster_config()
             namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
         except (k8s.config.ConfigException, OSError):
+            config_file = None if options.kubeconfig is None else str(options.kubeconfig)
             try:
-                k8s.config.load_kube_config()
+                k8s.config.load_kube_config(config_file=config_file)
             except (k8s.config.ConfigException, OSError) as exc:
                 raise ConfigurationError(
                     f"no Kubernetes configuration (in a pod, KUBECONFIG or ~/.kube/config): {exc}"
                 ) from None
-            _, context = k8s.config.list_kube_config_contexts()
+            _, context = k8s.config.list_kube_config_contexts(config_file=config_file)
             namespace = (context or {}).get("context", {}).get("namespace") or "default"
         self.namespace = options.namespace or namespace
         self.deployment = options.deployment
