@@ -68,14 +68,19 @@ class Unavailable(RuntimeError):
     """Slurm cannot run here (its binaries are missing, or a daemon does not start)."""
 
 
+PATH = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+"""Where the daemons are looked for (Debian puts them in /usr/sbin)."""
+
+
 def missing() -> list[str]:
     """The Slurm and munge binaries this machine lacks."""
-    return [b for b in BINARIES if shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
+    return [b for b in BINARIES if shutil.which(b, path=PATH) is None]
 
 
 def _node_line(host: str) -> str:
     """The node as ``slurmd -C`` sees it (else slurmctld logs a reconfiguration)."""
-    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True, env={**os.environ, "PATH": PATH})
+    out = out.stdout.splitlines()[0]
     fields = dict(part.split("=", 1) for part in out.split() if "=" in part)
     keep = ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory")
     return f"NodeName={host} NodeAddr=127.0.0.1 " + " ".join(f"{k}={fields[k]}" for k in keep) + " State=UNKNOWN"
@@ -91,7 +96,7 @@ class SlurmCluster:
         self._munged: Optional[int] = None
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
+        return {**os.environ, "PATH": PATH, "SLURM_CONF": str(self.conf)}
 
     def run(self, *argv: str, check: bool = True) -> str:
         """A Slurm command against this cluster; its standard output."""
@@ -125,10 +130,10 @@ class SlurmCluster:
         if self._munge_works():
             return  # a munged is running already (shared by every cluster on this machine)
         if not Path("/etc/munge/munge.key").exists():
-            subprocess.run(["mungekey", "--create", "--keyfile=/etc/munge/munge.key"], check=True)
+            subprocess.run(["mungekey", "--create", "--keyfile=/etc/munge/munge.key"], check=True, env=self.env())
             shutil.chown("/etc/munge/munge.key", "munge", "munge")
         subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "-m", "0755", "/run/munge"], check=True)
-        subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True, capture_output=True)
+        subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True, capture_output=True, env=self.env())
         deadline = time.monotonic() + 20
         while not self._munge_works():
             if time.monotonic() > deadline:
@@ -136,11 +141,12 @@ class SlurmCluster:
             time.sleep(0.1)
         self._munged = int(Path("/run/munge/munged.pid").read_text())
 
-    @staticmethod
-    def _munge_works() -> bool:
+    def _munge_works(self) -> bool:
         try:
-            cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10).stdout
-            return subprocess.run(["unmunge"], input=cred, capture_output=True, timeout=10).returncode == 0
+            cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10, env=self.env()).stdout
+            return (
+                subprocess.run(["unmunge"], input=cred, capture_output=True, timeout=10, env=self.env()).returncode == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
 
