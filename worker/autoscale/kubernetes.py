@@ -77,12 +77,9 @@ class KubernetesProvider:
         try:
             return method(self.deployment, self.namespace, *args)
         except self._errors as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise ProviderError(
-                f"could not {what} deployment {self.namespace}/{self.deployment}: {getattr(exc, 'status', '')} {reason}".replace(
-                    "  ", " "
-                )
-            ) from None
+            parts = (getattr(exc, "status", None), getattr(exc, "reason", None) or exc)
+            answer = " ".join(str(part) for part in parts if part)
+            raise ProviderError(f"could not {what} deployment {self.namespace}/{self.deployment}: {answer}") from None
 
     def fleet(self) -> Fleet:
         scale = self._call("read the scale of", self.apps.read_namespaced_deployment_scale)

@@ -8,7 +8,7 @@
   given (the time limit less :data:`EXIT_MARGIN_SECONDS`). ``HMQ_WORKER_PYTHON`` (this
   interpreter, unless set) tells the template which Python to run.
 - **fleet**: ``squeue --noheader --array --name NAME --user USER --format '%i %T'``: pending
-  jobs are queued workers, running (and configuring) ones are running.
+  jobs are queued workers; running, configuring and completing ones are running.
 - **cancel**: ``scancel`` of the newest queued jobs (by id: ``--state=PENDING`` would take a
   whole job array with it); running jobs are not cancelled, their workers leave by themselves
   when idle. (A job that starts between the listing and the cancel is stopped by its SIGTERM:
@@ -40,7 +40,8 @@ EXIT_MARGIN_SECONDS = 30.0
 """A worker given a time limit leaves this long before it (to report and exit)."""
 
 QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
-RUNNING = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "RESIZING"})
+RUNNING = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "RESIZING", "COMPLETING"})
+"""Counted as running until Slurm is done with them, so that queued and running never exceed the maximum."""
 
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<rest>\d+(?::\d+){0,2})$")
 
