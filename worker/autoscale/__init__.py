@@ -62,7 +62,12 @@ def provider_for(launch: Launch, settings: ScalerSettings, url: str) -> Provider
         from worker.autoscale.slurm import SlurmOptions, SlurmProvider
 
         slurm = SlurmOptions(**options)
-        return SlurmProvider(slurm, settings.cores, worker_args(settings, launch.credentials, url, slurm.max_runtime()))
+        runtime = slurm.max_runtime()
+        if runtime is not None and runtime <= settings.grace:
+            raise ConfigurationError(
+                f"--time {slurm.time} leaves the workers no time beyond --grace {settings.grace:g}"
+            )
+        return SlurmProvider(slurm, settings.cores, worker_args(settings, launch.credentials, url, runtime))
     if launch.provider == "kubernetes":
         from worker.autoscale.kubernetes import KubernetesOptions, KubernetesProvider
 
