@@ -126,3 +126,20 @@ def test_local_autoscaler_starts_workers_for_a_tag_and_they_leave(tmp_path: Path
         _hmq(home, "down")
     assert code == 0, (tmp_path / "autoscale.log").read_text()[-3000:]
     assert sorted((home / "logs").glob("autoscale-worker-*.log")) == started  # nothing more was started
+
+
+def test_every_option_of_hmq_autoscale_is_documented() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from hmq.cli import main
+
+    command = main.commands["autoscale"]
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    assert len(options) >= 20 and all(o.help for o in options), [o.name for o in options if not o.help]
+    text = CliRunner().invoke(main, ["autoscale", "--help"], terminal_width=200).output
+    issue = ["--min-workers", "--max-workers", "--cores", "--idle-timeout", "--credentials", "--datacenter"]
+    issue += ["--interval", "--scale-up-step", "--cooldown", "--template", "--partition", "--account", "--time"]
+    assert all(f"  {flag} " in text for flag in issue + [o.opts[0] for o in options])
+    wrong = CliRunner().invoke(main, ["autoscale", "local", "--partition", "x"])
+    assert wrong.exit_code == 2 and "--partition: not an option of the local provider" in wrong.output
