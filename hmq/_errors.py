@@ -12,6 +12,7 @@
     ├── StorageError                an object could not be stored or fetched (502 storage)
     ├── Unreachable                 no answer from the API at all (refused, reset, timed out): no status
     ├── StackError                  the local stack (`hmq up`) could not start its processes
+    ├── ProviderError               an autoscaler's batch system or orchestrator refused a request
     ├── APIError                    the API answered with an error (carries status, code and reason)
     │   ├── BadRequest              400: the request itself is wrong
     │   │   └── PayloadTooLarge     413: a body or object over its limit
@@ -107,6 +108,11 @@ class Unreachable(HmqError):
 class StackError(HmqError):
     """A process of the local stack (``hmq up``) did not start or become healthy; the message
     holds the end of its log."""
+
+
+class ProviderError(HmqError):
+    """A batch system or orchestrator did not do what an autoscaler asked (``sbatch``, ``squeue``
+    or ``scancel`` failed, the Kubernetes API refused); the message says what it answered."""
 
 
 class APIError(HmqError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hmq import crypto, wire
 from hmq._errors import AuthenticationError, PermissionDenied
@@ -69,3 +69,8 @@ class Admin:
 
     def workers(self) -> list[wire.WorkerInfo]:
         return [wire.WorkerInfo.model_validate(w) for w in self.transport.call("GET", "/v1/workers")]
+
+    def queue(self, datacenter: Optional[str] = None, python: Optional[str] = None) -> wire.QueueDepth:
+        """Open tasks grouped by placement, with the live workers that could run each group."""
+        params = {"datacenter": datacenter, "python": python}
+        return self.transport.call("GET", "/v1/queue", params=params, model=wire.QueueDepth)

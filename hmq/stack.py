@@ -155,7 +155,8 @@ def _server_settings(
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background in a session of its own, its output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         # A session of its own: `hmq down` can signal the process and everything it started.
@@ -209,7 +210,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     )
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """This process's environment for a child of the stack (output unbuffered)."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -260,11 +262,11 @@ def _start_api(
 ) -> StackState:
     """Start the API on ``port`` and wait until it is healthy. Its state is saved before the
     wait, so that ``down`` stops it if the start fails."""
-    env = {**_child_env(), **_server_settings(home, admin, database, storage)}
+    env = {**child_env(), **_server_settings(home, admin, database, storage)}
     url = f"http://127.0.0.1:{port}"
     env["HMQ_PUBLIC_URL"] = url
     api_log = home / "logs" / "api.log"
-    api = _spawn(
+    api = spawn(
         [sys.executable, "-m", "lambdas.serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         api_log,
         env,
@@ -287,7 +289,8 @@ def _start_worker(home: Path, url: str, index: int, cores: int) -> Proc:
     log = home / "logs" / f"worker-{index}.log"
     argv = [sys.executable, "-m", "worker", "--api", url, "--credentials", str(home / "worker.json")]
     argv += ["--datacenter", "local", "--cores", str(cores), "--cache-dir", str(home / "worker-cache")]
-    proc = _spawn(argv, log, _child_env())
+    argv += ["--grace", "0"]  # `hmq down` hands running calls back at once
+    proc = spawn(argv, log, child_env())
     return Proc(proc.pid, str(log), f"worker-{index}")
 
 
@@ -332,11 +335,11 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _stop(procs: list[Proc]) -> None:
-    """SIGTERM each process group, wait, then SIGKILL whatever is left."""
+def stop_groups(procs: list[Proc], timeout: float = defaults.STACK_STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM each process group, wait up to ``timeout`` seconds, then SIGKILL whatever is left."""
     for p in procs:
         _signal_group(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + defaults.STACK_STOP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_group_alive(p.pid) for p in procs):
         for p in procs:
             if p.pid in _CHILDREN and _CHILDREN[p.pid].poll() is not None:
@@ -357,7 +360,7 @@ def down(home: Path) -> Optional[StackState]:
     state = StackState.load(home)
     if state is None:
         return None
-    _stop(state.workers)
-    _stop([state.api])
+    stop_groups(state.workers)
+    stop_groups([state.api])
     (home / "stack.json").unlink(missing_ok=True)
     return state

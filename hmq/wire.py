@@ -311,3 +311,28 @@ class HeartbeatOut(Model):
 
 class PackageSetsOut(Model):
     packagesets: list[list[str]]
+
+
+# --- queue depth (for autoscalers) ---------------------------------------------------------
+class QueueGroup(Model):
+    """Open tasks that place alike: the same datacenters, Python, cores (and memory)."""
+
+    datacenters: Optional[list[str]] = Field(description="where the tasks may run; null: anywhere")
+    python: str
+    ncores: int
+    memory: Optional[int] = Field(default=None, description="bytes a call may use, when tasks declare it")
+    pending: int
+    running: int
+    cores_needed: int = Field(description="ncores x (pending + running): cores to run every open task at once")
+    running_in: dict[str, int] = Field(
+        default_factory=dict, description="running tasks by the datacenter of the worker running them"
+    )
+    workers: int = Field(description="live workers that could run these tasks")
+
+
+class QueueDepth(Model):
+    """``GET /v1/queue``: open tasks grouped by what decides their placement, for autoscalers."""
+
+    groups: list[QueueGroup]
+    workers: int = Field(description="live workers (seen within live_seconds), whatever they run")
+    live_seconds: float

@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, serverless: bool = False, clock: Callable[
     """Build the API. ``serverless`` selects Lambda-friendly database connections; ``clock``
     (seconds since the epoch) is the time leases, placement, sweeps and signed requests are
     judged by: tests pass one they move by hand."""
-    from lambdas.routes import blobs, tags, users, work
+    from lambdas.routes import blobs, queue, tags, users, work
 
     engine = connect(settings.database, serverless=serverless)
     if settings.migrate_on_start:
@@ -79,7 +79,7 @@ def create_app(settings: Settings, *, serverless: bool = False, clock: Callable[
     app.state.ctx = Context.create(settings, index, store, clock)
     app.state.auth = Authenticator(settings, index, clock)
     errors.install(app)
-    for module in (users, tags, work, blobs):
+    for module in (users, tags, work, queue, blobs):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app

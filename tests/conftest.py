@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from hmq import crypto
+from tests import slurm as slurm_cluster
 from tests.backends import PostgresCluster, S3Server, Unavailable
 from tests.helpers import Server, local_settings, start_server
 
@@ -48,6 +49,25 @@ def postgres() -> Iterator[PostgresCluster]:
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[slurm_cluster.SlurmCluster]:
+    """A real single-node Slurm cluster (munge, slurmctld, slurmd) for the session; every job and
+    process of it is gone after. Skipped where Slurm is not installed, unless CI requires it
+    (HMQ_REQUIRE_SLURM=1: failing, not skipping)."""
+    cluster = slurm_cluster.SlurmCluster()
+    try:
+        cluster.start()
+    except slurm_cluster.Unavailable as exc:
+        cluster.stop()
+        if os.environ.get("HMQ_REQUIRE_SLURM") == "1":
+            pytest.fail(f"Slurm is required but cannot start: {exc}")
+        pytest.skip(f"Slurm cannot start here: {exc}")
+    yield cluster
+    cluster.stop()
+    left = cluster.processes()
+    assert left == [], f"Slurm processes left behind: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,8 @@ class Server:
             str(cache_dir or directory / "cache"),
             "--log-level",
             "INFO",
+            "--grace",
+            "0",  # stopped at once by stop_process; a test passes its own --grace in extra
             *extra,
         ]
         proc = subprocess.Popen(
@@ -276,3 +278,66 @@ class ManualWorker:
         return self.session.complete(
             wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=list(values))])
         )
+
+
+class Ledger:
+    """A loopback HTTP server that tasks report to (``GET /EVENT/KEY[?at=WHERE]``): sandboxed
+    calls cannot write the test's files, but they reach the network. ``count(event, key)`` is
+    how often a call said so."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.events: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        ledger = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path, _, where = self.path.partition("?at=")
+                _, event, key = path.split("/", 2)
+                with ledger._lock:
+                    ledger.events.append((event, key, where))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="ledger")
+        self._thread.start()
+
+    def count(self, event: str, key: Any = None) -> int:
+        with self._lock:
+            return sum(1 for e, k, _ in self.events if e == event and (key is None or k == str(key)))
+
+    def keys(self, event: str) -> list[str]:
+        with self._lock:
+            return [k for e, k, _ in self.events if e == event]
+
+    def running_at(self) -> set[str]:
+        """Where calls are running now: the ``at`` of starts without a done (the Slurm job)."""
+        with self._lock:
+            done = {k for e, k, _ in self.events if e == "done"}
+            return {w for e, k, w in self.events if e == "start" and k not in done and w}
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def reporting_sleeper(ledger_url: str, key: Any, seconds: float) -> Any:
+    """A task: tell the ledger it started (and in which Slurm job, if any), sleep, tell it it is
+    done; returns ``key``."""
+    import os
+    import time
+    import urllib.request
+
+    array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    at = f"{array[0]}_{array[1]}" if all(array) else os.environ.get("SLURM_JOB_ID", "")  # as squeue names it
+    urllib.request.urlopen(f"{ledger_url}/start/{key}?at={at}", timeout=30).close()
+    time.sleep(seconds)
+    urllib.request.urlopen(f"{ledger_url}/done/{key}", timeout=30).close()
+    return key

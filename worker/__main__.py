@@ -1,4 +1,6 @@
-"""``python -m worker``: run one worker process until SIGTERM/SIGINT."""
+"""``python -m worker``: run one worker process until it leaves (idle, enough tasks, its run time
+is up) or is stopped: the first SIGTERM/SIGINT drains it (running calls get ``--grace`` seconds),
+a second one stops it at once. Either way unfinished tasks are handed back and it exits 0."""
 
 from __future__ import annotations
 
@@ -63,6 +65,37 @@ def default_credentials() -> Path:
     help="How calls are isolated: a bubblewrap sandbox, a separate uid (--executor-user), or none (unsafe).",
 )
 @click.option("--pip-arg", "pip_args", multiple=True, help="Extra argument for pip when building environments.")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="HMQ_IDLE_TIMEOUT",
+    default=None,
+    help="Exit (code 0) after this many seconds with no task to run (default: never).",
+)
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(min=1),
+    envvar="HMQ_MAX_TASKS",
+    default=None,
+    help="Take at most this many tasks, then exit once they are done (default: no limit).",
+)
+@click.option(
+    "--max-runtime",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="HMQ_MAX_RUNTIME",
+    default=None,
+    help="Seconds this worker may run (a batch job's time limit): it stops claiming --grace seconds before "
+    "and has handed back what is unfinished by then (default: no limit).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    envvar="HMQ_GRACE",
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM (and at --max-runtime): seconds running calls may take to finish before they are "
+    "stopped and handed back. A second SIGTERM stops at once.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     url: Optional[str],
@@ -73,6 +106,10 @@ def main(
     executor_user: Optional[str],
     isolation: str,
     pip_args: tuple[str, ...],
+    idle_timeout: Optional[float],
+    max_tasks: Optional[int],
+    max_runtime: Optional[float],
+    grace: float,
     log_level: str,
 ) -> None:
     """Claim tasks from an hmq API and run them."""
@@ -90,14 +127,23 @@ def main(
             pip_args=pip_args,
             executor_user=executor_user,
             isolation=isolation,
+            idle_timeout=idle_timeout,
+            max_tasks=max_tasks,
+            max_runtime=max_runtime,
+            grace=grace,
         )
         worker = CachedWorker(creds, settings)
     except HmqError as exc:
         raise click.ClickException(str(exc)) from None
 
     def _stop(signum: int, _frame: object) -> None:
-        logging.getLogger("hmq.worker").info("signal %d: stopping", signum)
-        worker.stop()
+        name = signal.Signals(signum).name
+        if worker.life.leaving is None:
+            logging.getLogger("hmq.worker").info("%s: draining (running calls get %g s)", name, settings.grace)
+            worker.drain(f"{name} received")
+        else:
+            logging.getLogger("hmq.worker").info("%s again: stopping now", name)
+            worker.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

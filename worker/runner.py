@@ -8,6 +8,11 @@ executor processes are cached between tasks.
 Every claimed task stays in ``_held`` until the API has been told its outcome (or that it is
 released): the heartbeat extends exactly those leases, so a task the worker lost track of is
 never kept alive and returns to the queue when its lease runs out.
+
+Leaving (:mod:`worker.life`): idle too long, enough tasks taken, run time almost up, or asked to
+(:meth:`CachedWorker.drain`, on SIGTERM). The worker then claims nothing more, hands back what it
+has not started at once, lets running calls finish until the deadline, and stops and hands back
+whatever still runs then.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -24,6 +30,7 @@ from hmq import wire
 from hmq._errors import HmqError, IntegrityError
 from hmq.credentials import WorkerCredentials
 from worker.envs import EnvManager
+from worker.life import Life
 from worker.pool import ExecutorDied, ExecutorPool, ExecutorProcess, Outcome
 from worker.prepare import Job, Preparer
 from worker.report import report
@@ -59,6 +66,9 @@ class CachedWorker:
         self.preparer = Preparer(self.session, credentials, settings.header_cache)
         self._cv = threading.Condition()
         self._held: set[str] = set()
+        self._handback: set[str] = set()  # held, not started, to be released with the next report
+        self._terminated: set[str] = set()  # their executor was terminated from outside once
+        self.life = Life(settings)
         self._queue: deque[Job] = deque()
         self._running: dict[str, tuple[Job, ExecutorProcess]] = {}
         self._outcomes: list[tuple[Job, Outcome]] = []
@@ -73,13 +83,21 @@ class CachedWorker:
 
     # --- lifecycle ---------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the worker to stop: unstarted and interrupted tasks are handed back to the queue."""
+        """Ask the worker to stop now: unstarted and interrupted tasks are handed back to the queue."""
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
 
+    def drain(self, reason: str = "asked to stop", grace: Optional[float] = None) -> None:
+        """Ask the worker to leave gracefully: it claims nothing more, hands back what it has not
+        started, gives running calls ``grace`` seconds (default: ``settings.grace``) to finish,
+        then stops and hands back the rest. Safe to call from a signal handler."""
+        self.life.leave(reason, grace)
+        with self._cv:
+            self._cv.notify_all()
+
     def run(self) -> None:
-        """Work until :meth:`stop` is called."""
+        """Work until the worker leaves (see :mod:`worker.life`) or :meth:`stop` is called."""
         info = self.session.register(self.datacenter, self.cores)
         log.info(
             "worker %s (%s) registered as %s in datacenter %s with %d cores",
@@ -103,26 +121,47 @@ class CachedWorker:
             self._shutdown()
 
     def _loop(self) -> None:
-        poll_min, poll_max = self.settings.poll_min_seconds, self.settings.poll_max_seconds
-        delay = poll_min
+        delay = self.settings.poll_min_seconds
         while not self._stop.is_set():
             self._flush(force=False)
-            want = self._want()
-            if want > 0:
-                try:
-                    claimed = self._claim(want)
-                except HmqError as exc:
-                    log.warning("claiming failed: %s", exc)
-                    claimed = 0
-                    delay = poll_max
-                if claimed:
-                    delay = poll_min
-                    continue
             with self._cv:
-                idle = not self._queue and not self._running
-                self._cv.wait(timeout=delay if want > 0 else self.settings.flush_seconds)
-            if want > 0 and idle:
-                delay = min(delay * 2, poll_max)
+                busy = bool(self._held)
+            self.life.observe(busy)
+            if self.life.leaving is None:
+                delay = self._work(delay)
+            elif not self._draining():
+                log.info("leaving: %s", self.life.leaving)
+                return
+
+    def _work(self, delay: float) -> float:
+        """One round of claiming (or waiting for work); returns the next idle wait."""
+        poll_min, poll_max = self.settings.poll_min_seconds, self.settings.poll_max_seconds
+        want = self.life.budget(self._want())
+        if want > 0:
+            try:
+                claimed = self._claim(want)
+            except HmqError as exc:
+                log.warning("claiming failed: %s", exc)
+                claimed = 0
+                delay = poll_max
+            if claimed:
+                return poll_min
+        with self._cv:
+            idle = not self._queue and not self._running
+            self._cv.wait(timeout=delay if want > 0 else self.settings.flush_seconds)
+        return min(delay * 2, poll_max) if want > 0 and idle else delay
+
+    def _draining(self) -> bool:
+        """One round of leaving: hand back what has not started, wait for running calls. False
+        once nothing runs any more, or at the deadline (the shutdown stops what still runs)."""
+        with self._cv:
+            if self._queue:
+                self._handback.update(j.task_id for j in self._queue)
+                self._queue.clear()  # in place: runners may hold a reference to it
+            if not self._running or self.life.overdue():
+                return False
+            self._cv.wait(timeout=self.life.wait(self.settings.flush_seconds))
+        return True
 
     def _shutdown(self) -> None:
         self._stop.set()
@@ -152,6 +191,7 @@ class CachedWorker:
         claim = self.session.claim(want, self.cores, allocated=self.cores, running=running, used=used)
         with self._cv:
             self._held.update(str(t.id) for g in claim.groups for t in g.tasks)
+        self.life.took(sum(len(g.tasks) for g in claim.groups))
         jobs: list[Job] = []
         rejected: list[wire.RejectedTask] = []
         for group in claim.groups:
@@ -240,7 +280,7 @@ class CachedWorker:
     def _interrupted(self, unfinished: list[Job], died: ExecutorDied, back: Any) -> None:
         with self._cv:
             live = [j for j in unfinished if j.task_id not in self._dropped]
-            if died.killed:  # stopped by us (cancellation, shutdown): not the calls' fault
+            if died.killed or self._terminated_from_outside(died, live):  # not the calls' fault
                 back.extendleft(reversed(live))  # run again, or handed back by the shutdown
                 self._cv.notify_all()
                 return
@@ -249,6 +289,18 @@ class CachedWorker:
             with self._cv:
                 back.extendleft(reversed(live[1:]))
                 self._cv.notify_all()
+
+    def _terminated_from_outside(self, died: ExecutorDied, live: list[Job]) -> bool:
+        """Under the lock: whether an executor's death is a batch system, container runtime or
+        terminal stopping the whole job (SIGTERM or SIGINT to every process), not the call's
+        doing. Its calls go back to the queue (and are handed back when the worker, signalled
+        too, leaves); a call whose executor is terminated twice on this worker fails as a crash."""
+        if died.returncode not in (-signal.SIGTERM, -signal.SIGINT) or not live:
+            return False
+        if self.life.leaving is None and live[0].task_id in self._terminated:
+            return False
+        self._terminated.update(j.task_id for j in live)
+        return True
 
     def _record(self, items: list[tuple[Job, Outcome]]) -> list[Outcome]:
         with self._cv:
@@ -275,12 +327,12 @@ class CachedWorker:
             )
             full = len(self._outcomes) >= self.settings.result_batch
             idle = not self._queue and not self._running
-            if not (force or due or full or (idle and self._outcomes) or self._rejected):
+            if not (force or due or full or (idle and self._outcomes) or self._rejected or self._handback):
                 return
             outcomes, self._outcomes, self._oldest_outcome = self._outcomes, [], None
             rejected, self._rejected = self._rejected, []
             reported = {j.task_id for j, _ in outcomes} | {str(r.id) for r in rejected}
-            release = sorted(self._held - reported) if release_rest else []
+            release = sorted((self._held if release_rest else self._handback & self._held) - reported)
         if not (outcomes or rejected or release):
             return
         try:
@@ -296,6 +348,7 @@ class CachedWorker:
             return
         with self._cv:
             self._held -= reported | set(release)
+            self._handback &= self._held
         self.completed += len(outcomes)
 
     # --- heartbeat ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 The session holds what the API knows the worker by (its worker id, given at registration), the
 signed transport, and the one cache of verified functions. It speaks every worker request:
-register, claim, heartbeat, result upload slots, complete, and the package sets pending tasks
-need. :class:`worker.runner.CachedWorker`, :class:`worker.prepare.Preparer` and
+register, claim, heartbeat, result upload slots, complete, the package sets pending tasks
+need, and the queue depth autoscalers poll. :class:`worker.runner.CachedWorker`, :class:`worker.prepare.Preparer` and
 :func:`worker.report.report` use it; the worker methods the user guide documents on ``hmq.API``
 (``dequeue_tasks``, ``sync_tasks``, ``store_results``, ...) delegate to one.
 """
@@ -147,6 +147,12 @@ class WorkerSession:
         """Report uploaded result objects, rejected tasks and tasks handed back. A repeated
         report is answered as the first one, so it is retried."""
         return self.transport.call("POST", self._path("complete"), body, model=wire.CompleteOut)
+
+    def queue_depth(self, datacenter: Optional[str] = None, python: Optional[str] = None) -> wire.QueueDepth:
+        """Open tasks by placement with the live workers that could run them (what an
+        autoscaler polls; needs no registration); only those for ``datacenter`` / ``python``."""
+        params = {"datacenter": datacenter, "python": python}
+        return self.transport.call("GET", "/v1/queue", params=params, model=wire.QueueDepth)
 
     def missing_dependencies(
         self, datacenter: str, installlist: Sequence[Sequence[str]] | str | os.PathLike[str], python_version: str

@@ -85,6 +85,21 @@ class WorkerSettings:
     header_cache: int = 64
     """Verified chunk headers kept in memory (least recently used go first)."""
 
+    idle_timeout: Optional[float] = None
+    """Leave (exit 0) after this many seconds holding no task; ``None``: never. Batch jobs and
+    autoscaled workers use it to end once the queue has nothing for them."""
+
+    max_tasks: Optional[int] = None
+    """Claim at most this many tasks, then leave once they are reported; ``None``: no limit."""
+
+    max_runtime: Optional[float] = None
+    """Seconds this worker may live (a batch job's wall-clock limit): it stops claiming ``grace``
+    seconds before, lets running calls finish until then, hands the rest back and leaves."""
+
+    grace: float = 30.0
+    """When asked to stop (SIGTERM) or at ``max_runtime``: how long running calls may go on
+    before they are stopped and handed back to the queue."""
+
     def __post_init__(self) -> None:
         if not self.url:
             raise ConfigurationError("no API URL: pass --api or put it in the credentials")
@@ -98,6 +113,7 @@ class WorkerSettings:
             raise ConfigurationError(f"claim_max_tasks must be between 1 and {defaults.CLAIM_MAX_TASKS}")
         if not 1 <= self.objects_per_request <= defaults.COMPLETE_MAX_OBJECTS:
             raise ConfigurationError(f"objects_per_request must be between 1 and {defaults.COMPLETE_MAX_OBJECTS}")
+        self._check_life()
         counts = ("cores", "result_batch", "executor_batch", "function_cache", "header_cache")
         small = [name for name in counts if getattr(self, name) < 1]
         if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds or self.flush_seconds <= 0:
@@ -105,6 +121,19 @@ class WorkerSettings:
         object.__setattr__(self, "url", self.url.rstrip("/"))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "pip_args", tuple(self.pip_args))
+
+    def _check_life(self) -> None:
+        if self.grace < 0:
+            raise ConfigurationError("grace must be zero or more seconds")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ConfigurationError("idle_timeout must be more than 0 seconds")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise ConfigurationError("max_tasks must be at least 1")
+        if self.max_runtime is not None and self.max_runtime <= self.grace:
+            raise ConfigurationError(
+                f"max_runtime ({self.max_runtime:g} s) must be longer than grace ({self.grace:g} s): the worker "
+                f"stops claiming grace seconds before its time is up"
+            )
 
     @classmethod
     def from_options(cls, **options: Any) -> WorkerSettings:

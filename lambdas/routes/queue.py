@@ -1,0 +1,26 @@
+"""Queue depth, for autoscalers (admin or worker credentials)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Depends
+
+from hmq import wire
+from lambdas.auth import Principal
+from lambdas.routes import ctx, principal
+from lambdas.service import Context, queue
+
+router = APIRouter(prefix="/v1", tags=["queue"])
+
+
+@router.get("/queue", response_model=wire.QueueDepth)
+def depth(
+    datacenter: Optional[str] = None,
+    python: Optional[str] = None,
+    p: Principal = Depends(principal),
+    c: Context = Depends(ctx),
+) -> wire.QueueDepth:
+    """Open tasks grouped by placement (datacenters, Python, cores, memory) with the live workers
+    that could run them; only tasks that may run in ``datacenter`` / on ``python`` when given."""
+    return queue.depth(c, p, datacenter, python)

@@ -1,0 +1,145 @@
+"""A worker's life under a batch scheduler: it leaves when idle, after enough tasks, before its
+time is up, and drains on SIGTERM (running calls finish within the grace, the rest go back)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hmq
+from hmq import ConfigurationError
+from tests.helpers import Ledger, Server, reporting_sleeper, submit, wait_for
+from worker.life import Life
+from worker.settings import WorkerSettings
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    book = Ledger()
+    yield book
+    book.close()
+
+
+def _pull(tag: hmq.Tag, timeout: float = 90) -> None:
+    wait_for(lambda: tag.pull() == 0, timeout=timeout, interval=0.1, what=f"tag {tag.name} to finish")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _life(**settings: float) -> tuple[Life, Clock]:
+    clock = Clock()
+    return Life(WorkerSettings(url="http://127.0.0.1:9", **settings), clock), clock  # type: ignore[arg-type]
+
+
+def test_idle_time_counts_from_the_last_task_held() -> None:
+    life, clock = _life(idle_timeout=10)
+    clock.now += 9
+    life.observe(busy=True)  # a task arrived just before the timeout
+    clock.now += 100
+    life.observe(busy=True)
+    assert life.leaving is None
+    life.observe(busy=False)
+    clock.now += 9.5
+    life.observe(busy=False)
+    assert life.leaving is None
+    clock.now += 0.5
+    life.observe(busy=False)
+    assert life.leaving == "it was idle for 10 s" and life.deadline is None and life.budget(5) == 0
+
+
+def test_max_tasks_limits_claims_and_then_leaves_without_a_deadline() -> None:
+    life, _ = _life(max_tasks=5)
+    assert life.budget(8) == 5
+    life.took(3)
+    assert life.budget(8) == 2
+    life.observe(busy=True)
+    assert life.leaving is None
+    life.took(2)
+    life.observe(busy=True)  # it runs what it took
+    assert life.leaving is None and life.budget(8) == 0
+    life.observe(busy=False)
+    assert life.leaving == "it has taken its 5 task(s)" and not life.overdue()
+
+
+def test_max_runtime_stops_claiming_grace_seconds_before_the_end() -> None:
+    life, clock = _life(max_runtime=100, grace=30)
+    clock.now += 69
+    life.observe(busy=True)
+    assert life.leaving is None
+    clock.now += 1
+    life.observe(busy=True)
+    assert life.leaving is not None and life.deadline == clock.now + 30 and life.wait(60) == 30
+    clock.now += 30
+    assert life.overdue() and life.wait(60) == 0
+
+
+def test_a_signal_gives_running_calls_the_grace() -> None:
+    life, clock = _life(grace=10)
+    life.leave("SIGTERM received")
+    life.leave("again")  # the first reason and deadline stand
+    assert (life.leaving, life.deadline) == ("SIGTERM received", clock.now + 10)
+
+
+def test_max_runtime_must_leave_room_for_the_grace() -> None:
+    with pytest.raises(ConfigurationError, match="must be longer than grace"):
+        WorkerSettings(url="http://127.0.0.1:9", max_runtime=20, grace=30)
+
+
+def test_idle_timeout_ends_the_worker(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x * 2, [(1,), (2,)])
+    started = time.monotonic()
+    proc = server.start_worker(tmp_path, extra=("--idle-timeout", "3"))
+    assert proc.wait(timeout=60) == 0
+    assert time.monotonic() - started >= 3
+    tag.pull()
+    assert list(tag.results) == [2, 4]  # it ran the tag before it idled out
+    assert "leaving: it was idle for 3 s" in proc.log_path.read_text()  # type: ignore[attr-defined]
+
+
+def test_max_tasks_ends_the_worker_after_that_many(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    tag = submit(user, lambda x: x, [(i,) for i in range(5)])
+    proc = server.start_worker(tmp_path, extra=("--max-tasks", "3"))
+    assert proc.wait(timeout=60) == 0
+    status = user.get_tag_status(tag.name)
+    assert (status["completed"], status["pending"], status["running"]) == (3, 2, 0)
+    assert "leaving: it has taken its 3 task(s)" in proc.log_path.read_text()  # type: ignore[attr-defined]
+
+
+def test_sigterm_lets_a_running_call_finish_within_the_grace(server: Server, tmp_path: Path, ledger: Ledger) -> None:
+    user = server.user()
+    proc = server.start_worker(tmp_path, extra=("--grace", "10"))
+    tag = submit(user, reporting_sleeper, [(ledger.url, "call", 5)])
+    wait_for(lambda: ledger.count("start") == 1, what="the call to start")
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0
+    assert ledger.count("done") == 1  # it finished before the worker left
+    status = user.get_tag_status(tag.name)
+    assert (status["completed"], status["pending"], status["running"]) == (1, 0, 0)  # and it was reported
+    tag.pull()
+    assert list(tag.results) == ["call"]
+
+
+def test_sigterm_hands_back_a_call_that_outlasts_the_grace(server: Server, tmp_path: Path, ledger: Ledger) -> None:
+    user = server.user()
+    first = server.start_worker(tmp_path, extra=("--grace", "1"))
+    tag = submit(user, reporting_sleeper, [(ledger.url, "call", 5)])
+    wait_for(lambda: ledger.count("start") == 1, what="the call to start")
+    first.terminate()
+    assert first.wait(timeout=60) == 0
+    status = user.get_tag_status(tag.name)
+    assert (status["pending"], status["running"], ledger.count("done")) == (1, 0, 0)  # handed back, not run out
+    server.start_worker(tmp_path)
+    _pull(tag)
+    assert list(tag.results) == ["call"]
+    assert (ledger.count("start"), ledger.count("done")) == (2, 1)  # completed elsewhere, exactly once
