@@ -243,7 +243,8 @@ def test_processes_a_call_starts_end_with_it_setsid_or_not(
 
     held = submit(user, spawn, [(ledger.port, markers["hold"], "hold")])
     ledger.wait("spawned", 3)
-    assert len(_processes_with(markers["hold"])) == 2  # the test does see them while the call runs
+    # The test does see both while the call runs (the forked one once it has exec'd its argv).
+    wait_for(lambda: len(_processes_with(markers["hold"])) == 2, timeout=10, what="the held call's two processes")
     stop_process(proc)
     assert proc.returncode == 0
     wait_for(lambda: not _processes_with(markers["hold"]), timeout=10, what="processes to end with the worker")
