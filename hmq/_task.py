@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import cloudpickle
 
+from hmq import wire
 from hmq._errors import UsageError
 from hmq.tag import Tag, default_client
 
@@ -112,6 +113,10 @@ class TaskFunction:
         name = f"{prefix}_{uuid.uuid4()}"
         if isinstance(datacenters, str):
             datacenters = [datacenters]
+        try:  # before anything is stored: the API would refuse them after the function's upload
+            packages = wire.normalise_packages(packages)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         payload = self._payload()
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)
