@@ -63,6 +63,13 @@ def default_credentials() -> Path:
     help="How calls are isolated: a bubblewrap sandbox, a separate uid (--executor-user), or none (unsafe).",
 )
 @click.option("--pip-arg", "pip_args", multiple=True, help="Extra argument for pip when building environments.")
+@click.option(
+    "--max-log-bytes",
+    type=click.IntRange(min=0),
+    envvar="HMQ_MAX_LOG_BYTES",
+    default=None,
+    help="Output (stdout and stderr) kept per call and sent to its user [default: 1 MiB].",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     url: Optional[str],
@@ -73,6 +80,7 @@ def main(
     executor_user: Optional[str],
     isolation: str,
     pip_args: tuple[str, ...],
+    max_log_bytes: Optional[int],
     log_level: str,
 ) -> None:
     """Claim tasks from an hmq API and run them."""
@@ -90,6 +98,7 @@ def main(
             pip_args=pip_args,
             executor_user=executor_user,
             isolation=isolation,
+            max_log_bytes=max_log_bytes,
         )
         worker = CachedWorker(creds, settings)
     except HmqError as exc:

@@ -243,10 +243,10 @@ class Sandbox:
                     f"what the worker runs from {path}: use a cache directory it cannot write (--cache-dir)"
                 )
 
-    def executor_command(self, python: str, workdir: Path, max_result: int) -> list[str]:
+    def executor_command(self, python: str, workdir: Path, max_result: int, max_log: int = 0) -> list[str]:
         """The command line of an executor for interpreter ``python`` in ``workdir``."""
         if self.mode is not Isolation.BWRAP:
-            return [python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir), str(max_result), "tree"]
+            return [python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir), str(max_result), "tree", str(max_log)]
         assert self.bwrap is not None
         return [
             self.bwrap,
@@ -272,6 +272,7 @@ class Sandbox:
             str(workdir),
             str(max_result),
             "namespace",
+            str(max_log),
         ]
 
     def executor_env(self, base: dict[str, str], workdir: Path) -> dict[str, str]:
