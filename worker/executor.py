@@ -357,15 +357,22 @@ class Capture:
         setattr(sys, "__stdout__", self.stdout)  # noqa: B010 - code that writes to the originals
         setattr(sys, "__stderr__", self.stderr)  # noqa: B010   writes through as well
 
+    def _streams_replaced(self) -> bool:
+        return not (sys.stdout is self.stdout and sys.stderr is self.stderr and sys.__stdout__ is self.stdout)
+
     def take(self) -> Optional[bytes]:
         """The output of the call that just ended (see :func:`read_output`); the file is emptied
-        and the streams a call may have replaced or closed are put back."""
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()  # a call may have put a buffered stream of its own there
-            except BaseException:
-                pass
-        self._install()
+        and the descriptors and streams a call may have replaced or closed are put back."""
+        if self._streams_replaced():
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()  # a call may have put a buffered stream of its own there
+                except BaseException:
+                    pass
+            self._install()
+        else:
+            os.dup2(self.fd, 1)
+            os.dup2(self.fd, 2)
         if self.limit is None:
             return None
         data = read_output(self.fd, self.limit)
