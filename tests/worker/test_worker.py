@@ -402,6 +402,7 @@ def test_uid_isolation_builds_environments_as_the_executor_account_into_a_read_o
 
         import six
 
+        print("imported six", six.__version__ is not None)  # output reaches the user under uid too
         attempts = {}
         targets = [pathlib.Path(six.__file__), pathlib.Path(six.__file__).parent / "new.py", pathlib.Path(sys.prefix)]
         for target in targets:
@@ -446,6 +447,7 @@ def test_uid_isolation_builds_environments_as_the_executor_account_into_a_read_o
         uid, prefix, attempts = result
         assert uid == nobody.pw_uid and prefix == str(env)
         assert set(attempts.values()) == {"refused"}, attempts  # tasks cannot write the environment
+        assert list(tag.logs) == ["imported six True\n"]
         assert builders == {nobody.pw_uid}  # pip ran as the executor account, never as root
         assert _not_root_only(env) == []  # every file the worker's, none writable by others
         assert json.loads((env / READY).read_text())["packages"] == ["six"]
