@@ -98,7 +98,8 @@ class TaskFunction:
             tag: tag name prefix (default: the function's name); a UUID is appended.
             ncores: cores each call may use (thread-count variables are set to it).
             datacenters: datacenter name(s) allowed to run the calls (default: any).
-            packages: PEP 508 requirements to install in the calls' environment.
+            packages: PEP 508 requirements of packages on the workers' index to install in the
+                calls' environment (no direct references, URLs, paths or pip options).
             quiet: no progress bar.
             api: the :class:`hmq.API` to use (default ``hmq.api``).
 
