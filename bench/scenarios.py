@@ -107,10 +107,55 @@ def payload(n: int) -> dict[str, Any]:
     return {"tasks": n, "upload_mb_per_s": n * mb / 1e6 / (t1 - t0), "pull_json_mb_per_s": raw / (t3 - t2)}
 
 
+def executor_calls(n: int) -> dict[str, Any]:
+    """No-op calls straight through the worker's executors (no API), isolated as
+    ``$HMQ_ISOLATION`` says (default ``auto``): the start of an executor until its first call
+    returns (median of 10), and the time per call of ``n`` calls through one executor in
+    batches of 64, the way a worker sends them."""
+    import statistics
+    import uuid
+
+    import cloudpickle
+
+    from worker.pool import ExecutorPool
+
+    def noop(x):
+        return x
+
+    function = cloudpickle.dumps(noop)
+    calls = [(str(uuid.uuid4()), "noop", function, cloudpickle.dumps(((i,), {}))) for i in range(n)]
+    with tempfile.TemporaryDirectory(prefix="hmq-bench-executor-") as tmp:
+        pool = ExecutorPool(Path(tmp), max_idle=1, sandbox=os.environ.get("HMQ_ISOLATION", "auto"))
+        try:
+            starts = []
+            for i in range(10):  # a new tenant each time: a new executor each time
+                t0 = time.perf_counter()
+                ex = pool.acquire(sys.executable, 1, f"tenant-{i}")
+                list(ex.run(calls[:1]))
+                starts.append(time.perf_counter() - t0)
+                pool.release(ex)
+            ex = pool.acquire(sys.executable, 1, "tenant-9")  # the last one, kept idle: warm
+            t0 = time.perf_counter()
+            for start in range(0, n, 64):
+                done = list(ex.run(calls[start : start + 64]))
+                assert all(o.ok for o in done)
+            per_call = (time.perf_counter() - t0) / n
+            pool.release(ex)
+        finally:
+            pool.close()
+    return {
+        "isolation": pool.sandbox.mode.value,
+        "calls": n,
+        "start_ms": statistics.median(starts) * 1e3,
+        "per_call_us": per_call * 1e6,
+    }
+
+
 SCENARIOS: dict[str, Callable[[int], dict[str, Any]]] = {
     "end_to_end": end_to_end,
     "large_tag": large_tag,
     "payload": payload,
+    "executor_calls": executor_calls,
 }
 
 if __name__ == "__main__":

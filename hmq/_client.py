@@ -281,7 +281,8 @@ class API:
             calls: ``(args, kwargs)`` pairs, or calls pickled as ``cloudpickle.dumps((args, kwargs))``.
             ncores: cores each call needs.
             datacenters: names of the datacenters allowed to run the calls (default: any).
-            packages: PEP 508 requirements installed in the calls' environment.
+            packages: PEP 508 requirements of packages on the workers' index, installed in the
+                calls' environment (no direct references, URLs, paths or pip options).
             progress: optional object with ``update(n)`` (e.g. a tqdm bar).
             sink: receives the task ids of each registered batch, in submission order (then
                 nothing is returned: a million ids need not sit in a list).

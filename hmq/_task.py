@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import cloudpickle
 
+from hmq import wire
 from hmq._errors import UsageError
 from hmq.tag import Tag, default_client
 
@@ -97,7 +98,8 @@ class TaskFunction:
             tag: tag name prefix (default: the function's name); a UUID is appended.
             ncores: cores each call may use (thread-count variables are set to it).
             datacenters: datacenter name(s) allowed to run the calls (default: any).
-            packages: PEP 508 requirements to install in the calls' environment.
+            packages: PEP 508 requirements of packages on the workers' index to install in the
+                calls' environment (no direct references, URLs, paths or pip options).
             quiet: no progress bar.
             api: the :class:`hmq.API` to use (default ``hmq.api``).
 
@@ -112,6 +114,10 @@ class TaskFunction:
         name = f"{prefix}_{uuid.uuid4()}"
         if isinstance(datacenters, str):
             datacenters = [datacenters]
+        try:  # before anything is stored: the API would refuse them after the function's upload
+            packages = wire.normalise_packages(packages)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         payload = self._payload()
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import shlex
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, Optional, TypeVar, cast
@@ -237,6 +238,52 @@ def tags() -> None:
             click.echo(f"{t.tag}  {t.total} task(s), {t.open} open")
     except HmqError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.argument("tag_name", metavar="TAG")
+@click.option("--task", "task_id", type=click.UUID, default=None, help="Only this task's output (no header).")
+@click.option("--tail", type=click.IntRange(min=1), default=None, help="Only the last N lines of each output.")
+def logs(tag_name: str, task_id: Optional[uuid.UUID], tail: Optional[int]) -> None:
+    """Print what the finished tasks of TAG wrote to stdout and stderr, in submission order.
+
+    Each task's output follows a `==> TASK_ID <==` line; tasks that printed nothing are left out.
+    """
+    import hmq
+    from hmq import wire
+
+    try:
+        wire.check_name(tag_name)
+    except ValueError as exc:
+        raise click.BadParameter(f"{tag_name!r} {exc}", param_hint="TAG") from None
+    only = None if task_id is None else str(task_id)
+    try:
+        tag = hmq.Tag.from_queue(tag_name)
+        if only is not None and only not in set(tag.task_ids):
+            raise hmq.NotFound("unknown_task", f"tag {tag_name!r} has no task {only}")
+        still_open = tag.pull(tasks_subset=None if only is None else [only])
+    except HmqError as exc:
+        _fail(exc)
+    shown = 0
+    for t, text in zip(tag.task_ids, tag.logs, strict=True):
+        if text is None or only not in (None, t):
+            continue
+        shown += 1
+        if only is None:
+            click.echo(f"==> {t} <==")
+        lines = text.splitlines(keepends=True)
+        click.echo("".join(lines[-tail:] if tail else lines), nl=not text.endswith("\n"))
+    _say_what_is_missing(tag.name, only, still_open, shown)
+
+
+def _say_what_is_missing(tag: str, only: Optional[str], still_open: int, shown: int) -> None:
+    """On stderr: that some tasks have not finished (their output comes with their results), or
+    that nothing was printed."""
+    if still_open:
+        which = f"task {only} has" if only else f"{still_open} task(s) of {tag} have"
+        click.echo(f"{which} not finished yet; output arrives with the result", err=True)
+    elif not shown:
+        click.echo(f"task {only} printed nothing" if only else f"no task of {tag} printed anything", err=True)
 
 
 # --- running the parts -------------------------------------------------------------------------

@@ -13,12 +13,14 @@ worker can check any single call after fetching only the header and that call's 
   under the chunk's data key with the call's position as nonce and its task id as associated
   data; the header is signed by the submitting user.
 - Result batch (``HMQR``): many results of one user's tag, each a zstandard-compressed JSON
-  document, in one encrypted body sealed to the user and signed by the worker, whose
-  admin-issued certificate travels in the header.
+  document (or traceback), optionally followed by the call's compressed output, in one
+  encrypted body sealed to the user and signed by the worker, whose admin-issued certificate
+  travels in the header.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -26,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import zstandard
 
@@ -47,6 +49,11 @@ RESULT_AAD = b"hmq-results-1"
 
 KIND_RESULT = 0
 KIND_ERROR = 1
+KIND_LOG = 2
+"""A record holding the output of the call whose result or error is the record just before it.
+Readers skip kinds they do not know. Readers older than this kind do not: their ``Tag.pull``
+keeps the first record of each task (the result or error) and so ignores the output, but their
+``API.retrieve_results`` returns the output of a task that has one in place of its result."""
 
 
 # --- container ---------------------------------------------------------------------------
@@ -256,7 +263,8 @@ class ChunkHeader:
 class ResultRecord:
     task_id: str
     kind: int  # KIND_RESULT or KIND_ERROR
-    payload: bytes  # zstandard-compressed JSON
+    payload: bytes  # zstandard-compressed JSON (or traceback text)
+    log: Optional[bytes] = None  # zstandard-compressed output of the call, if it wrote any
 
     @property
     def is_error(self) -> bool:
@@ -274,8 +282,12 @@ def encode_results(
     plain = bytearray()
     count = 0
     for rec in records:
-        plain += _RECORD.pack(uuid.UUID(rec.task_id).bytes, rec.kind, len(rec.payload))
+        raw_id = uuid.UUID(rec.task_id).bytes
+        plain += _RECORD.pack(raw_id, rec.kind, len(rec.payload))
         plain += rec.payload
+        if rec.log is not None:
+            plain += _RECORD.pack(raw_id, KIND_LOG, len(rec.log))
+            plain += rec.log
         count += 1
     key = crypto.new_data_key()
     body = crypto.encrypt(key, crypto.counter_nonce(0), bytes(plain), RESULT_AAD)
@@ -294,7 +306,8 @@ def encode_results(
 
 
 def decode_results(blob: bytes, identity: crypto.Identity, admin: crypto.PublicIdentity) -> Iterator[ResultRecord]:
-    """Verify a result batch (worker certificate, signature, body hash) and yield its records."""
+    """Verify a result batch (worker certificate, signature, body hash) and yield its records,
+    each with its call's output (batches written before outputs were kept have none)."""
     header, signed, signature, offset = _unpack(blob, RESULT_MAGIC, signed=True)
     try:
         cert = header["worker"]
@@ -311,6 +324,20 @@ def decode_results(blob: bytes, identity: crypto.Identity, admin: crypto.PublicI
     except (KeyError, TypeError, ValueError):
         raise IntegrityError("result batch header is malformed") from None
     plain = crypto.decrypt(key, crypto.counter_nonce(0), body, RESULT_AAD)
+    last: Optional[ResultRecord] = None
+    for rec in _records(plain):
+        if rec.kind == KIND_LOG and last is not None and rec.task_id == last.task_id:
+            last = dataclasses.replace(last, log=rec.payload)
+        elif rec.kind in (KIND_RESULT, KIND_ERROR):
+            if last is not None:
+                yield last
+            last = rec
+    if last is not None:
+        yield last
+
+
+def _records(plain: bytes) -> Iterator[ResultRecord]:
+    """The raw records of a decrypted result batch body, of every kind."""
     view = memoryview(plain)
     pos, end = 0, len(plain)
     while pos < end:

@@ -4,8 +4,11 @@ The database is in memory until :meth:`Tag.to_file` links it to a file. Its tabl
 
 - ``meta(key, value)``: ``format`` (``hmq-tag``), ``schema_version``, ``name``, ``cursor``
   (how far :meth:`Tag.pull` has read the queue);
-- ``tasks(seq, id, status, result, error)``: one row per task in submission order; ``result``
-  is the zstandard-compressed JSON the worker produced, ``error`` the traceback text.
+- ``tasks(seq, id, status, result, error, logs)``: one row per task in submission order;
+  ``result`` is the zstandard-compressed JSON the worker produced, ``error`` the traceback text,
+  ``logs`` the zstandard-compressed output (stdout and stderr) of the call, if it wrote any.
+
+Schema versions: 1 had no ``logs`` column; :meth:`Tag.from_file` adds it to such a file.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, Us
 if TYPE_CHECKING:
     from hmq._client import API
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT = "hmq-tag"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,7 +40,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     id TEXT NOT NULL UNIQUE,
     status INTEGER NOT NULL DEFAULT 0,
     result BLOB,
-    error TEXT
+    error TEXT,
+    logs BLOB
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status) WHERE status = 0;
 """
@@ -54,6 +58,8 @@ class LocalState(enum.IntEnum):
 
 
 _FROM_SERVER = {"completed": LocalState.COMPLETED, "failed": LocalState.FAILED, "cancelled": LocalState.CANCELLED}
+_Row = tuple[int, Optional[bytes], Optional[str], Optional[bytes], str]
+"""A finished task's row update: status, result, error, logs, id."""
 
 
 def default_client() -> API:
@@ -70,6 +76,8 @@ class Tag:
         name: the tag's name in the queue (``<function or tag>_<uuid>``).
         results: generator yielding all results in submission order (``None`` where missing).
         errors: generator yielding all errors in submission order (``None`` where missing).
+        logs: generator yielding each task's output in submission order (``None`` where nothing
+            was printed, or the task has not finished).
         n_results: number of results.
         n_errors: number of errors.
     """
@@ -164,6 +172,19 @@ class Tag:
             yield error
 
     @property
+    def logs(self) -> Generator[Optional[str], None, None]:
+        """Generator yielding what each task wrote to stdout and stderr, in submission order.
+
+        Yields:
+            The output as text, interleaved in the order it was written (by the call and the
+            processes it started), or None if the task printed nothing or has not finished. A
+            worker keeps a limited amount per call (1 MiB by default): of a call that printed
+            more, the first and last halves, with a note saying how much was left out.
+        """
+        for (raw,) in self._column("logs"):
+            yield None if raw is None else formats.decompress(raw).decode("utf-8", "replace")
+
+    @property
     def task_ids(self) -> Generator[str, None, None]:
         """Task ids in submission order."""
         for (task_id,) in self._column("id"):
@@ -250,10 +271,10 @@ class Tag:
     def _apply(self, page: wire.DonePage, pool: ThreadPoolExecutor) -> None:
         """Store one page of finished tasks. Result objects download in parallel through a
         bounded window (memory stays at a few objects); rows are written as each one arrives."""
-        rows: list[tuple[int, Optional[bytes], Optional[str], str]] = [
-            (int(_FROM_SERVER.get(c.status, LocalState.FAILED)), None, c.error, str(c.id)) for c in page.closed
+        rows: list[_Row] = [
+            (int(_FROM_SERVER.get(c.status, LocalState.FAILED)), None, c.error, None, str(c.id)) for c in page.closed
         ]
-        update = "UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ? AND status = 0"
+        update = "UPDATE tasks SET status = ?, result = ?, error = ?, logs = ? WHERE id = ? AND status = 0"
         self._db.executemany(update, rows)
         window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str]]]]] = deque()
         objects = iter(page.objects)
@@ -275,20 +296,19 @@ class Tag:
         )
 
     @staticmethod
-    def _rows(
-        obj: wire.DoneObject, records: list[formats.ResultRecord], problem: Optional[str]
-    ) -> list[tuple[int, Optional[bytes], Optional[str], str]]:
+    def _rows(obj: wire.DoneObject, records: list[formats.ResultRecord], problem: Optional[str]) -> list[_Row]:
         wanted = {str(t) for t in obj.tasks}
         if problem is not None:
-            return [(int(LocalState.FAILED), None, problem, t) for t in sorted(wanted)]
-        rows: list[tuple[int, Optional[bytes], Optional[str], str]] = []
+            return [(int(LocalState.FAILED), None, problem, None, t) for t in sorted(wanted)]
+        rows: list[_Row] = []
         for rec in records:
             if rec.task_id not in wanted:
                 continue  # the API did not accept this result (e.g. the task was cancelled)
             if rec.is_error:
-                rows.append((int(LocalState.FAILED), None, formats.decompress(rec.payload).decode(), rec.task_id))
+                error = formats.decompress(rec.payload).decode()
+                rows.append((int(LocalState.FAILED), None, error, rec.log, rec.task_id))
             else:
-                rows.append((int(LocalState.COMPLETED), rec.payload, None, rec.task_id))
+                rows.append((int(LocalState.COMPLETED), rec.payload, None, rec.log, rec.task_id))
         return rows
 
     def _reconcile(self, ids: Sequence[str], pool: ThreadPoolExecutor, batchsize: int) -> None:
@@ -415,7 +435,18 @@ class Tag:
         tag._downloads = 4
         tag._db = Tag._connect(str(path))
         tag._filename = str(path)
+        tag._migrate(version)
         return tag
+
+    def _migrate(self, version: int) -> None:
+        """Bring a file of an older schema to this one (a step found done already is skipped)."""
+        if version >= SCHEMA_VERSION:
+            return
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "logs" not in columns:  # 1 -> 2: each task's output
+            self._db.execute("ALTER TABLE tasks ADD COLUMN logs BLOB")
+        self._set_meta(schema_version=str(SCHEMA_VERSION))
+        self._db.commit()
 
     @staticmethod
     def from_queue(tag: str, api: Optional[API] = None) -> Tag:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Optional
 from uuid import UUID
 
@@ -30,20 +31,50 @@ def check_name(value: str) -> str:
     return value
 
 
+ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz")
+"""Names pip would take for a local file (``foo.whl`` installs ./foo.whl), not a package."""
+_ONLY_NAMES = (
+    "packages= takes PEP 508 requirements of packages on an index: names with version specifiers, "
+    "extras and markers only"
+)
+
+_NOT_A_REQUIREMENT = "not a PEP 508 requirement"
+
+
+def _kind_of(text: str) -> str:
+    """What an entry that is not a requirement looks like, from its first word."""
+    first = text.split()[0] if text.split() else ""
+    if first.startswith("-"):
+        return "a pip option"
+    if "://" in first or first.startswith("file:"):
+        return "a URL"
+    if first.startswith(("/", ".", "~")) or "/" in first or "\\" in first:
+        return "a local path"
+    return _NOT_A_REQUIREMENT
+
+
 def check_requirement(value: str) -> str:
-    """A ``packages=`` entry must be one PEP 508 requirement; it reaches pip as one argument."""
-    if not isinstance(value, str) or not value.strip() or value.strip().startswith("-"):
-        raise ValueError(f"{value!r} is not a PEP 508 requirement")
+    """A ``packages=`` entry must be one PEP 508 requirement of a package on an index: no direct
+    reference (``name @ url``), local path, URL or pip option. It reaches pip as one argument,
+    after ``--``. Raises ``ValueError`` naming the entry and what is wrong with it."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"packages entry {value!r} is {'empty' if value == '' else 'not a string'}; {_ONLY_NAMES}")
     try:
-        Requirement(value)
+        req = Requirement(value)
     except InvalidRequirement as exc:
-        raise ValueError(f"{value!r} is not a PEP 508 requirement: {exc}") from None
+        kind = _kind_of(value)
+        why = f" ({str(exc).splitlines()[0]})" if kind == _NOT_A_REQUIREMENT else ""
+        raise ValueError(f"packages entry {value!r} is {kind}{why}; {_ONLY_NAMES}") from None
+    if req.url is not None:
+        raise ValueError(f"packages entry {value!r} is a direct reference (name @ URL); {_ONLY_NAMES}")
+    if req.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise ValueError(f"packages entry {value!r} is a file name pip would install from disk; {_ONLY_NAMES}")
     return value.strip()
 
 
-def normalise_packages(packages: list[str]) -> list[str]:
-    """Validated, de-duplicated, sorted: one package set, one environment."""
-    return sorted({check_requirement(p) for p in packages})
+def normalise_packages(packages: Sequence[str] | str) -> list[str]:
+    """Validated, de-duplicated, sorted: one package set, one environment (a string is one entry)."""
+    return sorted({check_requirement(p) for p in ([packages] if isinstance(packages, str) else packages)})
 
 
 Name = Annotated[str, AfterValidator(check_name)]

@@ -33,3 +33,10 @@ def test_readme_names_the_two_commands() -> None:
     assert "make demo" in readme and "make test" in readme
     makefile = (REPO / "Makefile").read_text()
     assert "\ndemo:" in makefile and "\ntest:" in makefile
+
+
+def test_readme_lists_every_command() -> None:
+    from hmq.cli import main
+
+    table = (REPO / "README.md").read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    assert [name for name in main.commands if f"`hmq {name}" not in table] == []

@@ -96,6 +96,13 @@ def default_credentials() -> Path:
     help="On SIGTERM (and at --max-runtime): seconds running calls may take to finish before they are "
     "stopped and handed back. A second SIGTERM stops at once.",
 )
+@click.option(
+    "--max-log-bytes",
+    type=click.IntRange(min=0),
+    envvar="HMQ_MAX_LOG_BYTES",
+    default=None,
+    help="Output (stdout and stderr) kept per call and sent to its user [default: 1 MiB].",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
     url: Optional[str],
@@ -110,6 +117,7 @@ def main(
     max_tasks: Optional[int],
     max_runtime: Optional[float],
     grace: float,
+    max_log_bytes: Optional[int],
     log_level: str,
 ) -> None:
     """Claim tasks from an hmq API and run them."""
@@ -131,6 +139,7 @@ def main(
             max_tasks=max_tasks,
             max_runtime=max_runtime,
             grace=grace,
+            max_log_bytes=max_log_bytes,
         )
         worker = CachedWorker(creds, settings)
     except HmqError as exc:

@@ -1,18 +1,27 @@
 """The executor: a long-lived process that runs calls, one at a time, for the worker.
 
 Run by the worker (through its sandbox, ``worker/sandbox.py``) with the interpreter of the task's
-package environment, as ``python -I executor.py JSONABLE_PATH WORKDIR MAX_RESULT_BYTES CLEANUP``:
-``JSONABLE_PATH`` is ``hmq/_jsonable.py``, ``WORKDIR`` its scratch directory, ``CLEANUP`` how
-the processes a call started are ended (below). It needs only the standard library and
-cloudpickle, so it also runs in environments that do not have hmq installed.
+package environment, as ``python -I executor.py JSONABLE_PATH WORKDIR MAX_RESULT_BYTES CLEANUP
+MAX_LOG_BYTES``: ``JSONABLE_PATH`` is ``hmq/_jsonable.py``, ``WORKDIR`` its scratch directory,
+``CLEANUP`` how the processes a call started are ended (below), ``MAX_LOG_BYTES`` how much of a
+call's output is kept. It needs only the standard library and cloudpickle, so it also runs in
+environments that do not have hmq installed.
 
 Protocol on the inherited stdin/stdout (both moved to private, non-inheritable descriptors at
-start, so the user's prints go to stderr and cannot corrupt it), frames of ``u32 length | body``.
+start, so the user's prints cannot corrupt it), frames of ``u32 length | body``.
 Requests (worker to executor) are pickled ``("run", [(task_id, digest, function_or_None, call),
 ...])``. Replies are plain bytes, never pickles, because the worker must not unpickle anything
-user code could have forged: ``R | task id (16 bytes) | ok (1 byte) | payload`` per call, then
-``E``; or ``Q`` instead of ``E`` when the executor retires (it exits after the call it has just
-answered; the calls of the batch it did not answer never started).
+user code could have forged: ``R | task id (16 bytes) | ok (1 byte) | log length (u32) | log |
+payload`` per call, then ``E``; or ``Q`` instead of ``E`` when the executor retires (it exits after
+the call it has just answered; the calls of the batch it did not answer never started).
+
+Output: the executor's stderr is the worker's capture file for it (an unlinked file opened with
+``O_APPEND``); descriptors 1 and 2 both point to it, so what a call and every process it starts
+write to stdout and stderr lands there in the order written, and ``sys.stdout``/``sys.stderr``
+write through (no buffer). After each call the executor reads what the call wrote (at most
+``MAX_LOG_BYTES``: the first and last halves, with a note saying how much was left out between
+them), sends it with the outcome and empties the file. What a call that crashed its executor had
+written is still in the file: the worker reads it from there.
 
 Around every call, so that no call inherits what the previous one changed: the working
 directory (emptied after the call), environment variables, umask, resource limits, signal
@@ -34,12 +43,14 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import io
 import os
 import pickle
 import random
 import resource
 import shutil
 import signal
+import stat
 import struct
 import sys
 import time
@@ -77,9 +88,15 @@ def write_frame(stream: IO[bytes], message: Any) -> None:
     stream.write(_LEN.pack(len(body)) + body)
 
 
-def write_reply(stream: IO[bytes], task_id: Optional[str], ok: bool = False, payload: bytes = b"") -> None:
-    """One outcome (or, without ``task_id``, the end of a batch)."""
-    body = b"E" if task_id is None else b"R" + uuid.UUID(task_id).bytes + (b"\x01" if ok else b"\x00") + payload
+def write_reply(
+    stream: IO[bytes], task_id: Optional[str], ok: bool = False, payload: bytes = b"", log: Optional[bytes] = None
+) -> None:
+    """One outcome with the call's output (or, without ``task_id``, the end of a batch)."""
+    if task_id is None:
+        body = b"E"
+    else:
+        head = b"R" + uuid.UUID(task_id).bytes + (b"\x01" if ok else b"\x00")
+        body = head + _LEN.pack(len(log or b"")) + (log or b"") + payload
     stream.write(_LEN.pack(len(body)) + body)
 
 
@@ -88,23 +105,28 @@ def write_retire(stream: IO[bytes]) -> None:
     stream.write(_LEN.pack(1) + b"Q")
 
 
-def read_reply(stream: IO[bytes], limit: int) -> Optional[tuple[str, bool, bytes] | str]:
-    """``(task_id, ok, payload)``, ``"end"``, ``"retire"``, or ``None`` at end of stream. Raises
-    ``ValueError`` for a malformed or oversize reply."""
+def read_reply(stream: IO[bytes], limit: int) -> Optional[tuple[str, bool, bytes, Optional[bytes]] | str]:
+    """``(task_id, ok, payload, log or None)``, ``"end"``, ``"retire"``, or ``None`` at end of
+    stream. ``limit`` bounds payload and log together. Raises ``ValueError`` for a malformed or
+    oversize reply."""
     head = _read_exact(stream, _LEN.size)
     if head is None:
         return None
     size = _LEN.unpack(head)[0]
-    if size > limit + 18:
+    if size > limit + 22:
         raise ValueError(f"executor reply of {size} bytes exceeds the limit")
     body = _read_exact(stream, size)
     if body is None:
         return None
     if body in (b"E", b"Q"):
         return "end" if body == b"E" else "retire"
-    if len(body) < 18 or body[:1] != b"R" or body[17:18] not in (b"\x00", b"\x01"):
+    if len(body) < 22 or body[:1] != b"R" or body[17:18] not in (b"\x00", b"\x01"):
         raise ValueError("malformed executor reply")
-    return str(uuid.UUID(bytes=body[1:17])), body[17:18] == b"\x01", body[18:]
+    loglen = _LEN.unpack_from(body, 18)[0]
+    if 22 + loglen > len(body):
+        raise ValueError("malformed executor reply")
+    log = body[22 : 22 + loglen] or None
+    return str(uuid.UUID(bytes=body[1:17])), body[17:18] == b"\x01", body[22 + loglen :], log
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -293,6 +315,72 @@ class CallState:
         return fresh
 
 
+# --- output --------------------------------------------------------------------------------
+# read_output is shared with the worker (worker/pool.py), which reads a crashed call's output.
+
+
+def read_output(fd: int, limit: int) -> Optional[bytes]:
+    """What the capture file ``fd`` holds, at most ``limit`` bytes: when there is more, its first
+    and last halves with a note between them saying how much was left out. None when empty."""
+    size = os.fstat(fd).st_size
+    if size == 0 or limit <= 0:
+        return None
+    if size <= limit:
+        return os.pread(fd, size, 0)
+    head, tail = os.pread(fd, limit // 2, 0), os.pread(fd, limit - limit // 2, size - (limit - limit // 2))
+    note = f"[hmq: {size - limit} bytes of output left out here; a call keeps {limit} bytes: the first and last halves]"
+    return head + (b"" if head.endswith(b"\n") else b"\n") + note.encode() + b"\n" + tail
+
+
+class Capture:
+    """A call's stdout and stderr: descriptors 1 and 2 on the capture file, ``sys.stdout`` and
+    ``sys.stderr`` unbuffered on top (write-through text over unbuffered files), so that what
+    Python, C code and child processes write lands in the order written."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = os.dup(fd)  # private (not inherited): calls get 1 and 2, which may be replaced
+        self.limit = limit if stat.S_ISREG(os.fstat(fd).st_mode) else None  # None: not a capture file
+        self.stdout = self._stream(1, sys.stdout)
+        self.stderr = self._stream(2, sys.stderr)
+        self._install()
+
+    @staticmethod
+    def _stream(fd: int, like: Any) -> Any:
+        raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115 - lives as long as the process
+        return io.TextIOWrapper(raw, encoding=like.encoding, errors=like.errors, write_through=True)
+
+    def _install(self) -> None:
+        os.dup2(self.fd, 1)
+        os.dup2(self.fd, 2)
+        sys.stdout = self.stdout
+        sys.stderr = self.stderr
+        setattr(sys, "__stdout__", self.stdout)  # noqa: B010 - code that writes to the originals
+        setattr(sys, "__stderr__", self.stderr)  # noqa: B010   writes through as well
+
+    def _streams_replaced(self) -> bool:
+        return not (sys.stdout is self.stdout and sys.stderr is self.stderr and sys.__stdout__ is self.stdout)
+
+    def take(self) -> Optional[bytes]:
+        """The output of the call that just ended (see :func:`read_output`); the file is emptied
+        and the descriptors and streams a call may have replaced or closed are put back."""
+        if self._streams_replaced():
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()  # a call may have put a buffered stream of its own there
+                except BaseException:
+                    pass
+            self._install()
+        else:
+            os.dup2(self.fd, 1)
+            os.dup2(self.fd, 2)
+        if self.limit is None:
+            return None
+        data = read_output(self.fd, self.limit)
+        if data is not None or self.limit <= 0:
+            os.ftruncate(self.fd, 0)  # O_APPEND: the next write starts at 0 again
+        return data
+
+
 def _load_jsonable(path: str) -> Any:
     spec = importlib.util.spec_from_file_location("hmq_jsonable", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -370,19 +458,19 @@ class Executor:
 
 
 def _protocol() -> tuple[IO[bytes], IO[bytes]]:
-    """Move the protocol off stdin/stdout: user code gets /dev/null and stderr there, and the
-    protocol descriptors are not inherited by the processes it starts (``os.dup`` makes them
-    close-on-exec; forked copies die with the call, see ``end_processes``)."""
+    """Move the protocol off stdin/stdout: user code gets /dev/null and the capture file (stderr)
+    there, and the protocol descriptors are not inherited by the processes it starts (``os.dup``
+    makes them close-on-exec; forked copies die with the call, see ``end_processes``)."""
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.dup2(2, 1)  # prints of user code go to the worker's log, not into the protocol
+    os.dup2(2, 1)  # prints of user code go to the capture file, not into the protocol
     return proto_in, proto_out
 
 
-def _serve(executor: Executor, proto_in: IO[bytes], proto_out: IO[bytes]) -> None:
+def _serve(executor: Executor, capture: Capture, proto_in: IO[bytes], proto_out: IO[bytes]) -> None:
     while True:
         message = read_frame(proto_in)
         if message is None:
@@ -393,7 +481,7 @@ def _serve(executor: Executor, proto_in: IO[bytes], proto_out: IO[bytes]) -> Non
         for task_id, digest, blob, call in items:
             executor.load(digest, blob)
             ok, payload = executor.run(digest, call)
-            write_reply(proto_out, task_id, ok, payload[: executor.max_result + 4096])
+            write_reply(proto_out, task_id, ok, payload[: executor.max_result + 4096], capture.take())
             if not executor.fresh:
                 write_retire(proto_out)
                 return
@@ -403,10 +491,12 @@ def _serve(executor: Executor, proto_in: IO[bytes], proto_out: IO[bytes]) -> Non
 def main() -> None:
     jsonable_path, workdir, max_result = sys.argv[1], sys.argv[2], int(sys.argv[3])
     namespace = sys.argv[4:5] == ["namespace"] and own_namespace()
+    max_log = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     if not namespace:
         prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of a call stay in this process tree
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # no executor outlives its worker
     proto_in, proto_out = _protocol()
+    capture = Capture(2, max_log)
     os.makedirs(workdir, exist_ok=True)
     try:
         import cloudpickle  # noqa: F401  (functions pickled by value need it to load)
@@ -414,7 +504,7 @@ def main() -> None:
         pass
     executor = Executor(_load_jsonable(jsonable_path), workdir, max_result, namespace)
     try:
-        _serve(executor, proto_in, proto_out)
+        _serve(executor, capture, proto_in, proto_out)
     finally:
         executor.end_processes()
 

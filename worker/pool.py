@@ -8,6 +8,8 @@ start; no executor ever runs two users' code. Every executor runs in the worker'
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import os
 import pwd
@@ -15,23 +17,30 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hmq import defaults
 from hmq._errors import ConfigurationError, HmqError
-from worker.executor import kill_tree, prctl, process_table, read_reply, write_frame
+from worker.executor import kill_tree, prctl, process_table, read_output, read_reply, write_frame
 from worker.sandbox import Isolation, Sandbox, scrubbed_env
 
 log = logging.getLogger("hmq.worker")
 _PR_SET_CHILD_SUBREAPER = 36
 REPLY_POLL_SECONDS = 1.0
-"""How often a worker waiting for a reply checks that its executor is still alive."""
+"""How often a worker waiting for a reply checks that its executor is still alive (and keeps
+the output of a call that prints more than it keeps from filling the disk)."""
+MAX_LOG_BYTES = 1024 * 1024
+"""Output (stdout and stderr) kept per call, by default (``WorkerSettings.max_log_bytes``)."""
+TRIM_SLACK_BYTES = 16 * 1024 * 1024
+"""Output a running call may hold on disk beyond what is kept before the worker frees the rest."""
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 
 
 def executor_env(ncores: int, user: Optional[str]) -> dict[str, str]:
@@ -77,9 +86,10 @@ def check_executor_user(user: str, scratch: Path) -> None:
 class ExecutorDied(HmqError):
     """The executor process ended while running calls."""
 
-    def __init__(self, returncode: Optional[int], killed: bool) -> None:
+    def __init__(self, returncode: Optional[int], killed: bool, log: Optional[bytes] = None) -> None:
         self.returncode = returncode
         self.killed = killed
+        self.log = log  # what the call it was running had written
         if killed:
             why = "it was stopped by the worker"
         elif returncode is not None and returncode < 0:
@@ -106,6 +116,7 @@ class Outcome:
     ok: bool
     payload: bytes  # result JSON, or traceback text
     seconds: float = 0.0
+    log: Optional[bytes] = None  # what the call wrote to stdout and stderr (capped), if anything
 
 
 @dataclass(eq=False)
@@ -119,6 +130,7 @@ class ExecutorProcess:
     scratch: Path
     sandbox: Sandbox
     tenant: str = ""
+    max_log: int = MAX_LOG_BYTES
     proc: subprocess.Popen = field(init=False, repr=False)
     loaded: set[str] = field(default_factory=set)
     killed: bool = False
@@ -134,10 +146,12 @@ class ExecutorProcess:
             os.chown(workdir, entry.pw_uid, entry.pw_gid)
         if self.sandbox.mode is Isolation.NONE:
             log.warning("starting an executor for %s WITHOUT isolation (--isolation none)", self.tenant or "a user")
+        self.capture = _capture_file(self.scratch)
         self.proc = subprocess.Popen(
-            self.sandbox.executor_command(self.python, workdir, defaults.MAX_RESULT_BYTES),
+            self.sandbox.executor_command(self.python, workdir, defaults.MAX_RESULT_BYTES, self.max_log),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self.capture,  # the calls' output, never the worker's log
             bufsize=0,  # unbuffered replies: waiting on the descriptor sees every byte
             env=self.sandbox.executor_env(executor_env(self.ncores, user), workdir),
             cwd=str(workdir),
@@ -171,7 +185,9 @@ class ExecutorProcess:
         while True:
             try:
                 reply = (
-                    read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + 4096) if self._wait_for_reply() else None
+                    read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + self.max_log + 8192)
+                    if self._wait_for_reply()
+                    else None
                 )
             except OSError:
                 reply = None
@@ -183,10 +199,10 @@ class ExecutorProcess:
                 if self.retired and answered < len(items):
                     raise ExecutorRetired(self.proc.poll())
                 return
-            task_id, ok, payload = reply
+            task_id, ok, payload, output = reply
             now = time.monotonic()
             answered += 1
-            yield Outcome(task_id, ok, payload, now - started)
+            yield Outcome(task_id, ok, payload, now - started, output)
             started = now
 
     def _wait_for_reply(self) -> bool:
@@ -196,7 +212,26 @@ class ExecutorProcess:
         while not select.select([self.proc.stdout], [], [], REPLY_POLL_SECONDS)[0]:
             if not self.alive():
                 return bool(select.select([self.proc.stdout], [], [], 0)[0])
+            self._trim_output()
         return True
+
+    def output(self) -> Optional[bytes]:
+        """What the executor's current call has written so far (capped as the executor caps it):
+        the output of a call that crashed its executor."""
+        try:
+            return read_output(self.capture.fileno(), self.max_log)
+        except OSError:
+            return None
+
+    def _trim_output(self) -> None:
+        """Free the disk blocks of the part of a long call's output the executor will not keep
+        (all but the first and last ``max_log / 2`` bytes): a call that prints without end holds
+        about ``max_log`` bytes of disk, not all it wrote (where the filesystem can punch holes)."""
+        fd = self.capture.fileno()
+        keep = self.max_log // 2 + 1
+        size = os.fstat(fd).st_size
+        if size > 2 * keep + TRIM_SLACK_BYTES:
+            _punch_hole(fd, keep, size - 2 * keep)
 
     def _died(self) -> ExecutorDied:
         try:
@@ -204,7 +239,7 @@ class ExecutorProcess:
         except subprocess.TimeoutExpired:
             self._terminate()
             code = self.proc.wait()
-        return ExecutorDied(self.sandbox.exit_status(code), self.killed)
+        return ExecutorDied(self.sandbox.exit_status(code), self.killed, None if self.killed else self.output())
 
     def _terminate(self) -> None:
         """Kill the executor and every process it started: under bwrap its sandbox ends with it;
@@ -231,7 +266,25 @@ class ExecutorProcess:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 stream.close()
+        self.capture.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _capture_file(directory: Path) -> Any:
+    """An unlinked file for an executor's output, appended to by every process that writes it."""
+    fh = tempfile.TemporaryFile(dir=directory, prefix="output-")  # noqa: SIM115 - closed with its executor
+    fcntl.fcntl(fh.fileno(), fcntl.F_SETFL, fcntl.fcntl(fh.fileno(), fcntl.F_GETFL) | os.O_APPEND)
+    return fh
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate ``length`` bytes at ``offset`` (they read as zeros; the size stays)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        return libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 class ExecutorPool:
@@ -239,15 +292,22 @@ class ExecutorPool:
 
     ``sandbox`` is a :class:`Sandbox` or an isolation mode (``auto``, ``bwrap``, ``uid``,
     ``none``) resolved here, once: a worker that cannot isolate its calls as asked refuses to
-    start (``ConfigurationError``). ``user`` runs executors under that account.
+    start (``ConfigurationError``). ``user`` runs executors under that account. ``max_log`` is
+    how much of each call's output is kept.
     """
 
     def __init__(
-        self, scratch: Path, max_idle: int, user: Optional[str] = None, sandbox: Sandbox | str = Isolation.AUTO
+        self,
+        scratch: Path,
+        max_idle: int,
+        user: Optional[str] = None,
+        sandbox: Sandbox | str = Isolation.AUTO,
+        max_log: int = MAX_LOG_BYTES,
     ) -> None:
         self.scratch = Path(scratch)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.max_idle = max_idle
+        self.max_log = max_log
         self.user = user
         if user is not None:
             self.scratch.chmod(0o711)
@@ -272,7 +332,7 @@ class ExecutorPool:
                     self._busy.add(ex)
                     return ex
         with self._spawn:
-            ex = ExecutorProcess(python, ncores, self.scratch, self.sandbox, tenant)
+            ex = ExecutorProcess(python, ncores, self.scratch, self.sandbox, tenant, self.max_log)
             with self._lock:
                 self._busy.add(ex)
                 self._open[ex.proc.pid] = ex

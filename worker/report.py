@@ -61,7 +61,10 @@ def _upload(
         job0 = items[0][0]
         records = [
             formats.ResultRecord(
-                o.task_id, formats.KIND_RESULT if o.ok else formats.KIND_ERROR, formats.compress(o.payload)
+                o.task_id,
+                formats.KIND_RESULT if o.ok else formats.KIND_ERROR,
+                formats.compress(o.payload),
+                formats.compress(o.log) if o.log else None,
             )
             for _, o in items
         ]

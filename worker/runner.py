@@ -61,6 +61,7 @@ class CachedWorker:
             max_idle=self.cores,
             user=settings.executor_user,
             sandbox=settings.isolation,
+            max_log=settings.max_log_bytes,
         )
         self.envs = EnvManager(settings.cache_dir / "envs", settings.pip_args, sandbox=self.pool.sandbox)
         self.preparer = Preparer(self.session, credentials, settings.header_cache)
@@ -285,7 +286,7 @@ class CachedWorker:
                 self._cv.notify_all()
                 return
         if live:  # the first unfinished call crashed its executor; the rest never started
-            self._record([(live[0], Outcome(live[0].task_id, False, str(died).encode()))])
+            self._record([(live[0], Outcome(live[0].task_id, False, str(died).encode(), log=died.log))])
             with self._cv:
                 back.extendleft(reversed(live[1:]))
                 self._cv.notify_all()

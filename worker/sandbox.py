@@ -48,7 +48,8 @@ the worker refuses to start and says what to install or configure. ``--isolation
 
 In every mode the executor's environment has none of the worker's ``HMQ_*``/``AWS_*`` variables.
 Package builds (pip) get the same scrubbed environment and, under ``bwrap``, run in a sandbox
-whose only writable paths are the environment being built and a private /tmp.
+whose only writable paths are the environment being built and a private /tmp; under ``uid``
+they run as the executor account, and the worker keeps a read-only copy (``worker/envs.py``).
 """
 
 from __future__ import annotations
@@ -242,10 +243,10 @@ class Sandbox:
                     f"what the worker runs from {path}: use a cache directory it cannot write (--cache-dir)"
                 )
 
-    def executor_command(self, python: str, workdir: Path, max_result: int) -> list[str]:
+    def executor_command(self, python: str, workdir: Path, max_result: int, max_log: int = 0) -> list[str]:
         """The command line of an executor for interpreter ``python`` in ``workdir``."""
         if self.mode is not Isolation.BWRAP:
-            return [python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir), str(max_result), "tree"]
+            return [python, "-I", EXECUTOR_SCRIPT, JSONABLE_SCRIPT, str(workdir), str(max_result), "tree", str(max_log)]
         assert self.bwrap is not None
         return [
             self.bwrap,
@@ -271,6 +272,7 @@ class Sandbox:
             str(workdir),
             str(max_result),
             "namespace",
+            str(max_log),
         ]
 
     def executor_env(self, base: dict[str, str], workdir: Path) -> dict[str, str]:
@@ -346,7 +348,7 @@ def _probe(bwrap: str, user: Optional[str]) -> Optional[str]:
 
 
 # --- pip's configuration, readable in the build sandbox ------------------------------------
-def _pip_config_files() -> list[tuple[str, str]]:
+def pip_config_files() -> list[tuple[str, str]]:
     """(path on the host, path relative to HOME or None-for-absolute) of pip's config files."""
     home = os.path.expanduser("~")
     files = [(p, p) for p in ("/etc/pip.conf", "/etc/xdg/pip/pip.conf")]
@@ -359,7 +361,7 @@ def _pip_config_files() -> list[tuple[str, str]]:
 
 def _pip_config_binds(home: str) -> list[str]:
     args: list[str] = []
-    for src, dest in _pip_config_files():
+    for src, dest in pip_config_files():
         args += ["--ro-bind", src, dest if os.path.isabs(dest) else f"{home}/{dest}"]
     return args
 
@@ -371,7 +373,7 @@ def _pip_paths(pip_args: tuple[str, ...]) -> list[str]:
     values = list(pip_args)
     for option in _PIP_PATH_OPTIONS:
         values.append(os.environ.get("PIP_" + option.upper().replace("-", "_"), ""))
-    for src, _ in _pip_config_files():
+    for src, _ in pip_config_files():
         parser = configparser.RawConfigParser()
         try:
             parser.read(src)

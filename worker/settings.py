@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from hmq import defaults, wire
 from hmq._errors import ConfigurationError
+from worker.pool import MAX_LOG_BYTES
 from worker.sandbox import Isolation
 from worker.session import FUNCTION_CACHE
 
@@ -100,6 +101,10 @@ class WorkerSettings:
     """When asked to stop (SIGTERM) or at ``max_runtime``: how long running calls may go on
     before they are stopped and handed back to the queue."""
 
+    max_log_bytes: int = MAX_LOG_BYTES
+    """Output (stdout and stderr together) kept per call and sent to its user with the result; of a
+    call that writes more, the first and last halves are kept with a note between them (0: none)."""
+
     def __post_init__(self) -> None:
         if not self.url:
             raise ConfigurationError("no API URL: pass --api or put it in the credentials")
@@ -118,6 +123,8 @@ class WorkerSettings:
         small = [name for name in counts if getattr(self, name) < 1]
         if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds or self.flush_seconds <= 0:
             raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or flush interval'}")
+        if not 0 <= self.max_log_bytes <= defaults.MAX_RESULT_BYTES:
+            raise ConfigurationError(f"max_log_bytes must be between 0 and {defaults.MAX_RESULT_BYTES}")
         object.__setattr__(self, "url", self.url.rstrip("/"))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "pip_args", tuple(self.pip_args))

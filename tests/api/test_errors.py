@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import hmq
@@ -49,12 +51,60 @@ def test_unknown_route_is_json_404(server: Server) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def test_invalid_packages_are_refused_before_anything_is_stored(server: Server) -> None:
+REFUSED_PACKAGES = {
+    "x @ file:///tmp/pkg": "is a direct reference (name @ URL)",
+    "x@https://example.com/x-1.0.tar.gz": "is a direct reference (name @ URL)",
+    "https://example.com/x-1.0-py3-none-any.whl": "is a URL",
+    "git+https://github.com/example/x": "is a URL",
+    "/tmp/pkg": "is a local path",
+    "./pkg[extra]": "is a local path",
+    "x-1.0-py3-none-any.whl": "is a file name pip would install from disk",
+    "--index-url=http://evil": "is a pip option",
+    "-e .": "is a pip option",
+    "numpy; rm -rf /": "is not a PEP 508 requirement",
+    "a b c": "is not a PEP 508 requirement",
+    "": "is empty",
+}
+
+
+def _index_rows(server: Server) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from lambdas.db.models import Chunk, Function, Tag, Task
+
+    with server.app.state.ctx.index.read() as session:
+        return {
+            m.__tablename__: session.scalar(select(func.count()).select_from(m)) for m in (Function, Tag, Chunk, Task)
+        }
+
+
+@pytest.mark.parametrize("entry", sorted(REFUSED_PACKAGES))
+def test_packages_other_than_index_names_are_refused_before_anything_is_stored(server: Server, entry: str) -> None:
     user = server.user()
-    for bad in (["numpy; rm -rf /"], ["--index-url=http://evil"], ["a b c"], [""]):
-        with pytest.raises(hmq.UsageError, match="PEP 508"):
-            submit(user, lambda: 1, [()], packages=bad)
-    assert user.list_tags() == []
+    with pytest.raises(hmq.UsageError, match="PEP 508") as refused:
+        submit(user, lambda: 1, [()], packages=["numpy>=1.20; python_version >= '3.8'", entry])
+    assert str(refused.value).startswith(f"packages entry {entry!r} {REFUSED_PACKAGES[entry]}")
+    assert user.list_tags() == [] and server.object_keys() == []  # no function, no chunk uploaded
+    assert _index_rows(server) == {"functions": 0, "tags": 0, "chunks": 0, "tasks": 0}
+
+
+def test_the_api_refuses_a_direct_reference_from_a_client_that_does_not_check(server: Server) -> None:
+    user = server.user()
+    tag = submit(user, lambda: 1, [()], packages=["six"])  # a real function and chunk to point at
+    chunk = {
+        "key": f"u/{user.identity.key_id}/c/anything",
+        "header_len": 8,
+        "function": "0" * 64,
+        "python": "3.11",
+        "ncores": 1,
+        "packages": ["six", "x @ file:///tmp/pkg"],
+        "tasks": [["00000000-0000-4000-8000-000000000000", 10, 5]],
+    }
+    body = json.dumps({"tag": "direct_1", "chunks": [chunk]}).encode()
+    r = raw_request(server.url, "POST", "/v1/tasks", body, signed(user.identity, "POST", "/v1/tasks", body))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    assert "packages entry 'x @ file:///tmp/pkg' is a direct reference (name @ URL)" in r.json()["error"]["message"]
+    assert [t.tag for t in user.list_tags()] == [tag.name] and _index_rows(server)["tasks"] == 1
 
 
 def test_submitting_unregistered_objects_is_refused_and_keeps_the_tag(server: Server) -> None:

@@ -105,3 +105,25 @@ def test_numpy_values_become_json_numbers_and_lists() -> None:
     )
     with pytest.raises(TypeError, match="not JSON serialisable"):
         formats.to_json(object())
+
+
+def test_result_batches_carry_each_calls_output_and_stay_readable_without(keys) -> None:
+    admin, user = keys
+    worker = crypto.Identity.generate()
+    cert = crypto.issue_certificate(admin.identity, "w", "worker", worker.public)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    with_output = [
+        formats.ResultRecord(ids[0], formats.KIND_RESULT, formats.compress(b"1"), formats.compress(b"printed\n")),
+        formats.ResultRecord(ids[1], formats.KIND_RESULT, formats.compress(b"2")),  # printed nothing
+        formats.ResultRecord(ids[2], formats.KIND_ERROR, formats.compress(b"Traceback"), formats.compress(b"err\n")),
+    ]
+    blob = formats.encode_results(worker, cert, user.public, "t", with_output)
+    assert list(formats.decode_results(blob, user, admin.identity.public)) == with_output
+    # What a batch written before outputs were kept holds: result and error records only.
+    plain = [formats.ResultRecord(r.task_id, r.kind, r.payload) for r in with_output]
+    older = formats.encode_results(worker, cert, user.public, "t", plain)
+    assert [r.log for r in formats.decode_results(older, user, admin.identity.public)] == [None, None, None]
+    # A record of a kind this reader does not know (from a newer writer) is skipped.
+    unknown = formats.ResultRecord(ids[3], 7, b"from the future")
+    newer = formats.encode_results(worker, cert, user.public, "t", [with_output[0], unknown, with_output[1]])
+    assert list(formats.decode_results(newer, user, admin.identity.public)) == with_output[:2]

@@ -107,3 +107,51 @@ def test_calls_are_recorded_when_made() -> None:
     with pytest.raises(hmq.UsageError, match="cannot be recorded"):
         f(threading.Lock())
     assert len(f) == 1
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    status INTEGER NOT NULL DEFAULT 0,
+    result BLOB,
+    error TEXT
+);
+CREATE INDEX tasks_open ON tasks(status) WHERE status = 0;
+"""
+
+
+def test_a_tag_file_of_schema_1_is_migrated_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    db = sqlite3.connect(path)  # a file as hmq wrote it before tags kept each task's output
+    db.executescript(V1_SCHEMA)
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("format", "hmq-tag"), ("schema_version", "1"), ("name", "old_1"), ("cursor", "7:2")],
+    )
+    db.executemany("INSERT INTO tasks(id) VALUES (?)", [(i,) for i in ids])
+    db.execute("UPDATE tasks SET status=1, result=? WHERE id=?", (formats.compress(b"[42]"), ids[0]))
+    db.execute("UPDATE tasks SET status=2, error='boom' WHERE id=?", (ids[1],))
+    db.commit()
+    db.close()
+
+    tag = Tag.from_file(path)
+    assert (tag.name, list(tag.results), list(tag.errors)) == ("old_1", [[42], None, None], [None, "boom", None])
+    assert list(tag.logs) == [None, None, None] and tag._meta("cursor") == "7:2"
+    tag._db.execute("UPDATE tasks SET status=1, logs=? WHERE id=?", (formats.compress(b"late output\n"), ids[2]))
+    tag._db.commit()
+    tag.close()
+    meta = dict(sqlite3.connect(path).execute("SELECT key, value FROM meta"))
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
+    again = Tag.from_file(path)  # opening a migrated file again changes nothing
+    assert list(again.logs) == [None, None, "late output\n"] and list(again.results)[0] == [42]
+
+
+def test_logs_yield_text_in_submission_order() -> None:
+    tag = _filled(3)
+    ids = list(tag.task_ids)
+    tag._db.execute("UPDATE tasks SET logs=? WHERE id=?", (formats.compress("é\nline 2\n".encode()), ids[0]))
+    tag._db.execute("UPDATE tasks SET logs=? WHERE id=?", (formats.compress(b"\xff bytes\n"), ids[2]))
+    assert list(tag.logs) == ["é\nline 2\n", None, "\ufffd bytes\n"]  # undecodable bytes are replaced

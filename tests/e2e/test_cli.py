@@ -1,4 +1,4 @@
-"""The command line: the embedded stack's life cycle, and granting access."""
+"""The command line: the embedded stack's life cycle, granting access, and tasks' output."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from hmq import stack
+from tests.e2e.conftest import Stack
 from tests.helpers import REPO, Server
 
 HMQ = [sys.executable, "-m", "hmq"]
@@ -122,3 +123,75 @@ def test_python_request_access_prints_the_signing_request(tmp_path: Path, server
     )
     assert out.stdout.startswith("ADD-USER_")
     assert (tmp_path / "u" / "client.json").stat().st_mode & 0o077 == 0  # the key is private
+
+
+CHATTY = """import json
+import sys
+
+import hmq
+
+@hmq.task
+def chatty(name):
+    if name is None:
+        return 0
+    print(name, "out 1")
+    print(name, "err 1", file=sys.stderr)
+    print(name, "out 2")
+    print(name, "err 2", file=sys.stderr)
+    print(name, "out 3")
+    return 1
+
+for name in ("a", None, "c"):
+    chatty(name)
+tag = chatty.submit()
+tag.pull(blocking=True)
+print(json.dumps({"tag": tag.name, "ids": list(tag.task_ids), "logs": list(tag.logs)}))
+"""
+
+
+def _hmq(embedded: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HMQ, *args], capture_output=True, text=True, timeout=180, env=embedded.env())
+
+
+def test_logs_show_what_tasks_printed_in_order(embedded: Stack, tmp_path: Path) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text(CHATTY)
+    out = json.loads(embedded.run(str(script)).strip().splitlines()[-1])
+    a, silent, c = out["ids"]
+    five = {n: "".join(f"{n} {line}\n" for line in ("out 1", "err 1", "out 2", "err 2", "out 3")) for n in "ac"}
+    assert out["logs"] == [five["a"], None, five["c"]]  # tag.logs: all five lines, in order
+
+    shown = _hmq(embedded, "logs", out["tag"])
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout == f"==> {a} <==\n{five['a']}==> {c} <==\n{five['c']}"
+    tail = _hmq(embedded, "logs", out["tag"], "--task", c, "--tail", "2")
+    assert (tail.returncode, tail.stdout) == (0, "c err 2\nc out 3\n")
+    quiet = _hmq(embedded, "logs", out["tag"], "--task", silent)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", f"task {silent} printed nothing\n")
+
+
+def test_logs_errors_are_one_clear_line(embedded: Stack, tmp_path: Path) -> None:
+    unknown = _hmq(embedded, "logs", "nope_1")
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert unknown.stderr == "Error: unknown tag 'nope_1' (HTTP 404, unknown_tag)\n"
+    script = tmp_path / "chatty.py"
+    script.write_text(CHATTY)
+    name = json.loads(embedded.run(str(script)).strip().splitlines()[-1])["tag"]
+    stranger = "00000000-0000-4000-8000-000000000000"
+    other = _hmq(embedded, "logs", name, "--task", stranger)
+    assert (other.returncode, other.stderr) == (
+        1,
+        f"Error: tag {name!r} has no task {stranger} (HTTP 404, unknown_task)\n",
+    )
+    for args, problem in [
+        (["--tail", "0"], "Invalid value for '--tail': 0 is not in the range x>=1."),
+        (["--task", "not-a-uuid"], "Invalid value for '--task': 'not-a-uuid' is not a valid UUID."),
+    ]:
+        usage = _hmq(embedded, "logs", name, *args)
+        assert usage.returncode == 2 and usage.stderr.splitlines()[-1] == f"Error: {problem}"
+    bad_name = _hmq(embedded, "logs", "no/such tag")
+    assert bad_name.returncode == 2
+    assert (
+        bad_name.stderr.splitlines()[-1]
+        == "Error: Invalid value for TAG: 'no/such tag' must be 1-200 letters, digits, '_', '.' or '-'"
+    )

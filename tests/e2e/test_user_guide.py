@@ -35,6 +35,11 @@ def test_local_module_sent_by_value(embedded: Stack) -> None:
     assert embedded.run(str(EXAMPLES / "local_module.py")).strip() == "[42]"
 
 
+def test_logs(embedded: Stack) -> None:
+    out = embedded.run(str(EXAMPLES / "logs.py"))
+    assert out == "working on 1\na warning about 1\nworking on 2\na warning about 2\n"
+
+
 def _tags(embedded: Stack) -> list[str]:
     api = API(home=embedded.home)
     try:

@@ -347,3 +347,147 @@ def test_executor_user_cannot_read_the_credentials(
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_a_worker_builds_nothing_for_a_direct_reference(tmp_path: Path) -> None:
+    from worker.envs import EnvManager
+
+    envs = EnvManager(tmp_path / "envs")  # a task queued before the API refused them still fails
+    with pytest.raises(ValueError, match=r"'x @ file:///tmp/pkg' is a direct reference \(name @ URL\)"):
+        envs.python(["x @ file:///tmp/pkg"])
+    assert list((tmp_path / "envs").iterdir()) == []
+
+
+def _uids_of(needle: str) -> set[int]:
+    """Owners of the live processes with ``needle`` in their command line."""
+    uids = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle.encode() in (entry / "cmdline").read_bytes():
+                uids.add(entry.stat().st_uid)
+        except OSError:
+            continue
+    return uids
+
+
+def _not_root_only(tree: Path) -> list[str]:
+    """Entries of ``tree`` not owned by root, or (symlinks aside) writable by others or set-id."""
+    import stat
+
+    bad = []
+    for directory, dirs, files in os.walk(tree):
+        for name in [".", *dirs, *files]:
+            st = os.lstat(os.path.join(directory, name))
+            loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_ISUID | stat.S_ISGID)
+            if st.st_uid != 0 or (loose and not stat.S_ISLNK(st.st_mode)):
+                bad.append(os.path.join(directory, name))
+    return bad
+
+
+@pytest.mark.slow
+def test_uid_isolation_builds_environments_as_the_executor_account_into_a_read_only_cache(
+    local_server: Server, tmp_path: Path, world_readable_worker_python: str
+) -> None:
+    import pwd
+    import shutil
+    import tempfile
+    import threading
+
+    from worker.envs import READY, env_key
+
+    def probe():
+        import os
+        import pathlib
+        import sys
+
+        import six
+
+        print("imported six", six.__version__ is not None)  # output reaches the user under uid too
+        attempts = {}
+        targets = [pathlib.Path(six.__file__), pathlib.Path(six.__file__).parent / "new.py", pathlib.Path(sys.prefix)]
+        for target in targets:
+            try:
+                if target.is_dir():
+                    (target / "new-file").write_text("x")
+                else:
+                    target.open("a").close()
+                attempts[str(target)] = "written"
+            except PermissionError:
+                attempts[str(target)] = "refused"
+        return [os.getuid(), sys.prefix, attempts]
+
+    nobody = pwd.getpwnam("nobody")
+    cache = Path(tempfile.mkdtemp(prefix="hmq-uid-build-"))
+    cache.chmod(0o755)
+    env = cache / "envs" / env_key(["six"])
+    env.mkdir(parents=True)  # what a crashed build could leave: the account's directory, a marker planted in it
+    (env / READY).write_text('{"packages": ["six"]}')
+    for path in (env, env / READY):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    builders: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            builders.update(_uids_of(f"{env}/bin/python"))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        local_server.start_worker(
+            cache, cache_dir=cache, extra=("--executor-user", "nobody"), python=world_readable_worker_python
+        )
+        tag = submit(local_server.user(), probe, [()], packages=["six"])
+        _pull(tag, timeout=600)
+        done.set()
+        watcher.join()
+        (result,) = tag.results
+        assert result is not None, list(tag.errors)
+        uid, prefix, attempts = result
+        assert uid == nobody.pw_uid and prefix == str(env)
+        assert set(attempts.values()) == {"refused"}, attempts  # tasks cannot write the environment
+        assert list(tag.logs) == ["imported six True\n"]
+        assert builders == {nobody.pw_uid}  # pip ran as the executor account, never as root
+        assert _not_root_only(env) == []  # every file the worker's, none writable by others
+        assert json.loads((env / READY).read_text())["packages"] == ["six"]
+        assert sorted(p.name for p in env.parent.iterdir()) == sorted([env.name, f"{env.name}.lock"])  # no leftovers
+    finally:
+        done.set()
+        for proc in local_server.workers:
+            stop_process(proc)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_copying_a_build_follows_no_link_and_takes_only_the_builders_files(tmp_path: Path) -> None:
+    from worker.envs import PackageEnvError, copy_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not for tasks")
+    src = tmp_path / "built"
+    (src / "lib").mkdir(parents=True)
+    (src / "lib" / "mod.py").write_text("x = 1\n")
+    (src / "bin").mkdir()
+    (src / "bin" / "tool").write_text("#!/bin/sh\n")
+    (src / "bin" / "tool").chmod(0o4777)  # set-uid and writable by all: neither survives the copy
+    (src / "lib" / "escape").symlink_to(outside)  # a link out of the tree stays a link, not a copy
+    os.utime(src / "lib" / "mod.py", ns=(1, 2_000_000_000))
+    dst = tmp_path / "copy"
+    dst.mkdir()
+    copy_tree(src, dst, os.getuid())
+    assert (dst / "lib" / "mod.py").read_text() == "x = 1\n" and (dst / "lib" / "mod.py").stat().st_mtime_ns == 2e9
+    assert oct((dst / "bin" / "tool").stat().st_mode & 0o7777) == "0o755"
+    assert (dst / "lib" / "escape").is_symlink() and os.readlink(dst / "lib" / "escape") == str(outside)
+    assert oct((dst / "lib").stat().st_mode & 0o777) == "0o755"
+
+    empty = [tmp_path / "empty-1", tmp_path / "empty-2"]
+    for path in empty:
+        path.mkdir()
+    os.mkfifo(src / "lib" / "pipe")
+    with pytest.raises(PackageEnvError, match="not a file, directory or link"):
+        copy_tree(src, empty[0], os.getuid())
+    (src / "lib" / "pipe").unlink()
+    # a file the build account does not own (say, a hard link to one of root's) is refused
+    with pytest.raises(PackageEnvError, match="not a file of the account that built it"):
+        copy_tree(src, empty[1], os.getuid() + 1)
