@@ -35,6 +35,10 @@ def test_local_module_sent_by_value(embedded: Stack) -> None:
     assert embedded.run(str(EXAMPLES / "local_module.py")).strip() == "[42]"
 
 
+def test_limits_and_retries(embedded: Stack) -> None:
+    assert embedded.run(str(EXAMPLES / "limits.py")).strip() == "[45, 4950, 499500]"
+
+
 def _tags(embedded: Stack) -> list[str]:
     api = API(home=embedded.home)
     try:
