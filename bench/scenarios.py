@@ -117,13 +117,14 @@ def executor_calls(n: int) -> dict[str, Any]:
 
     import cloudpickle
 
+    from hmq.limits import Limits
     from worker.pool import ExecutorPool
 
     def noop(x):
         return x
 
     function = cloudpickle.dumps(noop)
-    calls = [(str(uuid.uuid4()), "noop", function, cloudpickle.dumps(((i,), {}))) for i in range(n)]
+    calls = [(str(uuid.uuid4()), "noop", function, cloudpickle.dumps(((i,), {})), Limits(None)) for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="hmq-bench-executor-") as tmp:
         pool = ExecutorPool(Path(tmp), max_idle=1, sandbox=os.environ.get("HMQ_ISOLATION", "auto"))
         try:

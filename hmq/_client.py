@@ -272,6 +272,9 @@ class API:
         packages: Sequence[str] = (),
         progress: Any = None,
         sink: Optional[Callable[[list[str]], Any]] = None,
+        timeout: Optional[float] = defaults.TASK_TIMEOUT_SECONDS,
+        memory: Optional[int | str] = None,
+        retries: int = 0,
     ) -> list[str]:
         """Encrypt, upload and register calls of a registered function under ``tag``.
 
@@ -286,13 +289,18 @@ class API:
             progress: optional object with ``update(n)`` (e.g. a tqdm bar).
             sink: receives the task ids of each registered batch, in submission order (then
                 nothing is returned: a million ids need not sit in a list).
+            timeout: wall time per call in seconds (default 6 h); ``None``: no limit.
+            memory: address space per call, bytes or a size like ``"4GiB"``; ``None``: no limit.
+            retries: how many times a call that failed runs again.
 
         Returns:
             The task ids, in submission order (empty when a ``sink`` took them).
         """
         from hmq._submit import Submission
+        from hmq.limits import Limits
 
-        return Submission(self, tag, digest, ncores, datacenters, packages).run(calls, progress, sink)
+        limits = Limits.of(timeout, memory, retries)
+        return Submission(self, tag, digest, ncores, datacenters, packages, limits).run(calls, progress, sink)
 
     # --- tags and tasks ------------------------------------------------------------------
     def get_tag_status(self, tag: str) -> dict[str, int]:

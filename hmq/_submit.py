@@ -17,6 +17,7 @@ import cloudpickle
 
 from hmq import defaults, formats, wire
 from hmq._errors import UsageError
+from hmq.limits import Limits
 
 if TYPE_CHECKING:
     from hmq._client import API
@@ -24,7 +25,14 @@ if TYPE_CHECKING:
 
 class Submission:
     def __init__(
-        self, api: API, tag: str, digest: str, ncores: int, datacenters: Optional[list[str]], packages: Sequence[str]
+        self,
+        api: API,
+        tag: str,
+        digest: str,
+        ncores: int,
+        datacenters: Optional[list[str]],
+        packages: Sequence[str],
+        limits: Limits = Limits(),
     ) -> None:
         try:
             wire.check_name(tag)
@@ -35,6 +43,7 @@ class Submission:
         if not isinstance(ncores, int) or ncores < 1:
             raise UsageError(f"ncores must be a positive integer, got {ncores!r}")
         self.api, self.tag, self.digest, self.ncores, self.python = api, tag, digest, ncores, wire.PYTHON
+        self.limits = limits
         self.kid, self.compute_public = api.compute_key()
         self._slots: deque[wire.UploadSlot] = deque()
 
@@ -48,6 +57,7 @@ class Submission:
             python=self.python,
             ncores=self.ncores,
             packages=self.packages,
+            limits=self.limits,
         )
 
     def _chunks(self, calls: Iterable[Any]) -> Iterable[formats.ChunkWriter]:
@@ -86,6 +96,9 @@ class Submission:
             packages=self.packages,
             datacenters=self.datacenters,
             tasks=[(uuid.UUID(e.task_id), e.offset, e.length) for e in entries],
+            timeout=self.limits.timeout,
+            memory=self.limits.memory,
+            retries=self.limits.retries,
         )
 
     def _register(self, chunks: list[wire.ChunkIn], progress: Any, sink: Callable[[list[str]], Any]) -> None:

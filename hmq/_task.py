@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import re
@@ -12,8 +14,10 @@ from typing import Any, Optional
 
 import cloudpickle
 
+from hmq import defaults as _defaults
 from hmq import wire
 from hmq._errors import UsageError
+from hmq.limits import Limits
 from hmq.tag import Tag, default_client
 
 _UNSAFE = re.compile(r"[^\w.\-]")
@@ -91,6 +95,9 @@ class TaskFunction:
         packages: Sequence[str] = (),
         quiet: bool = False,
         api: Any = None,
+        timeout: Optional[float] = _defaults.TASK_TIMEOUT_SECONDS,
+        memory: Optional[int | str] = None,
+        retries: int = 0,
     ) -> Tag:
         """Send all recorded calls to the queue as one tag.
 
@@ -102,6 +109,10 @@ class TaskFunction:
                 calls' environment (no direct references, URLs, paths or pip options).
             quiet: no progress bar.
             api: the :class:`hmq.API` to use (default ``hmq.api``).
+            timeout: wall time per call in seconds (default 6 h), then it is killed; ``None``: no limit.
+            memory: address space per call, bytes or a size like ``"4GiB"`` (B, KiB, MiB, GiB,
+                KB, MB, GB); only workers with that much run it. ``None``: no limit.
+            retries: how many times a call that failed runs again, on any worker.
 
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
@@ -110,20 +121,16 @@ class TaskFunction:
         api = api or default
         if not len(self._calls):
             raise UsageError(f"nothing to submit: call {self.__name__}(...) first to record calls")
-        prefix = _UNSAFE.sub("_", tag if tag is not None else self.__name__)[:160] or "task"
-        name = f"{prefix}_{uuid.uuid4()}"
+        limits = Limits.of(timeout, memory, retries)  # before anything is stored
+        name = _tag_name(tag if tag is not None else self.__name__)
         if isinstance(datacenters, str):
             datacenters = [datacenters]
-        try:  # before anything is stored: the API would refuse them after the function's upload
-            packages = wire.normalise_packages(packages)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        packages = _checked_packages(packages)  # before anything is stored, as the limits
         payload = self._payload()
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)
         out = Tag(name, api if api is not default else None)
-        progress = None if quiet else _progress_bar(len(self._calls), f"Submitting {name}")
-        try:
+        with _progress_bar(len(self._calls), f"Submitting {name}", quiet) as progress:
             api.submit_tasks(
                 name,
                 digest,
@@ -133,18 +140,22 @@ class TaskFunction:
                 packages=packages,
                 progress=progress,
                 sink=out.add_tasks,
+                **dataclasses.asdict(limits),
             )
-        finally:
-            if progress is not None:
-                progress.close()
         self._calls = CallLog()
         return out
 
 
-def _progress_bar(total: int, description: str) -> Any:
+@contextlib.contextmanager
+def _progress_bar(total: int, description: str, quiet: bool) -> Iterator[Any]:
+    """A progress bar, closed on the way out; ``None`` when ``quiet``."""
+    if quiet:
+        yield None
+        return
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="task", disable=None, leave=False)
+    with tqdm(total=total, desc=description, unit="task", disable=None, leave=False) as bar:
+        yield bar
 
 
 def task(func: Optional[Callable[..., Any]] = None, **defaults: Any) -> Any:
@@ -153,3 +164,17 @@ def task(func: Optional[Callable[..., Any]] = None, **defaults: Any) -> Any:
     if func is None:
         return lambda f: TaskFunction(f, defaults)
     return TaskFunction(func, defaults)
+
+
+def _tag_name(prefix: str) -> str:
+    """A new tag's full name: the prefix made safe, then a UUID."""
+    return f"{_UNSAFE.sub('_', prefix)[:160] or 'task'}_{uuid.uuid4()}"
+
+
+def _checked_packages(packages: Sequence[str] | str) -> list[str]:
+    """The ``packages=`` entries checked here: the API would refuse them only after the
+    function's upload."""
+    try:
+        return wire.normalise_packages(packages)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

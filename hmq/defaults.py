@@ -81,6 +81,23 @@ TASK_MAX_DATACENTERS = 100
 """Most ``datacenters=`` names of one submit."""
 
 # --- tasks -------------------------------------------------------------------------------
+TASK_TIMEOUT_SECONDS = 6 * 3600.0
+"""Default wall time of one call (``submit(timeout=...)``); the worker kills a call that runs
+longer, and the API ends its lease soon after (``TIMEOUT_MARGIN_SECONDS``)."""
+
+TASK_MAX_TIMEOUT = 365 * 24 * 3600.0
+"""Longest ``timeout=`` a submit may give (``None`` gives no limit at all)."""
+
+TASK_MAX_MEMORY_BYTES = 1024**5
+"""Largest ``memory=`` a submit may give (1 PiB: a sanity bound, not a machine)."""
+
+TASK_MAX_RETRIES = 100
+"""Most ``retries=`` a submit may give."""
+
+TIMEOUT_MARGIN_SECONDS = 120.0
+"""A lease is never extended past its start plus the task's timeout plus this margin (time for
+the worker to start the call, kill it and report), so a stuck worker cannot hold a task."""
+
 LEASE_SECONDS = 120.0
 """How long a claimed task belongs to its worker without a heartbeat. A worker heartbeats every
 ``LEASE_SECONDS / 4``; a lease that runs out returns the task to pending (attempt + 1)."""

@@ -11,7 +11,8 @@ worker can check any single call after fetching only the header and that call's 
   so the function needs no signature of its own.
 - Chunk (``HMQC``): many calls of one function, each ``cloudpickle((args, kwargs))`` encrypted
   under the chunk's data key with the call's position as nonce and its task id as associated
-  data; the header is signed by the submitting user.
+  data; the header is signed by the submitting user, and carries the calls' limits (timeout,
+  memory, retries: ``hmq.limits``), so the API cannot change what a worker enforces.
 - Result batch (``HMQR``): many results of one user's tag, each a zstandard-compressed JSON
   document (or traceback), optionally followed by the call's compressed output, in one
   encrypted body sealed to the user and signed by the worker, whose admin-issued certificate
@@ -27,13 +28,14 @@ import struct
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import zstandard
 
 from hmq import _jsonable, crypto
 from hmq._errors import IntegrityError
+from hmq.limits import Limits
 
 FUNCTION_MAGIC = b"HMQF"
 CHUNK_MAGIC = b"HMQC"
@@ -153,6 +155,7 @@ class ChunkWriter:
         python: str,
         ncores: int,
         packages: list[str],
+        limits: Limits = Limits(),
     ) -> None:
         self._identity = identity
         self._key = crypto.new_data_key()
@@ -164,6 +167,7 @@ class ChunkWriter:
             "python": python,
             "ncores": ncores,
             "packages": packages,
+            **limits.header(),
             "kid": kid,
             "key": crypto.b64e(crypto.seal(compute_public, self._key)),
         }
@@ -215,6 +219,7 @@ class ChunkHeader:
     key: bytes
     positions: dict[str, int]
     digests: list[bytes]
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def open(cls, head: bytes, user: crypto.PublicIdentity, compute_keys: Mapping[str, Any]) -> ChunkHeader:
@@ -244,6 +249,7 @@ class ChunkHeader:
                 key=key,
                 positions=positions,
                 digests=[digests[32 * i : 32 * i + 32] for i in range(count)],
+                limits=Limits.from_header(header),
             )
         except (KeyError, TypeError, ValueError):
             raise IntegrityError("chunk header is malformed") from None

@@ -167,6 +167,9 @@ class ChunkIn(Model):
     packages: list[PackageReq] = Field(default_factory=list, max_length=defaults.TASK_MAX_PACKAGES)
     datacenters: Optional[list[Name]] = Field(default=None, max_length=defaults.TASK_MAX_DATACENTERS)
     tasks: list[tuple[UUID, int, int]] = Field(min_length=1, max_length=defaults.CHUNK_MAX_TASKS)
+    timeout: Optional[float] = Field(default=None, gt=0, le=defaults.TASK_MAX_TIMEOUT, description="seconds per call")
+    memory: Optional[int] = Field(default=None, ge=1, le=defaults.TASK_MAX_MEMORY_BYTES, description="bytes per call")
+    retries: int = Field(default=0, ge=0, le=defaults.TASK_MAX_RETRIES)
 
 
 class SubmitIn(Model):
@@ -256,6 +259,7 @@ class WorkerIn(Model):
     python: str = Field(pattern=r"^\d+\.\d+$")
     hostname: str = Field(default="", max_length=255)
     version: str = Field(default="", max_length=64)
+    memory: Optional[int] = Field(default=None, ge=1, description="bytes: only tasks whose memory fits are claimed")
 
 
 class WorkerOut(Model):
@@ -275,6 +279,7 @@ class WorkerInfo(Model):
     registered: float
     last_seen: float
     running: int
+    memory: Optional[int] = None
 
 
 class ClaimIn(Model):
@@ -290,6 +295,7 @@ class ClaimTask(Model):
     offset: int
     length: int
     attempt: int
+    failures: int = 0
 
 
 class ClaimGroup(Model):

@@ -91,6 +91,8 @@ class Settings:
             :class:`DatabaseSettings`).
         lease_seconds: how long a claimed task belongs to its worker without a heartbeat.
         max_attempts: leases a task may lose before it fails.
+        timeout_margin_seconds: a lease never extends past its start plus the task's timeout
+            plus this margin, so a stuck worker cannot hold a task with a timeout.
         placement_timeout_seconds: a pending task no worker seen in this long could run fails;
             0 waits forever.
         presign_expiry_seconds: lifetime of a presigned URL (at most 7 days).
@@ -117,6 +119,7 @@ class Settings:
     database_secret_arn: Optional[str] = None
     lease_seconds: float = defaults.LEASE_SECONDS
     max_attempts: int = defaults.MAX_ATTEMPTS
+    timeout_margin_seconds: float = defaults.TIMEOUT_MARGIN_SECONDS
     placement_timeout_seconds: float = defaults.PLACEMENT_TIMEOUT_SECONDS
     presign_expiry_seconds: int = defaults.PRESIGN_EXPIRY_SECONDS
     max_object_bytes: int = defaults.MAX_OBJECT_BYTES
@@ -148,6 +151,8 @@ class Settings:
             raise ConfigurationError("tag_page_tasks and select_page must be at least 1")
         if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
             raise ConfigurationError("sweep and purge intervals cannot be negative")
+        if self.timeout_margin_seconds < 0:
+            raise ConfigurationError("timeout_margin_seconds cannot be negative")
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -164,6 +169,7 @@ class Settings:
         numbers = {
             "lease_seconds": (float, get("LEASE_SECONDS")),
             "max_attempts": (int, get("MAX_ATTEMPTS")),
+            "timeout_margin_seconds": (float, get("TIMEOUT_MARGIN_SECONDS")),
             "placement_timeout_seconds": (float, get("PLACEMENT_TIMEOUT_SECONDS")),
             "presign_expiry_seconds": (int, get("PRESIGN_EXPIRY_SECONDS")),
             "max_object_bytes": (int, get("MAX_OBJECT_BYTES")),

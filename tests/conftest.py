@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from hmq import crypto
 from tests import slurm as slurm_cluster
 from tests.backends import PostgresCluster, S3Server, Unavailable
-from tests.helpers import Server, local_settings, start_server
+from tests.helpers import Ledger, Server, local_settings, start_server
 
 BACKENDS = ["sqlite-local", "postgres-s3"]
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -146,6 +147,17 @@ def local_server(make_local_server: Callable[..., Server]) -> Server:
 def worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Package environments shared by the session's workers (built once)."""
     return tmp_path_factory.mktemp("worker-cache")
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    """A :class:`tests.helpers.Ledger` listening on loopback for the test's tasks."""
+    server = Ledger()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

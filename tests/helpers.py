@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import socketserver
 import subprocess
 import sys
 import threading
@@ -254,33 +256,84 @@ class ManualWorker:
     same key whose worker methods (``sync_tasks``, ``store_results``, ...) speak through that
     session, as the user guide's ``hmq.API`` worker methods do."""
 
-    def __init__(self, server: Server, directory: Path, datacenter: str = "default", cores: int = 1) -> None:
+    def __init__(
+        self,
+        server: Server,
+        directory: Path,
+        datacenter: str = "default",
+        cores: int = 1,
+        memory: Optional[int] = None,
+    ) -> None:
         self.creds = WorkerCredentials.load(server.worker_credentials(directory))
         self.api = server.client(self.creds.identity)
         self.session: WorkerSession = self.api._worker_session()
-        self.session.register(datacenter, cores)
+        self.session.register(datacenter, cores, memory=memory)
 
     def claim(self, n: int = 100, available: int = 1) -> list[Any]:
         return self.session.claim(n, available).groups
 
-    def complete(self, group: Any, values: dict[str, Any]) -> Any:
-        """Upload results for ``values`` (task id -> value) of one claim group and report them."""
+    def complete(self, group: Any, values: dict[str, Any], errors: Optional[dict[str, str]] = None) -> Any:
+        """Upload results for ``values`` (task id -> value) and ``errors`` (task id ->
+        traceback text) of one claim group and report them."""
         from hmq import formats, wire
 
         user = crypto.verify_certificate(group.certificate, self.creds.admin)
         records = [
             formats.ResultRecord(t, formats.KIND_RESULT, formats.compress(formats.to_json(v)))
             for t, v in values.items()
+        ] + [
+            formats.ResultRecord(t, formats.KIND_ERROR, formats.compress(e.encode())) for t, e in (errors or {}).items()
         ]
         blob = formats.encode_results(self.creds.identity, self.creds.certificate, user, group.tag, records)
         slot = self.session.result_slots(1)[0]
         self.session.transport.put_object(slot.url, blob)
-        return self.session.complete(
-            wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=list(values))])
-        )
+        stored = wire.StoredResults(key=slot.key, tag=group.tag, completed=list(values), failed=list(errors or {}))
+        return self.session.complete(wire.CompleteIn(results=[stored]))
 
 
-class Ledger:
+class Ledger(socketserver.ThreadingTCPServer):
+    """JSON lines sent by tasks (:func:`tell`) to 127.0.0.1:port, kept in arrival order: how a
+    sandboxed task, which cannot write the test's files, reports to the test. Each line is
+    answered with how many records of its kind the ledger holds, that one included."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _LedgerHandler)
+        self.port = self.server_address[1]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.records if r["kind"] == kind]
+
+    def wait(self, kind: str, n: int = 1) -> list[dict[str, Any]]:
+        return wait_for(lambda: len(self.of(kind)) >= n and self.of(kind), what=f"{n} {kind!r} report(s)")
+
+
+class _LedgerHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        for line in self.rfile:
+            record = json.loads(line)
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.records.append(record)  # type: ignore[attr-defined]
+                count = sum(r["kind"] == record["kind"] for r in self.server.records)  # type: ignore[attr-defined]
+            self.wfile.write(b"%d\n" % count)
+
+
+def tell(port: int, kind: str, **data: Any) -> int:
+    """Called inside tasks: one record to the test's ledger; returns how many records of
+    ``kind`` it holds now (this one included)."""
+    import json
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(json.dumps({"kind": kind, **data}).encode() + b"\n")
+        return int(conn.makefile("rb").readline())
+
+
+class HttpLedger:
     """A loopback HTTP server that tasks report to (``GET /EVENT/KEY[?at=WHERE]``): sandboxed
     calls cannot write the test's files, but they reach the network. ``count(event, key)`` is
     how often a call said so."""

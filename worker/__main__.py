@@ -44,6 +44,12 @@ def default_credentials() -> Path:
     "--cores", type=click.IntRange(min=1), envvar="HMQ_CORES", default=None, help="Cores to use (default: all)."
 )
 @click.option(
+    "--memory",
+    envvar="HMQ_MEMORY",
+    default=None,
+    help="Memory to offer, bytes or a size like 8GiB (default: the machine's); tasks whose memory= is larger are not claimed.",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HMQ_WORKER_CACHE",
@@ -109,6 +115,7 @@ def main(
     credentials: Optional[Path],
     datacenter: str,
     cores: Optional[int],
+    memory: Optional[str],
     cache_dir: Optional[Path],
     executor_user: Optional[str],
     isolation: str,
@@ -131,6 +138,7 @@ def main(
             url=url or creds.url,
             datacenter=datacenter,
             cores=cores,
+            memory=int(memory) if memory is not None and memory.strip().isdigit() else memory,
             cache_dir=cache_dir,
             pip_args=pip_args,
             executor_user=executor_user,

@@ -9,8 +9,8 @@ environments that do not have hmq installed.
 
 Protocol on the inherited stdin/stdout (both moved to private, non-inheritable descriptors at
 start, so the user's prints cannot corrupt it), frames of ``u32 length | body``.
-Requests (worker to executor) are pickled ``("run", [(task_id, digest, function_or_None, call),
-...])``. Replies are plain bytes, never pickles, because the worker must not unpickle anything
+Requests (worker to executor) are pickled ``("run", [(task_id, digest, function_or_None, call,
+memory), ...])``, ``memory`` being ``None`` or the call's limit as ``(bytes, text)``. Replies are plain bytes, never pickles, because the worker must not unpickle anything
 user code could have forged: ``R | task id (16 bytes) | ok (1 byte) | log length (u32) | log |
 payload`` per call, then ``E``; or ``Q`` instead of ``E`` when the executor retires (it exits after
 the call it has just answered; the calls of the batch it did not answer never started).
@@ -27,7 +27,10 @@ Around every call, so that no call inherits what the previous one changed: the w
 directory (emptied after the call), environment variables, umask, resource limits, signal
 handlers, signal mask and interval timers are put back as they were when the executor started;
 the RNGs of ``random`` and (if loaded) numpy are reseeded from the OS; thread-count variables
-are those set by the worker. A call that lowered a hard resource limit, which an unprivileged
+are those set by the worker. A call with a memory limit runs with the soft ``RLIMIT_AS`` at that
+limit (the address space of the executor, the interpreter included), put back after it like
+every other limit; a ``MemoryError`` it raises is reported as the call exceeding its limit. The
+worker enforces the wall time: it kills the executor of a call that runs past its timeout. A call that lowered a hard resource limit, which an unprivileged
 process cannot raise again, makes the executor retire after it. Every process a call started
 is killed when the call returns, whether it called setsid or not:
 
@@ -291,6 +294,12 @@ class CallState:
         data = getattr(os.environ, "_data", None)  # CPython: the encoded variables, as the OS has them
         return dict(data) if data is not None else dict(os.environ)
 
+    def limit_memory(self, limit: int) -> None:
+        """Lower the soft address-space limit to ``limit`` (at most the hard limit) for one call;
+        :meth:`restore` puts it back."""
+        hard = self.rlimits[resource.RLIMIT_AS][1]
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
     def restore(self) -> bool:
         """Put it all back; False when a lowered hard limit cannot be raised again."""
         for timer in self._TIMERS:
@@ -427,7 +436,7 @@ class Executor:
                 "install it there or pass packages=[...] to submit):\n" + traceback.format_exc()
             )
 
-    def run(self, digest: str, call: bytes) -> tuple[bool, bytes]:
+    def run(self, digest: str, call: bytes, memory: Optional[tuple[int, str]] = None) -> tuple[bool, bytes]:
         func = self.functions.get(digest)
         if func is None:
             return False, b"the worker sent a call before its function (internal error)"
@@ -436,14 +445,18 @@ class Executor:
         os.chdir(self.workdir)
         _reseed()
         try:
+            if memory is not None:
+                self.state.limit_memory(memory[0])
             args, kwargs = pickle.loads(call)
             value = func(*args, **kwargs)
             data = self.jsonable.to_json(value)
             if len(data) > self.max_result:
                 return False, f"the result is {len(data)} bytes of JSON; the limit is {self.max_result}".encode()
             return True, data
-        except BaseException:
-            return False, traceback.format_exc().encode()
+        except BaseException as exc:
+            over = memory is not None and isinstance(exc, MemoryError)
+            note = f"the call exceeded its memory limit of {memory[1]}\n" if over and memory else ""
+            return False, (note + traceback.format_exc()).encode()
         finally:
             self.end_processes()
             self.fresh = self.state.restore()
@@ -478,9 +491,9 @@ def _serve(executor: Executor, capture: Capture, proto_in: IO[bytes], proto_out:
         kind, items = message
         if kind != "run":
             continue
-        for task_id, digest, blob, call in items:
+        for task_id, digest, blob, call, memory in items:
             executor.load(digest, blob)
-            ok, payload = executor.run(digest, call)
+            ok, payload = executor.run(digest, call, memory)
             write_reply(proto_out, task_id, ok, payload[: executor.max_result + 4096], capture.take())
             if not executor.fresh:
                 write_retire(proto_out)

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from hmq import defaults
 from hmq._errors import ConfigurationError, HmqError
+from hmq.limits import Limits, format_memory, format_seconds
 from worker.executor import kill_tree, prctl, process_table, read_output, read_reply, write_frame
 from worker.sandbox import Isolation, Sandbox, scrubbed_env
 
@@ -86,7 +87,9 @@ def check_executor_user(user: str, scratch: Path) -> None:
 class ExecutorDied(HmqError):
     """The executor process ended while running calls."""
 
-    def __init__(self, returncode: Optional[int], killed: bool, log: Optional[bytes] = None) -> None:
+    def __init__(
+        self, returncode: Optional[int], killed: bool, log: Optional[bytes] = None, memory: Optional[int] = None
+    ) -> None:
         self.returncode = returncode
         self.killed = killed
         self.log = log  # what the call it was running had written
@@ -96,10 +99,29 @@ class ExecutorDied(HmqError):
             why = f"killed by signal {-returncode}" + (" (out of memory?)" if returncode == -9 else "")
         else:
             why = f"exit code {returncode}"
+        if memory is not None and not killed and returncode is not None and returncode < 0:
+            super().__init__(
+                f"the call exceeded its memory limit of {format_memory(memory)}: the process running it "
+                f"died ({why}) under that limit"
+            )
+            return
         super().__init__(
             f"the process running this task died ({why}); the call crashed its interpreter, "
             f"called os._exit, or ran out of memory"
         )
+
+
+class CallTimedOut(ExecutorDied):
+    """A call ran past its timeout: the worker killed its executor, and with it every process
+    the call started; the calls of the batch after it never started."""
+
+    def __init__(self, timeout: float) -> None:
+        HmqError.__init__(
+            self,
+            f"the call timed out after {format_seconds(timeout)} s (submit(timeout=...)) and was killed, "
+            f"with every process it started",
+        )
+        self.returncode, self.killed, self.log = None, False, None
 
 
 class ExecutorRetired(ExecutorDied):
@@ -136,6 +158,7 @@ class ExecutorProcess:
     killed: bool = False
     retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
+    call_started: float = field(default_factory=time.monotonic)  # of the call running now
 
     def __post_init__(self) -> None:
         workdir = self.scratch / uuid.uuid4().hex
@@ -168,31 +191,32 @@ class ExecutorProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, items: list[tuple[str, str, bytes, bytes]]) -> Iterator[Outcome]:
-        """Send calls ``(task_id, digest, function, call)``; yield outcomes as they finish."""
+    def run(self, items: list[tuple[str, str, bytes, bytes, Limits]]) -> Iterator[Outcome]:
+        """Send calls ``(task_id, digest, function, call, limits)``; yield outcomes as they
+        finish. A call that runs past its timeout raises :class:`CallTimedOut` (its executor
+        is killed)."""
         batch = []
-        for task_id, digest, function, call in items:
-            batch.append((task_id, digest, None if digest in self.loaded else function, call))
+        for task_id, digest, function, call, limits in items:
+            memory = None if limits.memory is None else (limits.memory, format_memory(limits.memory))
+            batch.append((task_id, digest, None if digest in self.loaded else function, call, memory))
             self.loaded.add(digest)
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        started = time.monotonic()
+        started = self.call_started = time.monotonic()
         try:
             write_frame(self.proc.stdin, ("run", batch))
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise self._died() from None
+            raise self._died(items[0][4]) from None
         answered = 0
         while True:
+            limits = items[answered][4] if answered < len(items) else Limits(timeout=None)
             try:
-                reply = (
-                    read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + self.max_log + 8192)
-                    if self._wait_for_reply()
-                    else None
-                )
+                ready = self._wait_for_reply(limits.timeout)
+                reply = read_reply(self.proc.stdout, defaults.MAX_RESULT_BYTES + self.max_log + 8192) if ready else None
             except OSError:
                 reply = None
             if reply is None:
-                raise self._died()
+                raise self._died(limits)
             if not isinstance(reply, tuple):  # "end" or "retire"
                 self.last_used = time.monotonic()
                 self.retired = reply == "retire"
@@ -203,17 +227,24 @@ class ExecutorProcess:
             now = time.monotonic()
             answered += 1
             yield Outcome(task_id, ok, payload, now - started, output)
-            started = now
+            started = self.call_started = now
 
-    def _wait_for_reply(self) -> bool:
+    def _wait_for_reply(self, timeout: Optional[float] = None) -> bool:
         """Wait until a reply starts or the executor ends (False): a process that inherited
-        the reply pipe and outlived the executor must not keep the worker waiting."""
+        the reply pipe and outlived the executor must not keep the worker waiting. When the
+        call has run ``timeout`` seconds, kill the executor and raise :class:`CallTimedOut`."""
         assert self.proc.stdout is not None
-        while not select.select([self.proc.stdout], [], [], REPLY_POLL_SECONDS)[0]:
+        deadline = None if timeout is None else self.call_started + timeout
+        while True:
+            wait = REPLY_POLL_SECONDS if deadline is None else min(REPLY_POLL_SECONDS, deadline - time.monotonic())
+            if select.select([self.proc.stdout], [], [], max(wait, 0.0))[0]:
+                return True
             if not self.alive():
                 return bool(select.select([self.proc.stdout], [], [], 0)[0])
             self._trim_output()
-        return True
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill()
+                raise CallTimedOut(timeout or 0.0)
 
     def output(self) -> Optional[bytes]:
         """What the executor's current call has written so far (capped as the executor caps it):
@@ -233,13 +264,15 @@ class ExecutorProcess:
         if size > 2 * keep + TRIM_SLACK_BYTES:
             _punch_hole(fd, keep, size - 2 * keep)
 
-    def _died(self) -> ExecutorDied:
+    def _died(self, limits: Limits) -> ExecutorDied:
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._terminate()
             code = self.proc.wait()
-        return ExecutorDied(self.sandbox.exit_status(code), self.killed, None if self.killed else self.output())
+        return ExecutorDied(
+            self.sandbox.exit_status(code), self.killed, None if self.killed else self.output(), limits.memory
+        )
 
     def _terminate(self) -> None:
         """Kill the executor and every process it started: under bwrap its sandbox ends with it;
@@ -330,6 +363,7 @@ class ExecutorPool:
                 if ex.key == (python, ncores, tenant) and ex.alive():
                     self._idle.remove(ex)
                     self._busy.add(ex)
+                    ex.call_started = time.monotonic()
                     return ex
         with self._spawn:
             ex = ExecutorProcess(python, ncores, self.scratch, self.sandbox, tenant, self.max_log)

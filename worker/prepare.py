@@ -9,13 +9,15 @@ tasks with the reason; it never stops the worker.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hmq import crypto, formats, wire
 from hmq._errors import HmqError, IntegrityError
 from hmq.credentials import WorkerCredentials
+from hmq.limits import Limits
 from worker.session import WorkerSession
 
 log = logging.getLogger("hmq.worker")
@@ -33,11 +35,18 @@ class Job:
     digest: str
     function: bytes
     call: bytes
+    limits: Limits = field(default_factory=Limits)  # as the user signed them
+    failures: int = 0  # earlier runs of this call that failed (the API requeued it)
+    claimed: float = field(default_factory=time.monotonic)
 
     @property
     def group(self) -> tuple[str, tuple[str, ...], int]:
         """Jobs of one group may share an executor: same user, package set and core count."""
         return self.user.key_id, tuple(self.packages), self.ncores
+
+    def attempt_line(self) -> str:
+        """The first line of this run's error when the call may run more than once."""
+        return f"failed on attempt {self.failures + 1} of {self.limits.retries + 1}\n"
 
 
 class Preparer:
@@ -129,5 +138,18 @@ class Preparer:
                     wire.RejectedTask(id=t.id, error=f"rejected by worker {self.credentials.name!r}: {exc}")
                 )
                 continue
-            jobs.append(Job(task_id, group.tag, user, header.packages, header.ncores, header.function, function, call))
+            jobs.append(
+                Job(
+                    task_id,
+                    group.tag,
+                    user,
+                    header.packages,
+                    header.ncores,
+                    header.function,
+                    function,
+                    call,
+                    header.limits,
+                    t.failures,
+                )
+            )
         return jobs, rejected

@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, Optional
 
 from hmq import wire
@@ -99,7 +100,7 @@ class CachedWorker:
 
     def run(self) -> None:
         """Work until the worker leaves (see :mod:`worker.life`) or :meth:`stop` is called."""
-        info = self.session.register(self.datacenter, self.cores)
+        info = self.session.register(self.datacenter, self.cores, memory=self.settings.memory)
         log.info(
             "worker %s (%s) registered as %s in datacenter %s with %d cores",
             self.credentials.name,
@@ -180,10 +181,15 @@ class CachedWorker:
 
     # --- claiming ----------------------------------------------------------------------------
     def _want(self) -> int:
-        """How many more tasks to hold: enough to keep every core busy for about a second."""
-        per_core = 2 if self._avg_seconds is None else max(1, min(64, math.ceil(1.0 / max(self._avg_seconds, 1e-4))))
-        target = min(self.settings.claim_max_tasks, self.cores * per_core * 2)
+        """How many more tasks to hold: no more than the cores can start soon, about two
+        seconds of work per core by the average call so far (two calls while that is unknown).
+        A core whose call has run ``start_within_seconds`` starts nothing soon: it is not counted."""
+        per_core = 1 if self._avg_seconds is None else max(1, min(64, math.ceil(1.0 / max(self._avg_seconds, 1e-4))))
         with self._cv:
+            now, slow = time.monotonic(), self.settings.start_within_seconds
+            busy = {id(ex): (job, ex) for job, ex in self._running.values()}
+            stuck = sum(min(job.ncores, self.cores) for job, ex in busy.values() if now - ex.call_started >= slow)
+            target = min(self.settings.claim_max_tasks, (self.cores - stuck) * per_core * 2)
             return target - len(self._queue) - len(self._running)
 
     def _claim(self, want: int) -> int:
@@ -213,7 +219,7 @@ class CachedWorker:
                 need = min(self._queue[0].ncores, self.cores)
                 if self._free >= need:
                     group = self._queue[0].group
-                    limit = max(1, min(self.settings.executor_batch, len(self._queue) // self.cores))
+                    limit = self._batch_size()
                     batch = [j for j in list(self._queue)[: 4 * limit] if j.group == group][:limit]
                     for j in batch:
                         self._queue.remove(j)
@@ -221,6 +227,14 @@ class CachedWorker:
                     return batch
             self._cv.wait()
         return None
+
+    def _batch_size(self) -> int:
+        """Calls per executor round trip: several only for short calls (by the average so far),
+        since a call queued behind a slow one in its batch waits for it."""
+        if self._avg_seconds is None:
+            return 1
+        short = int(self.settings.executor_batch_seconds / max(self._avg_seconds, 1e-6))
+        return max(1, min(self.settings.executor_batch, len(self._queue) // self.cores, short))
 
     def _runner(self) -> None:
         while True:
@@ -255,14 +269,14 @@ class CachedWorker:
         by_id = {j.task_id: j for j in jobs}
         outcomes: list[Outcome] = []
         try:
-            for outcome in ex.run([(j.task_id, j.digest, j.function, j.call) for j in jobs]):
+            for outcome in ex.run([(j.task_id, j.digest, j.function, j.call, j.limits) for j in jobs]):
                 done = by_id.pop(outcome.task_id, None)
                 if done is None:
                     raise IntegrityError(f"executor answered for task {outcome.task_id}, which it was not given")
                 outcomes.append(outcome)
                 self._record([(done, outcome)])
-        except ExecutorDied as died:
-            self._interrupted(list(by_id.values()), died, back)
+        except ExecutorDied as died:  # crashed, timed out, or stopped by us
+            self._interrupted(list(by_id.values()), died, back, time.monotonic() - ex.call_started)
         except Exception as exc:  # a garbled reply or a defect: fail what is left, keep the worker
             log.exception("running %d calls failed", len(by_id))
             ex.kill()
@@ -278,15 +292,15 @@ class CachedWorker:
     def _fail(self, jobs: list[Job], reason: str) -> list[Outcome]:
         return self._record([(j, Outcome(j.task_id, False, reason.encode())) for j in jobs])
 
-    def _interrupted(self, unfinished: list[Job], died: ExecutorDied, back: Any) -> None:
+    def _interrupted(self, unfinished: list[Job], died: ExecutorDied, back: Any, seconds: float) -> None:
         with self._cv:
             live = [j for j in unfinished if j.task_id not in self._dropped]
             if died.killed or self._terminated_from_outside(died, live):  # not the calls' fault
                 back.extendleft(reversed(live))  # run again, or handed back by the shutdown
                 self._cv.notify_all()
                 return
-        if live:  # the first unfinished call crashed its executor; the rest never started
-            self._record([(live[0], Outcome(live[0].task_id, False, str(died).encode(), log=died.log))])
+        if live:  # the first unfinished call crashed its executor or timed out; the rest never started
+            self._record([(live[0], Outcome(live[0].task_id, False, str(died).encode(), seconds, log=died.log))])
             with self._cv:
                 back.extendleft(reversed(live[1:]))
                 self._cv.notify_all()
@@ -308,6 +322,8 @@ class CachedWorker:
             for job, outcome in items:
                 if job.task_id in self._dropped or job.task_id not in self._held:
                     continue
+                if not outcome.ok and job.limits.retries:  # the error says which attempt this was
+                    outcome = replace(outcome, payload=job.attempt_line().encode() + outcome.payload)
                 self._outcomes.append((job, outcome))
                 self._avg_seconds = (
                     outcome.seconds if self._avg_seconds is None else 0.9 * self._avg_seconds + 0.1 * outcome.seconds
@@ -319,21 +335,27 @@ class CachedWorker:
 
     # --- results -----------------------------------------------------------------------------
     def _flush(self, force: bool, release_rest: bool = False) -> None:
-        """Report outcomes and rejections when a batch is full, old enough or the worker idles;
-        on shutdown (``release_rest``) also hand back every other task still held."""
+        """Report outcomes and rejections when a batch is full, old enough or the worker idles,
+        and hand back queued tasks that did not start soon enough (for another worker); on
+        shutdown (``release_rest``) hand back every other task still held."""
         with self._cv:
+            stale = self._take_stale()
             due = (
                 self._oldest_outcome is not None
                 and time.monotonic() - self._oldest_outcome >= self.settings.flush_seconds
             )
             full = len(self._outcomes) >= self.settings.result_batch
             idle = not self._queue and not self._running
-            if not (force or due or full or (idle and self._outcomes) or self._rejected or self._handback):
+            handback = self._handback or stale
+            if not (force or due or full or (idle and self._outcomes) or self._rejected or handback):
                 return
             outcomes, self._outcomes, self._oldest_outcome = self._outcomes, [], None
             rejected, self._rejected = self._rejected, []
             reported = {j.task_id for j, _ in outcomes} | {str(r.id) for r in rejected}
-            release = sorted((self._held if release_rest else self._handback & self._held) - reported)
+            if release_rest:
+                release = sorted(self._held - reported)
+            else:
+                release = sorted(((self._handback & self._held) | {j.task_id for j in stale}) - reported)
         if not (outcomes or rejected or release):
             return
         try:
@@ -344,6 +366,7 @@ class CachedWorker:
                 self._outcomes = outcomes + self._outcomes
                 self._rejected = rejected + self._rejected
                 self._oldest_outcome = time.monotonic()
+                self._queue.extendleft(reversed([j for j in stale if j.task_id in self._held]))
             if force:
                 raise
             return
@@ -351,6 +374,21 @@ class CachedWorker:
             self._held -= reported | set(release)
             self._handback &= self._held
         self.completed += len(outcomes)
+        if stale:
+            log.info(
+                "handed back %d tasks that could not start within %g s", len(stale), self.settings.start_within_seconds
+            )
+
+    def _take_stale(self) -> list[Job]:
+        """Under the lock: the queued jobs claimed ``start_within_seconds`` ago that have not
+        started, taken out of the queue to be handed back."""
+        cutoff = time.monotonic() - self.settings.start_within_seconds
+        stale = [j for j in self._queue if j.claimed <= cutoff]
+        if stale:
+            keep = [j for j in self._queue if j.claimed > cutoff]
+            self._queue.clear()  # in place: runners may hold a reference to it
+            self._queue.extend(keep)
+        return stale
 
     # --- heartbeat ---------------------------------------------------------------------------
     def _heartbeat(self, every: float) -> None:

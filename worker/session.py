@@ -103,11 +103,15 @@ class WorkerSession:
         return f"/v1/workers/{self.worker_id}/{action}"
 
     # --- the protocol ----------------------------------------------------------------------
-    def register(self, datacenter: str, cores: int, python: Optional[str] = None) -> wire.WorkerOut:
-        """Register as a worker of ``datacenter`` with ``cores`` cores; later calls use the id."""
+    def register(
+        self, datacenter: str, cores: int, python: Optional[str] = None, memory: Optional[int] = None
+    ) -> wire.WorkerOut:
+        """Register as a worker of ``datacenter`` with ``cores`` cores and ``memory`` bytes
+        (``None``: not told); later calls use the id."""
         body = wire.WorkerIn(
             datacenter=datacenter,
             cores=cores,
+            memory=memory,
             python=python or wire.PYTHON,
             hostname=socket.gethostname(),
             version=__version__,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hmq import defaults, wire
-from hmq._errors import ConfigurationError
+from hmq._errors import ConfigurationError, UsageError
+from hmq.limits import parse_memory
 from worker.pool import MAX_LOG_BYTES
 from worker.sandbox import Isolation
 from worker.session import FUNCTION_CACHE
@@ -25,6 +26,10 @@ ISOLATION_MODES = tuple(mode.value for mode in Isolation)
 
 def _all_cores() -> int:
     return os.cpu_count() or 1
+
+
+def _total_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _default_cache_dir() -> Path:
@@ -43,6 +48,10 @@ class WorkerSettings:
 
     cores: int = field(default_factory=_all_cores)
     """Cores this worker may use (default: all of the machine's)."""
+
+    memory: int = field(default_factory=_total_memory)
+    """Bytes of memory this worker offers (default: the machine's total; a size like ``"8GiB"``
+    is read too). Only tasks whose ``memory=`` fits are claimed."""
 
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Package environments (``envs/``) and the executors' scratch directories (``scratch/``)."""
@@ -76,6 +85,14 @@ class WorkerSettings:
 
     executor_batch: int = 64
     """Calls handed to one executor process per round trip (fewer when they need many cores)."""
+
+    executor_batch_seconds: float = 0.05
+    """Calls go to an executor several at a time only while so many take about this long in
+    all (by the average call so far): a call queued behind a slow one in a batch waits for it."""
+
+    start_within_seconds: float = 5.0
+    """A claimed call that has not started this long after its claim is handed back (released)
+    for another worker; a core whose call has run this long counts as busy when claiming."""
 
     claim_max_tasks: int = defaults.CLAIM_MAX_TASKS
     """Most tasks the worker holds and asks for in one claim (at most the protocol's limit)."""
@@ -125,6 +142,12 @@ class WorkerSettings:
             raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or flush interval'}")
         if not 0 <= self.max_log_bytes <= defaults.MAX_RESULT_BYTES:
             raise ConfigurationError(f"max_log_bytes must be between 0 and {defaults.MAX_RESULT_BYTES}")
+        try:
+            object.__setattr__(self, "memory", parse_memory(self.memory) or _total_memory())
+        except UsageError as exc:
+            raise ConfigurationError(f"worker memory: {exc}") from None
+        if self.executor_batch_seconds < 0 or self.start_within_seconds <= 0:
+            raise ConfigurationError("executor_batch_seconds cannot be negative, start_within_seconds must be positive")
         object.__setattr__(self, "url", self.url.rstrip("/"))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "pip_args", tuple(self.pip_args))

@@ -149,10 +149,15 @@ class Task(Base):
     python: Mapped[str] = mapped_column(String(16))
     packages: Mapped[str] = mapped_column(Text, default="[]")
     datacenters: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    timeout: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # seconds per call; NULL: no limit
+    memory: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)  # bytes per call; NULL: no limit
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[int] = mapped_column(SmallInteger, default=TaskStatus.PENDING)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # leases lost (worker gone)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs that failed, requeued
     worker_id: Mapped[Optional[uuid.UUID]] = mapped_column(Uuid, nullable=True)
     lease_until: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    deadline: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # no lease extends past it
     batch_id: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     created: Mapped[float] = mapped_column(Float)
@@ -165,6 +170,7 @@ class Worker(Base):
     datacenter: Mapped[str] = mapped_column(String(200))
     cores: Mapped[int] = mapped_column(Integer)
     python: Mapped[str] = mapped_column(String(16))
+    memory: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)  # bytes; NULL: not told
     hostname: Mapped[str] = mapped_column(String(255), default="")
     version: Mapped[str] = mapped_column(String(64), default="")
     registered: Mapped[float] = mapped_column(Float)

@@ -3,10 +3,11 @@
 ::
 
     submit ─► PENDING ──lease──► RUNNING ──finish: result object──► COMPLETED | FAILED
-               ▲  │ │              │ │ │
-               │  │ │              │ │ └─finish: rejected by the worker──► FAILED
-               │  │ │              │ └─lease ran out, attempts left──► PENDING (attempt + 1)
-               │  │ │              └─lease ran out, no attempts left──► FAILED
+               ▲▲ │ │              │ │ │ │
+               ││ │ │              │ │ │ └─finish: rejected by the worker──► FAILED
+               ││ │ │              │ │ └─lease ran out, attempts left──► PENDING (attempt + 1)
+               ││ │ │              │ └─lease ran out, no attempts left──► FAILED
+               │└─┼─┼──────────────┴─finish: failed, retries left──► PENDING (failures + 1)
                └──┼─┼──release─────┘
                   │ └─no worker seen can run it (placement timeout)──► FAILED
                   └─close: cancel by tag or ids, revoke the user──► CANCELLED (from RUNNING too)
@@ -20,7 +21,14 @@ A task that leaves the open states joins a *batch* (:func:`new_batch`): the resu
 in, or a closure without one. Batch ids increase, and pulls page through a tag by them.
 
 Placement: the datacenters a task may run in are stored as ``",dc1,dc2,"``
-(:func:`encode_datacenters`, :func:`decode_datacenters`; :func:`runs_in` is the SQL test).
+(:func:`encode_datacenters`, :func:`decode_datacenters`; :func:`runs_in` is the SQL test); a
+task with a memory limit goes only to workers with at least that much memory.
+
+Limits: a lease never extends past the task's *deadline*, its start plus the task's timeout plus
+``timeout_margin_seconds``, so a worker that does not end a call in time cannot hold the task
+either (the lease runs out: a lost lease). Two counters: ``attempt`` counts lost leases (up to
+``max_attempts``), ``failures`` counts runs that failed (raised, timed out, crashed, went over
+memory), requeued while the task's ``retries`` allow.
 
 Time comes from the :class:`Lifecycle`'s clock only, so tests pass time instead of sleeping.
 The sweeps (:meth:`~Lifecycle.expire_leases`, :meth:`~Lifecycle.fail_unplaceable`) are run by
@@ -36,11 +44,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Select, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._batching import batched
+from hmq.limits import format_memory
 from lambdas.db.models import OPEN_STATES, Batch, Tag, Task, TaskStatus, User, Worker
 from lambdas.settings import Settings
 
@@ -68,10 +77,29 @@ def runs_in(datacenter: str) -> ColumnElement[bool]:
     return Task.datacenters.is_(None) | Task.datacenters.contains(needle, autoescape=True)
 
 
-def _describe(python: str, datacenters: Optional[str], ncores: int) -> str:
+def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> str:
     names = decode_datacenters(datacenters)
     where = f"in datacenter(s) {', '.join(names)}" if names else "anywhere"
-    return f"Python {python} with {ncores} core(s) {where}"
+    needs = f" and {format_memory(memory)} of memory" if memory is not None else ""
+    return f"Python {python} with {ncores} core(s){needs} {where}"
+
+
+def _can_run(worker: Any, python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> bool:
+    """Whether a worker row (python, datacenter, cores, memory) can run tasks of this kind."""
+    wanted = decode_datacenters(datacenters)
+    fits = memory is None or worker.memory is None or memory <= worker.memory
+    return (
+        worker.python == python and worker.cores >= ncores and fits and (wanted is None or worker.datacenter in wanted)
+    )
+
+
+def _same(column: Any, value: Any) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value
+
+
+def _capped(until: float, deadline: Any = Task.deadline) -> Any:
+    """SQL: ``until``, or the task's deadline when that comes first (no deadline: ``until``)."""
+    return case((deadline < until, deadline), else_=until)
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -124,8 +152,11 @@ class Lifecycle:
     # --- worker side ---------------------------------------------------------------------------
     def lease(self, session: Session, worker: Worker, available: int, max_tasks: int) -> Lease:
         """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
-        ``available`` cores), oldest first, skipping the tasks of revoked users."""
-        until = self.clock() + self.settings.lease_seconds
+        ``available`` cores, memory), oldest first, skipping the tasks of revoked users. A task
+        with a timeout gets its deadline: the lease ends then at the latest."""
+        now = self.clock()
+        until = now + self.settings.lease_seconds
+        fits = [] if worker.memory is None else [Task.memory.is_(None) | (Task.memory <= worker.memory)]
         query = (
             select(Task.seq)
             .where(
@@ -133,6 +164,7 @@ class Lifecycle:
                 Task.python == worker.python,
                 Task.ncores <= min(available, worker.cores),
                 runs_in(worker.datacenter),
+                *fits,
                 Task.user_id.not_in(select(User.id).where(User.revoked.is_not(None))),
             )
             .order_by(Task.seq)
@@ -140,18 +172,24 @@ class Lifecycle:
         )
         seqs = list(session.scalars(_skip_locked(session, query)))
         if seqs:
+            deadline = Task.timeout + (now + self.settings.timeout_margin_seconds)  # NULL without a timeout
             session.execute(
                 update(Task)
                 .where(Task.seq.in_(seqs))
-                .values(status=TaskStatus.RUNNING, worker_id=worker.id, lease_until=until)
+                .values(
+                    status=TaskStatus.RUNNING,
+                    worker_id=worker.id,
+                    deadline=deadline,
+                    lease_until=_capped(until, deadline),
+                )
             )
         return Lease(seqs, until)
 
     def extend(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[set[uuid.UUID], float]:
-        """Extend the leases of the named tasks the worker still holds; return those and the
-        new end of their lease."""
+        """Extend the leases of the named tasks the worker still holds, never past a task's
+        deadline; return those and the new end of their lease."""
         until = self.clock() + self.settings.lease_seconds
-        return self._change(session, ids, _held_by(worker_id), lease_until=until), until
+        return self._change(session, ids, _held_by(worker_id), lease_until=_capped(until)), until
 
     def release(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Hand tasks back unrun (the worker is stopping): pending again, attempt unchanged."""
@@ -182,21 +220,40 @@ class Lifecycle:
             out.ignored += [i for i in ids if i not in taken]
             return
         tag_id = session.scalar(select(Tag.id).where(Tag.name == stored.tag))
-        accepted = 0
-        if tag_id is not None:
-            batch = new_batch(session, tag_id, self.clock(), stored.key)
-            mine = [*_held_by(worker_id), Task.tag_id == tag_id]
-            for part, status in ((stored.completed, TaskStatus.COMPLETED), (stored.failed, TaskStatus.FAILED)):
-                done = self._change(session, part, mine, status=status, batch_id=batch, lease_until=None)
-                accepted += len(done)
-                out.ignored += [i for i in part if i not in done]
-            if accepted == 0:
-                session.execute(delete(Batch).where(Batch.id == batch))
-        else:
+        if tag_id is None:
             out.ignored += ids
-        if accepted == 0:  # results nobody will read: the tasks were cancelled, deleted or re-leased
-            out.orphans.append(stored.key)
-        out.accepted += accepted
+        if tag_id is None or not self._attach(session, worker_id, stored, tag_id, out):
+            out.orphans.append(stored.key)  # results nobody will read: the tasks were cancelled, deleted or re-leased
+
+    def _attach(
+        self, session: Session, worker_id: uuid.UUID, stored: wire.StoredResults, tag_id: int, out: Finished
+    ) -> bool:
+        """The tasks of one result object that are still the worker's: completed, failed, or
+        (failed with retries left) pending again, ``failures + 1``. False when there were none.
+
+        The object stays (its batch too) when it only holds retried failures, so that a
+        repeated report still finds it; it is deleted with its tag."""
+        batch = new_batch(session, tag_id, self.clock(), stored.key)
+        mine = [*_held_by(worker_id), Task.tag_id == tag_id]
+        retried = self._change(
+            session,
+            stored.failed,
+            [*mine, Task.failures < Task.retries],
+            status=TaskStatus.PENDING,
+            failures=Task.failures + 1,
+            worker_id=None,
+            lease_until=None,
+        )
+        failed = [i for i in stored.failed if i not in retried]
+        taken = len(retried)
+        for part, status in ((stored.completed, TaskStatus.COMPLETED), (failed, TaskStatus.FAILED)):
+            done = self._change(session, part, mine, status=status, batch_id=batch, lease_until=None)
+            taken += len(done)
+            out.ignored += [i for i in part if i not in done]
+        out.accepted += taken
+        if taken == 0:
+            session.execute(delete(Batch).where(Batch.id == batch))
+        return taken > 0
 
     def _record_rejections(
         self, session: Session, worker_id: uuid.UUID, rejected: list[wire.RejectedTask], out: Finished
@@ -290,8 +347,8 @@ class Lifecycle:
             )
         message = (
             f"task failed: its worker stopped reporting {limit} times (no heartbeat within "
-            f"{self.settings.lease_seconds:.0f} s each time). The worker died, lost its network, or the call "
-            f"brings its worker down (e.g. out of memory)."
+            f"{self.settings.lease_seconds:.0f} s, or no outcome by the call's timeout, each time). The worker "
+            f"died, lost its network or hung, or the call brings its worker down (e.g. out of memory)."
         )
         failing = [(row.seq, row.tag_id) for row in expired if row.attempt + 1 >= limit]
         self._close(session, failing, [running], status=TaskStatus.FAILED, attempt=Task.attempt + 1, error=message)
@@ -299,31 +356,31 @@ class Lifecycle:
 
     def fail_unplaceable(self, session: Session) -> int:
         """Fail pending tasks that no worker seen within the placement timeout could run (its
-        Python version, enough cores, one of its datacenters); return how many."""
+        Python version, enough cores and memory, one of its datacenters); return how many."""
         timeout = self.settings.placement_timeout_seconds
         if timeout <= 0:  # wait forever
             return 0
         cutoff = self.clock() - timeout
         old = (Task.status == TaskStatus.PENDING, Task.created < cutoff)
-        kinds = session.execute(select(Task.python, Task.datacenters, Task.ncores).distinct().where(*old)).all()
+        kinds = session.execute(
+            select(Task.python, Task.datacenters, Task.ncores, Task.memory).distinct().where(*old)
+        ).all()
         if not kinds:
             return 0
         workers = session.execute(
-            select(Worker.python, Worker.datacenter, Worker.cores).where(Worker.last_seen >= cutoff)
+            select(Worker.python, Worker.datacenter, Worker.cores, Worker.memory).where(Worker.last_seen >= cutoff)
         ).all()
         failed = 0
-        for python, datacenters, ncores in kinds:
-            wanted = decode_datacenters(datacenters)
-            if any(
-                w.python == python and w.cores >= ncores and (wanted is None or w.datacenter in wanted) for w in workers
-            ):
+        for kind in kinds:
+            if any(_can_run(w, *kind) for w in workers):
                 continue
-            same = Task.datacenters.is_(None) if datacenters is None else Task.datacenters == datacenters
+            python, datacenters, ncores, memory = kind
+            same = (_same(Task.datacenters, datacenters), _same(Task.memory, memory))
             rows = session.execute(
-                select(Task.seq, Task.tag_id).where(*old, Task.python == python, Task.ncores == ncores, same)
+                select(Task.seq, Task.tag_id).where(*old, Task.python == python, Task.ncores == ncores, *same)
             ).all()
             message = (
-                f"task failed: no worker able to run it ({_describe(python, datacenters, ncores)}) has been seen "
+                f"task failed: no worker able to run it ({_describe(*kind)}) has been seen "
                 f"for {timeout / 3600:.1f} h. Start such a worker and submit again, or submit without the restriction."
             )
             failed += self._close(session, rows, [old[0]], status=TaskStatus.FAILED, error=message)

@@ -146,8 +146,12 @@ def _task_rows(ctx: Context, chunk: wire.ChunkIn, chunk_id: int, tag: Tag) -> li
         "python": chunk.python,
         "packages": json.dumps(wire.normalise_packages(chunk.packages)),
         "datacenters": encode_datacenters(chunk.datacenters),
+        "timeout": chunk.timeout,
+        "memory": chunk.memory,
+        "retries": chunk.retries,
         "status": TaskStatus.PENDING,
         "attempt": 0,
+        "failures": 0,
         "created": ctx.now(),
     }
     return [{"id": task_id, "offset": offset, "length": length, **shared} for task_id, offset, length in chunk.tasks]

@@ -35,6 +35,7 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
                 datacenter=body.datacenter,
                 cores=body.cores,
                 python=body.python,
+                memory=body.memory,
                 hostname=body.hostname,
                 version=body.version,
                 registered=now,
@@ -80,6 +81,7 @@ def _claimed(session: Session, seqs: list[int]) -> Sequence[Any]:
             Task.offset,
             Task.length,
             Task.attempt,
+            Task.failures,
             Task.user_id,
             Chunk.key,
             Chunk.header_len,
@@ -110,7 +112,9 @@ def _groups(ctx: Context, rows: Sequence[Any], certificates: dict[int, str], bas
                 tag=r.name,
                 tasks=[],
             )
-        group.tasks.append(wire.ClaimTask(id=r.id, offset=r.offset, length=r.length, attempt=r.attempt))
+        group.tasks.append(
+            wire.ClaimTask(id=r.id, offset=r.offset, length=r.length, attempt=r.attempt, failures=r.failures)
+        )
     return list(groups.values())
 
 
@@ -179,6 +183,7 @@ def list_workers(ctx: Context, principal: Principal, since: float = 0.0) -> list
             registered=w.registered,
             last_seen=w.last_seen,
             running=w.running,
+            memory=w.memory,
         )
         for w, name in rows
     ]

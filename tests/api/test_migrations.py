@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,4 +53,44 @@ def test_upgrade_keeps_existing_rows(database_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM batches")).scalar() == 3
         assert conn.execute(text("SELECT name FROM tags")).scalar() == "t_1"
+    engine.dispose()
+
+
+def test_tasks_from_before_limits_have_none(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine, "0002")
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (name, role, key_id, sign_pub, enc_pub, certificate, created) "
+                "VALUES ('ada', 'user', 'k1', :b, :b, '{}', :t)"
+            ),
+            {"b": b"x" * 32, "t": now},
+        )
+        conn.execute(text("INSERT INTO tags (user_id, name, created) VALUES (1, 't_1', :t)"), {"t": now})
+        conn.execute(
+            text("INSERT INTO functions (user_id, digest, key, size, created) VALUES (1, :d, 'u/k/f/1', 10, :t)"),
+            {"d": "0" * 64, "t": now},
+        )
+        conn.execute(text("INSERT INTO chunks (tag_id, function_id, key, header_len) VALUES (1, 1, 'u/k/c/1', 100)"))
+        conn.execute(
+            text(
+                'INSERT INTO tasks (id, tag_id, user_id, chunk_id, "offset", length, ncores, python, packages, '
+                "status, attempt, created) VALUES (:id, 1, 1, 1, 100, 10, 1, '3.11', '[]', 0, 1, :t)"
+            ),
+            {"id": uuid.uuid4().hex, "t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO workers (id, user_id, datacenter, cores, python, hostname, version, registered, "
+                "last_seen, allocated, running, used) VALUES (:id, 1, 'default', 2, '3.11', 'h', 'v', :t, :t, 0, 0, 0)"
+            ),
+            {"id": uuid.uuid4().hex, "t": now},
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        task = conn.execute(text("SELECT timeout, memory, retries, failures, deadline, attempt FROM tasks")).one()
+        assert tuple(task) == (None, None, 0, 0, None, 1)  # no limits, as their chunk headers say
+        assert conn.execute(text("SELECT memory FROM workers")).scalar() is None  # not told
     engine.dispose()

@@ -40,6 +40,10 @@ def test_logs(embedded: Stack) -> None:
     assert out == "working on 1\na warning about 1\nworking on 2\na warning about 2\n"
 
 
+def test_limits_and_retries(embedded: Stack) -> None:
+    assert embedded.run(str(EXAMPLES / "limits.py")).strip() == "[45, 4950, 499500]"
+
+
 def _tags(embedded: Stack) -> list[str]:
     api = API(home=embedded.home)
     try:

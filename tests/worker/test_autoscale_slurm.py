@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import hmq
-from tests.helpers import Ledger, reporting_sleeper, wait_for
+from tests.helpers import HttpLedger, reporting_sleeper, wait_for
 from tests.slurm import SlurmCluster
 from worker.autoscale.scaler import Fleet
 from worker.autoscale.slurm import time_limit_seconds
@@ -23,8 +23,8 @@ JOB_NAME = "hmq-worker-default"
 
 
 @pytest.fixture
-def ledger() -> Iterator[Ledger]:
-    book = Ledger()
+def ledger() -> Iterator[HttpLedger]:
+    book = HttpLedger()
     yield book
     book.close()
 
@@ -82,7 +82,9 @@ def test_time_limits_in_every_slurm_format() -> None:
     assert {text: time_limit_seconds(text) for text in cases} == cases
 
 
-def test_slurm_autoscaler_runs_a_tag_and_leaves_nothing_behind(site: Site, slurm: SlurmCluster, ledger: Ledger) -> None:
+def test_slurm_autoscaler_runs_a_tag_and_leaves_nothing_behind(
+    site: Site, slurm: SlurmCluster, ledger: HttpLedger
+) -> None:
     scaler = site.autoscale(
         "--max-workers", "2", "--cores", "1", "--idle-timeout", "10", "--interval", "1", "--log-level", "DEBUG"
     )
@@ -97,7 +99,7 @@ def test_slurm_autoscaler_runs_a_tag_and_leaves_nothing_behind(site: Site, slurm
         assert scaler.wait(timeout=60) == 0
 
 
-def _run_a_tag_through_slurm(site: Site, slurm: SlurmCluster, ledger: Ledger) -> None:
+def _run_a_tag_through_slurm(site: Site, slurm: SlurmCluster, ledger: HttpLedger) -> None:
     client = site.client()
     try:
         _watch(site, slurm, ledger, _submit(client, [(ledger.url, i, 1.5) for i in range(20)]))
@@ -105,7 +107,7 @@ def _run_a_tag_through_slurm(site: Site, slurm: SlurmCluster, ledger: Ledger) ->
         client.close()
 
 
-def _watch(site: Site, slurm: SlurmCluster, ledger: Ledger, tag: hmq.Tag) -> None:
+def _watch(site: Site, slurm: SlurmCluster, ledger: HttpLedger, tag: hmq.Tag) -> None:
     most = 0
 
     def busy_on_two() -> set[str]:

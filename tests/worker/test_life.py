@@ -11,14 +11,14 @@ import pytest
 
 import hmq
 from hmq import ConfigurationError
-from tests.helpers import Ledger, Server, reporting_sleeper, submit, wait_for
+from tests.helpers import HttpLedger, Server, reporting_sleeper, submit, wait_for
 from worker.life import Life
 from worker.settings import WorkerSettings
 
 
 @pytest.fixture
-def ledger() -> Iterator[Ledger]:
-    book = Ledger()
+def ledger() -> Iterator[HttpLedger]:
+    book = HttpLedger()
     yield book
     book.close()
 
@@ -116,7 +116,9 @@ def test_max_tasks_ends_the_worker_after_that_many(server: Server, tmp_path: Pat
     assert "leaving: it has taken its 3 task(s)" in proc.log_path.read_text()  # type: ignore[attr-defined]
 
 
-def test_sigterm_lets_a_running_call_finish_within_the_grace(server: Server, tmp_path: Path, ledger: Ledger) -> None:
+def test_sigterm_lets_a_running_call_finish_within_the_grace(
+    server: Server, tmp_path: Path, ledger: HttpLedger
+) -> None:
     user = server.user()
     proc = server.start_worker(tmp_path, extra=("--grace", "10"))
     tag = submit(user, reporting_sleeper, [(ledger.url, "call", 5)])
@@ -130,7 +132,7 @@ def test_sigterm_lets_a_running_call_finish_within_the_grace(server: Server, tmp
     assert list(tag.results) == ["call"]
 
 
-def test_sigterm_hands_back_a_call_that_outlasts_the_grace(server: Server, tmp_path: Path, ledger: Ledger) -> None:
+def test_sigterm_hands_back_a_call_that_outlasts_the_grace(server: Server, tmp_path: Path, ledger: HttpLedger) -> None:
     user = server.user()
     first = server.start_worker(tmp_path, extra=("--grace", "1"))
     tag = submit(user, reporting_sleeper, [(ledger.url, "call", 5)])

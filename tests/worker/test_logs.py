@@ -12,6 +12,7 @@ import cloudpickle
 import pytest
 
 import hmq
+from hmq.limits import Limits
 from tests.helpers import Server, submit, wait_for
 from worker.pool import ExecutorPool
 
@@ -134,7 +135,7 @@ def test_a_call_that_prints_without_end_holds_little_disk(tmp_path: Path) -> Non
     ex = pool.acquire(sys.executable, 1, "tenant")
     try:
         task = str(uuid.uuid4())
-        (outcome,) = ex.run([(task, "d", cloudpickle.dumps(flood), cloudpickle.dumps(((64,), {})))])
+        (outcome,) = ex.run([(task, "d", cloudpickle.dumps(flood), cloudpickle.dumps(((64,), {})), Limits(None))])
     finally:
         pool.release(ex)
         pool.close()
