@@ -67,8 +67,10 @@ class Admin:
     def users(self) -> list[wire.UserOut]:
         return [wire.UserOut.model_validate(u) for u in self.transport.call("GET", "/v1/users")]
 
-    def workers(self) -> list[wire.WorkerInfo]:
-        return [wire.WorkerInfo.model_validate(w) for w in self.transport.call("GET", "/v1/workers")]
+    def workers(self, since: float = 0.0) -> list[wire.WorkerInfo]:
+        """Registered workers seen after ``since`` (unix time), newest first."""
+        found = self.transport.call("GET", "/v1/workers", params={"since": since})
+        return [wire.WorkerInfo.model_validate(w) for w in found]
 
     def queue(self, datacenter: Optional[str] = None, python: Optional[str] = None) -> wire.QueueDepth:
         """Open tasks grouped by placement, with the live workers that could run each group."""

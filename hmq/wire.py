@@ -260,6 +260,9 @@ class WorkerIn(Model):
     hostname: str = Field(default="", max_length=255)
     version: str = Field(default="", max_length=64)
     memory: Optional[int] = Field(default=None, ge=1, description="bytes: only tasks whose memory fits are claimed")
+    isolation: Literal["bwrap", "uid", "none", "unknown"] = Field(
+        default="unknown", description="how the worker isolates calls (see worker/sandbox.py); none is unsafe"
+    )
 
 
 class WorkerOut(Model):
@@ -280,6 +283,7 @@ class WorkerInfo(Model):
     last_seen: float
     running: int
     memory: Optional[int] = None
+    isolation: str = "unknown"
 
 
 class ClaimIn(Model):

@@ -100,7 +100,9 @@ class CachedWorker:
 
     def run(self) -> None:
         """Work until the worker leaves (see :mod:`worker.life`) or :meth:`stop` is called."""
-        info = self.session.register(self.datacenter, self.cores, memory=self.settings.memory)
+        info = self.session.register(
+            self.datacenter, self.cores, memory=self.settings.memory, isolation=self.pool.sandbox.mode.value
+        )
         log.info(
             "worker %s (%s) registered as %s in datacenter %s with %d cores",
             self.credentials.name,

@@ -104,14 +104,21 @@ class WorkerSession:
 
     # --- the protocol ----------------------------------------------------------------------
     def register(
-        self, datacenter: str, cores: int, python: Optional[str] = None, memory: Optional[int] = None
+        self,
+        datacenter: str,
+        cores: int,
+        python: Optional[str] = None,
+        memory: Optional[int] = None,
+        isolation: str = "unknown",
     ) -> wire.WorkerOut:
         """Register as a worker of ``datacenter`` with ``cores`` cores and ``memory`` bytes
-        (``None``: not told); later calls use the id."""
+        (``None``: not told), isolating calls by ``isolation`` (shown to admins); later calls
+        use the id."""
         body = wire.WorkerIn(
             datacenter=datacenter,
             cores=cores,
             memory=memory,
+            isolation=isolation,  # type: ignore[arg-type]
             python=python or wire.PYTHON,
             hostname=socket.gethostname(),
             version=__version__,

@@ -171,6 +171,7 @@ class Worker(Base):
     cores: Mapped[int] = mapped_column(Integer)
     python: Mapped[str] = mapped_column(String(16))
     memory: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)  # bytes; NULL: not told
+    isolation: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
     hostname: Mapped[str] = mapped_column(String(255), default="")
     version: Mapped[str] = mapped_column(String(64), default="")
     registered: Mapped[float] = mapped_column(Float)

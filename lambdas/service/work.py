@@ -36,6 +36,7 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
                 cores=body.cores,
                 python=body.python,
                 memory=body.memory,
+                isolation=body.isolation,
                 hostname=body.hostname,
                 version=body.version,
                 registered=now,
@@ -184,6 +185,7 @@ def list_workers(ctx: Context, principal: Principal, since: float = 0.0) -> list
             last_seen=w.last_seen,
             running=w.running,
             memory=w.memory,
+            isolation=w.isolation,
         )
         for w, name in rows
     ]

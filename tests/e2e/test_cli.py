@@ -195,3 +195,28 @@ def test_logs_errors_are_one_clear_line(embedded: Stack, tmp_path: Path) -> None
         bad_name.stderr.splitlines()[-1]
         == "Error: Invalid value for TAG: 'no/such tag' must be 1-200 letters, digits, '_', '.' or '-'"
     )
+
+
+def test_workers_lists_the_fleet_and_marks_unisolated_workers(tmp_path: Path, server: Server) -> None:
+    from tests.helpers import wait_for
+
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(server.admin_key.to_text() + "\n")
+    server.start_worker(tmp_path, name="sandboxed", datacenter="dc-a")
+    server.start_worker(tmp_path, name="open", extra=("--isolation", "none"))
+    home = tmp_path / "home"
+    argv = ["workers", "--api", server.url, "--admin-key-file", str(key_file)]
+
+    def listed() -> list[dict]:
+        found = json.loads(_run([*argv, "--json"], home).stdout)
+        return found if len(found) == 2 else []
+
+    by_name = {w["name"]: w for w in wait_for(listed, timeout=60, interval=0.5, what="both workers to register")}
+    assert by_name["open"]["isolation"] == "none"
+    assert by_name["sandboxed"]["isolation"] == "bwrap" and by_name["sandboxed"]["datacenter"] == "dc-a"
+    assert all(w["memory"] and w["cores"] == 1 and w["python"] for w in by_name.values())
+    lines = {line.split()[0]: line for line in _run(argv, home).stdout.splitlines()}
+    assert "WARNING: runs calls without isolation" in lines["open"] and "live" in lines["open"]
+    assert "WARNING" not in lines["sandboxed"] and "isolation bwrap" in lines["sandboxed"]
+    wrong = _run(["workers", "--api", server.url, "--admin-key-file", str(tmp_path / "nope")], home, check=False)
+    assert wrong.returncode == 2 and "does not exist" in wrong.stderr
