@@ -34,6 +34,9 @@ class API:
         identity: the caller's secret key (a user's, a worker's).
         admin: the admin's public key, pinned to check compute keys and workers' certificates.
         home: where the configuration lives (default ``$HMQ_HOME`` or ``~/.hmq``).
+        retry_deadline: how long a request is retried while the API, its database or the object
+            store is down (seconds; default ``hmq.defaults.REQUEST_RETRY_DEADLINE_SECONDS``, 0
+            sends each request once).
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class API:
         admin: Optional[crypto.PublicIdentity] = None,
         *,
         home: Optional[Path] = None,
+        retry_deadline: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS,
     ) -> None:
         self._home = home
+        self.retry_deadline = retry_deadline
         self._explicit = url is not None
         self._config = ClientConfig(url.rstrip("/"), identity, admin) if url is not None else None
         self._transport: Optional[Transport] = None
@@ -81,7 +86,7 @@ class API:
     def transport(self) -> Transport:
         with self._lock:
             if self._transport is None:
-                self._transport = Transport(self.config.url, self.config.identity)
+                self._transport = Transport(self.config.url, self.config.identity, retry_deadline=self.retry_deadline)
             return self._transport
 
     def close(self) -> None:
@@ -491,7 +496,7 @@ def _probe(url: str) -> tuple[str, wire.Info]:
     candidates = [url] if "://" in url else [f"https://{url}", f"http://{url}"]
     problems = []
     for candidate in candidates:
-        transport = Transport(candidate, None, retries=1)
+        transport = Transport(candidate, None, retry_deadline=1.0)
         try:
             info = transport.call("GET", "/v1/info", signed=False, model=wire.Info)
         except HmqError as exc:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ import pytest
 
 from hmq import crypto
 from tests.backends import PostgresCluster, S3Server, Unavailable
-from tests.helpers import Server, local_settings, start_server
+from tests.helpers import Ledger, Server, local_settings, start_server
 
 BACKENDS = ["sqlite-local", "postgres-s3"]
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -120,6 +121,17 @@ def pg_server(tmp_path: Path, admin_key: crypto.AdminKey, request: pytest.Fixtur
 @pytest.fixture
 def local_server(make_local_server: Callable[..., Server]) -> Server:
     return make_local_server()
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    """What tasks report over loopback (a sandboxed task cannot write into the test's files)."""
+    server = Ledger()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,14 @@ def default_credentials() -> Path:
     show_default=True,
     help="How calls are isolated: a bubblewrap sandbox, a separate uid (--executor-user), or none (unsafe).",
 )
+@click.option(
+    "--retry-deadline",
+    "retry_deadline",
+    type=click.FloatRange(min=0),
+    envvar="HMQ_RETRY_DEADLINE",
+    default=None,
+    help="Seconds a request to the API or the object store is retried while they are down (default: 300).",
+)
 @click.option("--pip-arg", "pip_args", multiple=True, help="Extra argument for pip when building environments.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(
@@ -72,6 +80,7 @@ def main(
     cache_dir: Optional[Path],
     executor_user: Optional[str],
     isolation: str,
+    retry_deadline: Optional[float],
     pip_args: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -90,6 +99,7 @@ def main(
             pip_args=pip_args,
             executor_user=executor_user,
             isolation=isolation,
+            retry_deadline_seconds=retry_deadline,
         )
         worker = CachedWorker(creds, settings)
     except HmqError as exc:

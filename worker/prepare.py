@@ -2,8 +2,10 @@
 
 Nothing runs unless (1) the submitting user's certificate carries the admin's signature, (2)
 the chunk manifest carries that user's signature, (3) the function matches the digest the user
-signed and (4) each call matches its digest in the manifest. Any failure rejects the affected
-tasks with the reason; it never stops the worker.
+signed and (4) each call matches its digest in the manifest. A failure of these checks rejects
+the affected tasks with the reason. A transient failure (the object store did not answer, or
+answered 5xx: ``HmqError.transient``) rejects nothing: the tasks are handed back to the queue,
+unrun, and the worker backs off. Nothing here stops the worker.
 """
 
 from __future__ import annotations
@@ -93,18 +95,27 @@ class Preparer:
             self.session.functions.put(user.key_id, digest, pickled)
         return pickled
 
-    def prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
-        """Verified jobs of one claim group, and the tasks rejected with their reasons."""
+    def prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask], list[str]]:
+        """Verified jobs of one claim group, the tasks rejected with their reasons, and the tasks
+        to hand back unrun (their objects could not be fetched for now)."""
         try:
-            return self._prepare(group)
+            return (*self._prepare(group), [])
         except HmqError as exc:
+            if exc.transient:
+                log.warning(
+                    "handing back %d tasks of tag %s: cannot fetch their objects now: %s",
+                    len(group.tasks),
+                    group.tag,
+                    exc,
+                )
+                return [], [], [str(t.id) for t in group.tasks]
             reason = str(exc)
         except Exception as exc:  # a defect here must reject the tasks, not stop the worker
             log.exception("preparing chunk %s failed", group.chunk_key)
             reason = f"{type(exc).__name__}: {exc}"
         message = f"rejected by worker {self.credentials.name!r}: {reason}"
         log.warning("%s (%d tasks of tag %s)", message, len(group.tasks), group.tag)
-        return [], [wire.RejectedTask(id=t.id, error=message) for t in group.tasks]
+        return [], [wire.RejectedTask(id=t.id, error=message) for t in group.tasks], []
 
     def _prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
         user = self.user(group.certificate)

@@ -8,6 +8,11 @@ executor processes are cached between tasks.
 Every claimed task stays in ``_held`` until the API has been told its outcome (or that it is
 released): the heartbeat extends exactly those leases, so a task the worker lost track of is
 never kept alive and returns to the queue when its lease runs out.
+
+Outages are waited out, never turned into failures: requests are retried by the transport (see
+``hmq._transport``); tasks whose objects cannot be fetched now are handed back unrun and the
+worker pauses its claims (jittered, doubling up to ``WorkerSettings.backoff_max_seconds``);
+results that cannot be reported are kept and reported later.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Optional
 
 from hmq import wire
 from hmq._errors import HmqError, IntegrityError
+from hmq._transport import backoff_delay
 from hmq.credentials import WorkerCredentials
 from worker.envs import EnvManager
 from worker.pool import ExecutorDied, ExecutorPool, ExecutorProcess, Outcome
@@ -46,7 +52,12 @@ class CachedWorker:
     def __init__(self, credentials: WorkerCredentials, settings: WorkerSettings) -> None:
         self.credentials = credentials
         self.settings = settings
-        self.session = WorkerSession.connect(settings.url, credentials.identity, function_cache=settings.function_cache)
+        self.session = WorkerSession.connect(
+            settings.url,
+            credentials.identity,
+            function_cache=settings.function_cache,
+            retry_deadline=settings.retry_deadline_seconds,
+        )
         self.datacenter = settings.datacenter
         self.cores = settings.cores
         self.pool = ExecutorPool(
@@ -63,6 +74,10 @@ class CachedWorker:
         self._running: dict[str, tuple[Job, ExecutorProcess]] = {}
         self._outcomes: list[tuple[Job, Outcome]] = []
         self._rejected: list[wire.RejectedTask] = []
+        self._released: list[str] = []  # to hand back unrun (their objects could not be fetched)
+        self._setbacks = 0  # claims in a row whose tasks had to be handed back
+        self._resume_at = 0.0  # no claim before this (time.monotonic)
+        self._claims_failing = False
         self._dropped: set[str] = set()  # running when dropped: their outcomes are discarded
         self._oldest_outcome: Optional[float] = None
         self._free = self.cores
@@ -107,12 +122,14 @@ class CachedWorker:
         delay = poll_min
         while not self._stop.is_set():
             self._flush(force=False)
-            want = self._want()
+            want = self._want() if time.monotonic() >= self._resume_at else 0
             if want > 0:
                 try:
                     claimed = self._claim(want)
                 except HmqError as exc:
-                    log.warning("claiming failed: %s", exc)
+                    if not self._claims_failing:  # once per outage
+                        log.warning("claiming failed, trying again every %.0f s: %s", poll_max, exc)
+                    self._claims_failing = True
                     claimed = 0
                     delay = poll_max
                 if claimed:
@@ -150,19 +167,36 @@ class CachedWorker:
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
         claim = self.session.claim(want, self.cores, allocated=self.cores, running=running, used=used)
+        if self._claims_failing:
+            log.warning("claiming works again")
+            self._claims_failing = False
         with self._cv:
             self._held.update(str(t.id) for g in claim.groups for t in g.tasks)
         jobs: list[Job] = []
         rejected: list[wire.RejectedTask] = []
+        released: list[str] = []
         for group in claim.groups:
-            ok, bad = self.preparer.prepare(group)
+            ok, bad, back = self.preparer.prepare(group)
             jobs += ok
             rejected += bad
+            released += back
         with self._cv:
             self._queue.extend(j for j in jobs if j.task_id in self._held)  # not dropped meanwhile
             self._rejected += [r for r in rejected if str(r.id) in self._held]
+            self._released += [t for t in released if t in self._held]
             self._cv.notify_all()
-        return len(jobs) + len(rejected)
+        self._pause(bool(released))
+        return len(jobs) + len(rejected) + len(released)
+
+    def _pause(self, handed_back: bool) -> None:
+        """After tasks had to be handed back, claim again only after a pause: jittered, doubling
+        with each such claim in a row up to ``backoff_max_seconds``; a claim without resets it."""
+        if not handed_back:
+            self._setbacks = 0
+            return
+        delay = backoff_delay(self._setbacks, self.settings.poll_max_seconds, self.settings.backoff_max_seconds)
+        self._setbacks += 1
+        self._resume_at = time.monotonic() + delay
 
     # --- running -----------------------------------------------------------------------------
     def _take(self) -> Optional[list[Job]]:
@@ -275,12 +309,13 @@ class CachedWorker:
             )
             full = len(self._outcomes) >= self.settings.result_batch
             idle = not self._queue and not self._running
-            if not (force or due or full or (idle and self._outcomes) or self._rejected):
+            if not (force or due or full or (idle and self._outcomes) or self._rejected or self._released):
                 return
             outcomes, self._outcomes, self._oldest_outcome = self._outcomes, [], None
             rejected, self._rejected = self._rejected, []
+            handed, self._released = self._released, []
             reported = {j.task_id for j, _ in outcomes} | {str(r.id) for r in rejected}
-            release = sorted(self._held - reported) if release_rest else []
+            release = sorted(self._held - reported) if release_rest else handed
         if not (outcomes or rejected or release):
             return
         try:
@@ -290,6 +325,7 @@ class CachedWorker:
             with self._cv:
                 self._outcomes = outcomes + self._outcomes
                 self._rejected = rejected + self._rejected
+                self._released = handed + self._released
                 self._oldest_outcome = time.monotonic()
             if force:
                 raise
@@ -322,6 +358,7 @@ class CachedWorker:
             self._dropped |= {tid for tid in drop if tid in self._running}
             self._outcomes = [(j, o) for j, o in self._outcomes if j.task_id not in drop]
             self._rejected = [r for r in self._rejected if str(r.id) not in drop]
+            self._released = [t for t in self._released if t not in drop]
         for ex in victims.values():
             ex.kill()
         log.info("dropped %d tasks (cancelled, deleted or re-leased); stopped %d executors", len(drop), len(victims))

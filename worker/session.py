@@ -84,9 +84,18 @@ class WorkerSession:
         self._owns_transport = owns_transport
 
     @classmethod
-    def connect(cls, url: str, identity: crypto.Identity, *, function_cache: int = FUNCTION_CACHE) -> WorkerSession:
-        """A session with a transport of its own to the API at ``url``."""
-        return cls(Transport(url, identity), function_cache=function_cache, owns_transport=True)
+    def connect(
+        cls,
+        url: str,
+        identity: crypto.Identity,
+        *,
+        function_cache: int = FUNCTION_CACHE,
+        retry_deadline: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS,
+    ) -> WorkerSession:
+        """A session with a transport of its own to the API at ``url`` (retrying a request for up
+        to ``retry_deadline`` seconds while the API or the object store is down)."""
+        transport = Transport(url, identity, retry_deadline=retry_deadline)
+        return cls(transport, function_cache=function_cache, owns_transport=True)
 
     @property
     def url(self) -> str:

@@ -63,6 +63,14 @@ class WorkerSettings:
     poll_max_seconds: float = 2.0
     """Longest wait of an idle worker between two claims (also after a failed claim)."""
 
+    retry_deadline_seconds: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS
+    """How long one request to the API or the object store is retried while it gets no answer or
+    a 502/503/504 (see ``hmq._transport``); then the tasks it was for are handed back or kept."""
+
+    backoff_max_seconds: float = 30.0
+    """Longest pause of claims after tasks had to be handed back because their objects could not
+    be fetched (the object store is down); the first pause is ``poll_max_seconds``, doubling."""
+
     flush_seconds: float = 0.25
     """Finished results are uploaded at least this often, or as soon as a batch is full."""
 
@@ -100,8 +108,10 @@ class WorkerSettings:
             raise ConfigurationError(f"objects_per_request must be between 1 and {defaults.COMPLETE_MAX_OBJECTS}")
         counts = ("cores", "result_batch", "executor_batch", "function_cache", "header_cache")
         small = [name for name in counts if getattr(self, name) < 1]
-        if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds or self.flush_seconds <= 0:
-            raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or flush interval'}")
+        if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds <= self.backoff_max_seconds:
+            raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or backoff interval'}")
+        if self.flush_seconds <= 0 or self.retry_deadline_seconds < 0:
+            raise ConfigurationError("invalid worker settings: flush interval or retry deadline")
         object.__setattr__(self, "url", self.url.rstrip("/"))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "pip_args", tuple(self.pip_args))

@@ -6,23 +6,19 @@ into the test's files); the test checks the host side itself (files, /proc).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socketserver
 import subprocess
 import sys
 import sysconfig
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import hmq
-from tests.helpers import Server, stop_process, submit, wait_for
+from tests.helpers import Ledger, Server, stop_process, submit, tell, wait_for
 
 BWRAP = ("--isolation", "bwrap")
 
@@ -36,51 +32,6 @@ def bwrap() -> str:
             pytest.fail("HMQ_REQUIRE_BWRAP=1 but bubblewrap (bwrap) is not on PATH")
         pytest.skip("bubblewrap (bwrap) is not installed")
     return path
-
-
-class Ledger(socketserver.ThreadingTCPServer):
-    """JSON lines sent by tasks to 127.0.0.1:port, kept in arrival order."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _LedgerHandler)
-        self.port = self.server_address[1]
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r for r in self.records if r["kind"] == kind]
-
-    def wait(self, kind: str, n: int = 1) -> list[dict[str, Any]]:
-        return wait_for(lambda: len(self.of(kind)) >= n and self.of(kind), what=f"{n} {kind!r} report(s)")
-
-
-class _LedgerHandler(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        for line in self.rfile:
-            with self.server.lock:  # type: ignore[attr-defined]
-                self.server.records.append(json.loads(line))  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def ledger() -> Iterator[Ledger]:
-    server = Ledger()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def tell(port: int, kind: str, **data: Any) -> None:
-    """Called inside tasks: one record to the test's ledger."""
-    import json
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(json.dumps({"kind": kind, **data}).encode() + b"\n")
 
 
 def _pull(tag: hmq.Tag, timeout: float = 60) -> None:
