@@ -351,6 +351,15 @@ class API:
         blob = self.transport.get_object(obj.url)
         return list(formats.decode_results(blob, self.identity, self.admin_key()))
 
+    def result_object_exists(self, key: str) -> bool:
+        """Whether the API finds the result object ``key`` (of the caller's tasks) in the object
+        store; ``False`` also when no task of the caller is in it any more."""
+        try:
+            out = self._call("GET", f"/v1/results/{key}", model=wire.ResultObjectOut)
+        except NotFound:
+            return False
+        return out.size is not None
+
     def retrieve_results(self, tasks: list[str]) -> dict[str, Optional[dict[str, Any]]]:
         """Results of specific tasks: ``{id: {"status", "result", "error"}}``, ``None`` while open
         or unknown."""

@@ -117,6 +117,11 @@ TASK_PAGE = 10_000
 PULL_PAGE_TASKS = 5000
 """Finished tasks listed per page when pulling a tag."""
 
+RESULT_FETCH_ATTEMPTS = 3
+"""Pulls of one ``Tag`` that may find a result object failing verification (or missing while the
+API says it exists) before its tasks fail with the reason; until then they stay open and each
+pull tries the object again."""
+
 PULL_POLL_MIN_SECONDS = 0.5
 """First wait of a blocking pull when tasks are still open; doubles up to the maximum."""
 

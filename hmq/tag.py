@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -27,6 +28,8 @@ from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, Us
 
 if TYPE_CHECKING:
     from hmq._client import API
+
+log = logging.getLogger("hmq")
 
 SCHEMA_VERSION = 1
 FORMAT = "hmq-tag"
@@ -78,6 +81,8 @@ class Tag:
         self._api = api
         self._filename: Optional[str] = None
         self._downloads = 4
+        self._fetch_failures: dict[str, int] = {}
+        self._failed_this_round: set[str] = set()
         self._db = self._connect(":memory:")
         self._set_meta(format=FORMAT, schema_version=str(SCHEMA_VERSION), name=name, cursor="")
         self._db.commit()
@@ -235,17 +240,42 @@ class Tag:
         ids = [r[0] for r in self._db.execute("SELECT id FROM tasks WHERE status = 0 ORDER BY seq")]
         return ids if subset is None else [i for i in ids if i in subset]
 
-    def _fetch(self, obj: wire.DoneObject) -> tuple[list[formats.ResultRecord], Optional[str]]:
-        """The records of one result object, or why they can never be had. A transient failure
-        (network, an expired URL) raises: the next pull tries again."""
+    def _fetch(self, obj: wire.DoneObject) -> tuple[list[formats.ResultRecord], Optional[str], bool]:
+        """``(records, problem, final)`` of one result object: its records, or what went wrong
+        with it and whether that is final (the API confirms the object is gone). A failed
+        verification or a missing object the API still sees is not final: the tasks stay open
+        (see :meth:`_settle`). A transient failure (no answer from the store) raises."""
         try:
-            return self.api.fetch_results(obj), None
+            return self.api.fetch_results(obj), None, False
         except IntegrityError as exc:
-            return [], f"the result object failed verification and was not used: {exc}"
+            return [], f"the result object {obj.key} failed verification and was not used: {exc}", False
         except StorageError as exc:
-            if exc.store_status in (404, 410):
-                return [], f"the result object {obj.key} is gone from the object store (deleted or expired)"
-            raise
+            if exc.store_status not in (403, 404, 410):
+                raise
+            if not self.api.result_object_exists(obj.key):
+                return [], f"the result object {obj.key} is gone from the object store (deleted or expired)", True
+            return [], f"the result object {obj.key} could not be downloaded: {exc}", False
+
+    def _settle(self, obj: wire.DoneObject, problem: Optional[str], final: bool) -> tuple[bool, Optional[str]]:
+        """``(stay_open, reason)``: whether the object's tasks stay open for the next pull to try
+        again (reported as a warning, up to ``RESULT_FETCH_ATTEMPTS`` times), else why they fail
+        (``None``: they have their results)."""
+        if problem is None or final:
+            self._fetch_failures.pop(obj.key, None)
+            return False, problem
+        failures = self._fetch_failures.get(obj.key, 0) + 1
+        self._fetch_failures[obj.key] = failures
+        self._failed_this_round.add(obj.key)  # tried once per round of a pull
+        if failures >= defaults.RESULT_FETCH_ATTEMPTS:
+            return False, f"{problem} (tried {failures} times)"
+        log.warning(
+            "%s; its %d task(s) stay open and the next pull tries again (%d of %d)",
+            problem,
+            len(obj.tasks),
+            failures,
+            defaults.RESULT_FETCH_ATTEMPTS,
+        )
+        return True, None
 
     def _apply(self, page: wire.DonePage, pool: ThreadPoolExecutor) -> None:
         """Store one page of finished tasks. Result objects download in parallel through a
@@ -255,8 +285,8 @@ class Tag:
         ]
         update = "UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ? AND status = 0"
         self._db.executemany(update, rows)
-        window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str]]]]] = deque()
-        objects = iter(page.objects)
+        window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str], bool]]]] = deque()
+        objects = (o for o in page.objects if o.key not in self._failed_this_round)
         limit = 2 * self._downloads
         while True:
             while len(window) < limit:
@@ -267,8 +297,10 @@ class Tag:
             if not window:
                 break
             obj, future = window.popleft()
-            records, problem = future.result()
-            self._db.executemany(update, self._rows(obj, records, problem))
+            records, problem, final = future.result()
+            stay_open, failure = self._settle(obj, problem, final)
+            if not stay_open:
+                self._db.executemany(update, self._rows(obj, records, failure))
         self._db.executemany(
             "UPDATE tasks SET status = ? WHERE id = ? AND status = 0",
             ((int(LocalState.DELETED), str(t)) for t in page.unknown),
@@ -299,6 +331,7 @@ class Tag:
             self._db.commit()
 
     def _pull_once(self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor) -> int:
+        self._failed_this_round = set()
         if subset is not None:
             self._reconcile(self._open_ids(subset), pool, max(batchsize, defaults.PULL_PAGE_TASKS))
             return len(self._open_ids(subset))
@@ -413,6 +446,8 @@ class Tag:
         tag = Tag.__new__(Tag)
         tag._api = None
         tag._downloads = 4
+        tag._fetch_failures = {}
+        tag._failed_this_round = set()
         tag._db = Tag._connect(str(path))
         tag._filename = str(path)
         return tag

@@ -182,6 +182,13 @@ class DoneObject(Model):
     tasks: list[UUID]
 
 
+class ResultObjectOut(Model):
+    """Whether a result object of the caller's tasks is in the object store (``size`` ``None``: it is not)."""
+
+    key: str
+    size: Optional[int] = None
+
+
 class ClosedTask(Model):
     """A task that ended without a result object (cancelled, or failed on the API's side)."""
 

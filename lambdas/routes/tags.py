@@ -56,6 +56,12 @@ def task_results(
     return tags.lookup(c, p, list(body.tasks or []), base_url(request))
 
 
+@router.get("/results/{key:path}", response_model=wire.ResultObjectOut)
+def result_object(key: str, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.ResultObjectOut:
+    """Whether a result object of the caller's tasks is still in the object store."""
+    return tags.result_object(c, p, key)
+
+
 @router.post("/tasks/cancel", response_model=wire.TaskIdsOut)
 def cancel(body: wire.TaskSelection, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TaskIdsOut:
     return tags.cancel(c, p, body)

@@ -150,6 +150,22 @@ def lookup(ctx: Context, principal: Principal, ids: list[uuid.UUID], base_url: s
     )
 
 
+def result_object(ctx: Context, principal: Principal, key: str) -> wire.ResultObjectOut:
+    """Whether a result object holding some of the caller's tasks is in the store: a client asks
+    before it fails tasks whose object it could not download."""
+    principal.require("user")
+    with ctx.index.read() as session:
+        mine = session.scalar(
+            select(Batch.id)
+            .join(Task, Task.batch_id == Batch.id)
+            .where(Batch.key == key, Task.user_id == principal.user_id)
+            .limit(1)
+        )
+    if mine is None:
+        raise NotFound("unknown_object", f"no result object {key!r} holds tasks of yours")
+    return wire.ResultObjectOut(key=key, size=ctx.store.size(key))
+
+
 def task_statuses(ctx: Context, principal: Principal, ids: list[uuid.UUID]) -> wire.TaskStatusOut:
     principal.require("user")
     with ctx.index.read() as session:
