@@ -245,8 +245,8 @@ class API:
         if hashlib.sha256(pickled).hexdigest() != digest:
             raise UsageError("digest does not match the pickled function")
         try:
-            self.fetch_function(digest)
-            return True
+            if not self.fetch_function(digest).corrupt:
+                return True  # registered before; a corrupt copy is replaced below
         except NotFound:
             pass
         kid, public = self.compute_key()
@@ -277,6 +277,7 @@ class API:
         packages: Sequence[str] = (),
         progress: Any = None,
         sink: Optional[Callable[[list[str]], Any]] = None,
+        function_name: str = "",
     ) -> list[str]:
         """Encrypt, upload and register calls of a registered function under ``tag``.
 
@@ -290,13 +291,15 @@ class API:
             progress: optional object with ``update(n)`` (e.g. a tqdm bar).
             sink: receives the task ids of each registered batch, in submission order (then
                 nothing is returned: a million ids need not sit in a list).
+            function_name: the function's name, which workers' messages about it use.
 
         Returns:
             The task ids, in submission order (empty when a ``sink`` took them).
         """
         from hmq._submit import Submission
 
-        return Submission(self, tag, digest, ncores, datacenters, packages).run(calls, progress, sink)
+        submission = Submission(self, tag, digest, ncores, datacenters, packages, function_name)
+        return submission.run(calls, progress, sink)
 
     # --- tags and tasks ------------------------------------------------------------------
     def get_tag_status(self, tag: str) -> dict[str, int]:

@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 
 class Submission:
     def __init__(
-        self, api: API, tag: str, digest: str, ncores: int, datacenters: Optional[list[str]], packages: Sequence[str]
+        self,
+        api: API,
+        tag: str,
+        digest: str,
+        ncores: int,
+        datacenters: Optional[list[str]],
+        packages: Sequence[str],
+        function_name: str = "",
     ) -> None:
         try:
             wire.check_name(tag)
@@ -36,6 +43,7 @@ class Submission:
             raise UsageError(f"ncores must be a positive integer, got {ncores!r}")
         self.api, self.tag, self.digest, self.ncores, self.python = api, tag, digest, ncores, wire.PYTHON
         self.kid, self.compute_public = api.compute_key()
+        self.function_name = function_name[:200]
         self._slots: deque[wire.UploadSlot] = deque()
 
     def _writer(self) -> formats.ChunkWriter:
@@ -48,6 +56,7 @@ class Submission:
             python=self.python,
             ncores=self.ncores,
             packages=self.packages,
+            function_name=self.function_name,
         )
 
     def _chunks(self, calls: Iterable[Any]) -> Iterable[formats.ChunkWriter]:

@@ -127,6 +127,7 @@ class TaskFunction:
                 packages=packages,
                 progress=progress,
                 sink=out.add_tasks,
+                function_name=self.__name__,
             )
         finally:
             if progress is not None:

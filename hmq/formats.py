@@ -146,6 +146,7 @@ class ChunkWriter:
         python: str,
         ncores: int,
         packages: list[str],
+        function_name: str = "",
     ) -> None:
         self._identity = identity
         self._key = crypto.new_data_key()
@@ -154,6 +155,7 @@ class ChunkWriter:
             "user": identity.key_id,
             "tag": tag,
             "function": function,
+            "name": function_name,
             "python": python,
             "ncores": ncores,
             "packages": packages,
@@ -208,6 +210,7 @@ class ChunkHeader:
     key: bytes
     positions: dict[str, int]
     digests: list[bytes]
+    function_name: str = ""  # the submitted function's ``__name__``, for messages
 
     @classmethod
     def open(cls, head: bytes, user: crypto.PublicIdentity, compute_keys: Mapping[str, Any]) -> ChunkHeader:
@@ -237,6 +240,7 @@ class ChunkHeader:
                 key=key,
                 positions=positions,
                 digests=[digests[32 * i : 32 * i + 32] for i in range(count)],
+                function_name=str(header.get("name") or ""),
             )
         except (KeyError, TypeError, ValueError):
             raise IntegrityError("chunk header is malformed") from None

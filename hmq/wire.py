@@ -121,9 +121,13 @@ class FunctionIn(Model):
 
 
 class FunctionOut(Model):
+    """A registered function; ``corrupt``: a worker found its object corrupt, and registering
+    the function again replaces it."""
+
     digest: str
     size: int
     url: Optional[str] = None
+    corrupt: bool = False
 
 
 # --- submission --------------------------------------------------------------------------
@@ -300,6 +304,17 @@ class CompleteIn(Model):
     results: list[StoredResults] = Field(default_factory=list, max_length=defaults.COMPLETE_MAX_OBJECTS)
     rejected: list[RejectedTask] = Field(default_factory=list, max_length=defaults.MAX_TASKS_PER_REQUEST)
     release: TaskList = Field(default_factory=list)
+
+
+class CorruptIn(Model):
+    """A worker's report: the function object of the tasks of ``chunk`` it holds is corrupt."""
+
+    chunk: ObjectKey
+    reason: str = Field(default="", max_length=defaults.REJECTION_MAX_CHARS)
+
+
+class CorruptOut(Model):
+    marked: bool
 
 
 class CompleteOut(Model):

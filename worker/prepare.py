@@ -85,13 +85,21 @@ class Preparer:
             self._headers.move_to_end(key)
         return header
 
-    def function(self, group: wire.ClaimGroup, user: crypto.PublicIdentity, digest: str) -> bytes:
-        """The pickled function ``digest`` of ``user``: from the session's cache, or fetched,
-        decrypted and checked against the digest."""
+    def function(self, group: wire.ClaimGroup, user: crypto.PublicIdentity, header: formats.ChunkHeader) -> bytes:
+        """The pickled function of the chunk: from the session's cache, or fetched, decrypted
+        and checked against the digest the user signed. A corrupt object is reported to the API
+        (the next registration of the function replaces it) and named in the error."""
+        digest = header.function
         pickled = self.session.functions.get(user.key_id, digest)
         if pickled is None:
             blob = self.session.transport.get_object(group.function_url)
-            pickled = formats.decode_function(blob, self.credentials.compute, digest)
+            try:
+                pickled = formats.decode_function(blob, self.credentials.compute, digest)
+            except IntegrityError as exc:
+                name = header.function_name or f"digest {digest[:12]}"
+                reason = f"the function object of {name} is corrupt ({exc}); submitting again replaces it"
+                self.session.report_corrupt(group.chunk_key, reason)
+                raise IntegrityError(reason) from None
             self.session.functions.put(user.key_id, digest, pickled)
         return pickled
 
@@ -126,7 +134,7 @@ class Preparer:
             raise IntegrityError("the chunk was signed for another tag")
         if header.python != self.python:
             raise IntegrityError(f"the tasks were pickled by Python {header.python}; this worker runs {self.python}")
-        function = self.function(group, user, header.function)
+        function = self.function(group, user, header)
         start = min(t.offset for t in group.tasks)
         end = max(t.offset + t.length for t in group.tasks)
         data = self.session.transport.get_object(group.chunk_url, start, end - 1)

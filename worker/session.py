@@ -157,6 +157,12 @@ class WorkerSession:
         report is answered as the first one, so it is retried."""
         return self.transport.call("POST", self._path("complete"), body, model=wire.CompleteOut)
 
+    def report_corrupt(self, chunk: str, reason: str) -> bool:
+        """Tell the API that the function object of the tasks of ``chunk`` (which this worker
+        holds) is corrupt: the next registration of the function replaces it."""
+        body = wire.CorruptIn(chunk=chunk, reason=reason[: defaults.REJECTION_MAX_CHARS])
+        return bool(self.transport.call("POST", self._path("corrupt"), body, model=wire.CorruptOut).marked)
+
     def missing_dependencies(
         self, datacenter: str, installlist: Sequence[Sequence[str]] | str | os.PathLike[str], python_version: str
     ) -> list[list[str]]:

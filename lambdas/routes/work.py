@@ -63,6 +63,14 @@ def heartbeat(
     return work.heartbeat(c, p, worker_id, body)
 
 
+@router.post("/{worker_id}/corrupt", response_model=wire.CorruptOut)
+def corrupt(
+    worker_id: uuid.UUID, body: wire.CorruptIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.CorruptOut:
+    """Report that the function object of a chunk whose tasks this worker holds is corrupt."""
+    return work.report_corrupt(c, p, worker_id, body)
+
+
 @router.post("/{worker_id}/complete", response_model=wire.CompleteOut)
 def complete(
     worker_id: uuid.UUID, body: wire.CompleteIn, p: Principal = Depends(principal), c: Context = Depends(ctx)

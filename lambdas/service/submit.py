@@ -13,7 +13,7 @@ from hmq import wire
 from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User
-from lambdas.service import Context
+from lambdas.service import Context, delete_objects
 from lambdas.service.lifecycle import encode_datacenters
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
@@ -60,12 +60,20 @@ def register_function(ctx: Context, principal: Principal, body: wire.FunctionIn)
         existing = session.scalars(
             select(Function).where(Function.user_id == principal.user_id, Function.digest == body.digest)
         ).one_or_none()
-        if existing is not None:
-            if existing.key != body.key:
-                ctx.store.delete([body.key])  # registered before: keep the first copy
-            return wire.FunctionOut(digest=existing.digest, size=existing.size)
-        session.add(Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=ctx.now()))
-    return wire.FunctionOut(digest=body.digest, size=size)
+        if existing is None:
+            session.add(
+                Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=ctx.now())
+            )
+            return wire.FunctionOut(digest=body.digest, size=size)
+        # Registered before: keep the first copy, unless a worker found it corrupt.
+        old = existing.key
+        if existing.corrupt:
+            existing.key, existing.size, existing.corrupt = body.key, size, False
+        unused = {old, body.key} - {existing.key}
+        out = wire.FunctionOut(digest=existing.digest, size=existing.size)
+    if unused:
+        delete_objects(ctx, sorted(unused))
+    return out
 
 
 def get_function(ctx: Context, principal: Principal, digest: str, base_url: str) -> wire.FunctionOut:
@@ -76,7 +84,7 @@ def get_function(ctx: Context, principal: Principal, digest: str, base_url: str)
         ).one_or_none()
     if fn is None:
         raise NotFound("unknown_function", f"function {digest} is not registered")
-    return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url))
+    return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url), corrupt=fn.corrupt)
 
 
 def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.SubmitOut:
