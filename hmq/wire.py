@@ -58,11 +58,30 @@ def check_key(value: str) -> str:
 
 
 ObjectKey = Annotated[str, Field(pattern=KEY_RE), AfterValidator(check_key)]
+ByteCount = Annotated[int, Field(ge=0, le=defaults.MAX_OBJECT_BYTES)]
+"""An offset or length inside an object: bounded, so no request can carry an integer the index cannot hold."""
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+SEQ_RE = r"^\d{1,18}$"
+"""A listing position (``after=``): a task's sequence number, which fits the index's 64 bits."""
+CURSOR_RE = r"^(\d{1,18}:\d{1,18})?$"
+"""A pull cursor (``cursor=``): ``batch:seq``, or empty for the start."""
 TaskList = Annotated[list[UUID], Field(max_length=defaults.MAX_TASKS_PER_REQUEST)]
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+# --- errors ------------------------------------------------------------------------------
+class ErrorDetail(Model):
+    code: str
+    message: str
+
+
+class ErrorOut(Model):
+    """Every error answer of the API: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
 
 
 # --- service info --------------------------------------------------------------------------
@@ -117,7 +136,7 @@ class UploadsOut(Model):
 class FunctionIn(Model):
     digest: Digest
     key: ObjectKey
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=defaults.MAX_OBJECT_BYTES)
 
 
 class FunctionOut(Model):
@@ -133,13 +152,13 @@ class FunctionOut(Model):
 # --- submission --------------------------------------------------------------------------
 class ChunkIn(Model):
     key: ObjectKey
-    header_len: int = Field(ge=8)
+    header_len: int = Field(ge=8, le=defaults.MAX_OBJECT_BYTES)
     function: Digest
     python: str = Field(pattern=r"^\d+\.\d+$")
     ncores: int = Field(ge=1, le=defaults.TASK_MAX_CORES)
     packages: list[PackageReq] = Field(default_factory=list, max_length=defaults.TASK_MAX_PACKAGES)
     datacenters: Optional[list[Name]] = Field(default=None, max_length=defaults.TASK_MAX_DATACENTERS)
-    tasks: list[tuple[UUID, int, int]] = Field(min_length=1, max_length=defaults.CHUNK_MAX_TASKS)
+    tasks: list[tuple[UUID, ByteCount, ByteCount]] = Field(min_length=1, max_length=defaults.CHUNK_MAX_TASKS)
 
 
 class SubmitIn(Model):
@@ -259,10 +278,12 @@ class WorkerInfo(Model):
 
 class ClaimIn(Model):
     max_tasks: int = Field(ge=1, le=defaults.CLAIM_MAX_TASKS)
-    available: int = Field(ge=1, description="free cores: only tasks with ncores <= available are handed out")
-    allocated: int = 0
-    running: int = 0
-    used: int = 0
+    available: int = Field(
+        ge=1, le=100_000, description="free cores: only tasks with ncores <= available are handed out"
+    )
+    allocated: Count = 0
+    running: Count = 0
+    used: Count = 0
 
 
 class ClaimTask(Model):

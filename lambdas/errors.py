@@ -73,36 +73,52 @@ def _framework_code(status: int) -> str:
     return _FRAMEWORK_CODES.get(status) or class_for_status(status).code
 
 
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HmqError)
+    down = unavailable(exc)
+    if down is not None:
+        return _outage(request, down, exc)
+    status, code, message = response_of(exc)
+    if status >= 500:
+        log.error("request failed: %s", message)
+    return error_response(status, code, message)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        return _invalid_json()
+    return error_response(422, "invalid_request", _describe_validation(exc))
+
+
+def _invalid_json() -> JSONResponse:
+    return error_response(400, "invalid_json", "request body is not valid JSON")
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+        return _invalid_json()
+    return error_response(exc.status_code, _framework_code(exc.status_code), str(exc.detail))
+
+
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    down = unavailable(exc)
+    if down is not None:
+        return _outage(request, down, exc)
+    log.error("database error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", "internal error; the API logged the details")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error; the API logged the details")
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(HmqError)
-    async def _domain(request: Request, exc: HmqError) -> JSONResponse:
-        down = unavailable(exc)
-        if down is not None:
-            return _outage(request, down, exc)
-        status, code, message = response_of(exc)
-        if status >= 500:
-            log.error("request failed: %s", message)
-        return error_response(status, code, message)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _describe_validation(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
-            return error_response(400, "invalid_json", "request body is not valid JSON")
-        return error_response(exc.status_code, _framework_code(exc.status_code), str(exc.detail))
-
-    @app.exception_handler(sa_exc.SQLAlchemyError)
-    async def _database(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
-        down = unavailable(exc)
-        if down is not None:
-            return _outage(request, down, exc)
-        log.error("database error in %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal", "internal error; the API logged the details")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return error_response(500, "internal", "internal error; the API logged the details")
+    """Register the handlers: domain errors, validation, framework errors, outages, defects."""
+    app.add_exception_handler(HmqError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _database)
+    app.add_exception_handler(Exception, _unexpected)
