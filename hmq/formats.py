@@ -30,7 +30,7 @@ from typing import Any
 
 import zstandard
 
-from hmq import _jsonable, crypto
+from hmq import _jsonable, crypto, defaults
 from hmq._errors import IntegrityError
 
 FUNCTION_MAGIC = b"HMQF"
@@ -94,9 +94,14 @@ def compress(data: bytes) -> bytes:
     return _ZC.compress(data)
 
 
-def decompress(data: bytes) -> bytes:
+def decompress(data: bytes, limit: int = defaults.MAX_RESULT_BYTES) -> bytes:
+    """Decompress one zstandard frame of at most ``limit`` bytes (a result is never larger): a
+    frame declaring more, or producing more, is refused, so a small bomb takes no memory."""
     try:
-        return _ZD.decompress(data)
+        declared = zstandard.frame_content_size(data)
+        if declared > limit:
+            raise IntegrityError(f"compressed data would decompress to {declared} bytes, over the limit of {limit}")
+        return _ZD.decompress(data, max_output_size=limit)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"compressed data is corrupt: {exc}") from None
 

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status) WHERE status = 0;
 """
+_COLUMNS = {"meta": ("key", "value"), "tasks": ("seq", "id", "status", "result", "error")}
+"""The columns a tag file must have (checked, read-only, before :meth:`Tag.from_file` opens it)."""
 
 
 class LocalState(enum.IntEnum):
@@ -140,12 +142,24 @@ class Tag:
 
     # --- reading --------------------------------------------------------------------------
     def _column(self, column: str) -> Generator[Any, None, None]:
-        cursor = self._db.execute(f"SELECT {column} FROM tasks ORDER BY seq")
         try:
-            for batch in iter(lambda: cursor.fetchmany(1000), []):
-                yield from batch
-        finally:
-            cursor.close()
+            cursor = self._db.execute(f"SELECT {column} FROM tasks ORDER BY seq")
+            try:
+                for batch in iter(lambda: cursor.fetchmany(1000), []):
+                    yield from batch
+            finally:
+                cursor.close()
+        except sqlite3.DatabaseError as exc:
+            raise TagFileError(f"{self._filename or 'the tag'} is damaged: {exc}") from None
+
+    def _decode(self, task_id: str, raw: bytes) -> Any:
+        """A stored result: decompressed (at most ``MAX_RESULT_BYTES``) and parsed."""
+        try:
+            return json.loads(formats.decompress(raw))
+        except (IntegrityError, ValueError) as exc:
+            raise TagFileError(
+                f"{self._filename or 'the tag'}: the result of task {task_id} is corrupt: {exc}"
+            ) from None
 
     @property
     def results(self) -> Generator[Any, None, None]:
@@ -154,8 +168,8 @@ class Tag:
         Yields:
             The result, or None if the task has not been completed or an error occurred.
         """
-        for (raw,) in self._column("result"):
-            yield None if raw is None else json.loads(formats.decompress(raw))
+        for task_id, raw in self._column("id, result"):
+            yield None if raw is None else self._decode(task_id, raw)
 
     @property
     def errors(self) -> Generator[Optional[str], None, None]:
@@ -420,35 +434,27 @@ class Tag:
     def from_file(filename: str | os.PathLike[str]) -> Tag:
         """Loads a tag and all results for all tasks from a file.
 
-        The returned tag stays linked to the file.
+        The returned tag stays linked to the file. The file is checked first, read-only, so
+        nothing is ever written to a file that is not an hmq tag file.
 
         Raises:
-            ValueError: If the file does not exist or is not an hmq tag file.
+            TagFileError: (a ``ValueError``) if the file does not exist, is not an hmq tag file,
+                has an unknown schema version, lacks a table or column, or is damaged; the
+                message says which.
         """
         path = Path(filename)
         if not path.is_file():
-            raise TagFileError(f"tag file {path} does not exist")
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False)
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise TagFileError(f"{path} is not an hmq tag file: {exc}") from None
-        if meta.get("format") != FORMAT:
-            db.close()
-            raise TagFileError(f"{path} is not an hmq tag file")
-        version = int(meta.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise TagFileError(
-                f"{path} has schema version {version}; this hmq reads up to {SCHEMA_VERSION} (upgrade hmq)"
-            )
-        db.close()
+            raise TagFileError(f"tag file {path} does not exist" if not path.exists() else f"{path} is not a file")
+        _check_tag_file(path)
         tag = Tag.__new__(Tag)
         tag._api = None
         tag._downloads = 4
         tag._fetch_failures = {}
         tag._failed_this_round = set()
-        tag._db = Tag._connect(str(path))
+        try:
+            tag._db = Tag._connect(str(path))  # a plain path: no URI parsing of '#' or '?'
+        except sqlite3.Error as exc:
+            raise TagFileError(f"cannot open tag file {path}: {exc}") from None
         tag._filename = str(path)
         return tag
 
@@ -470,3 +476,42 @@ class Tag:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _check_tag_file(path: Path) -> None:
+    """Raise :class:`TagFileError` with the reason unless ``path`` is an intact hmq tag file of a
+    schema this hmq reads. Read-only: a ``file:`` URI (any file name, quoted) with ``mode=ro``."""
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise TagFileError(f"cannot open {path}: {exc}") from None
+    try:
+        problem = _tag_file_problem(db)
+    except sqlite3.DatabaseError as exc:
+        problem = f"is not an hmq tag file ({exc})"
+    finally:
+        db.close()
+    if problem:
+        raise TagFileError(f"{path} {problem}")
+
+
+def _tag_file_problem(db: sqlite3.Connection) -> Optional[str]:
+    """What is wrong with an open tag file, or ``None``."""
+    columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in _COLUMNS}
+    if not {"key", "value"} <= columns["meta"]:
+        return "is not an hmq tag file (it has no meta table)"
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("format") != FORMAT:
+        return "is not an hmq tag file (its meta table names no hmq-tag format)"
+    version = str(meta.get("schema_version", ""))
+    if not version.isdigit():
+        return f"has an invalid schema version {version!r}"
+    if int(version) > SCHEMA_VERSION:
+        return f"has schema version {version}; this hmq reads up to {SCHEMA_VERSION} (upgrade hmq)"
+    missing = [f"{table}.{name}" for table, names in _COLUMNS.items() for name in names if name not in columns[table]]
+    if missing:
+        return f"is not a complete hmq tag file: it lacks {', '.join(missing)}"
+    damage = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+    if damage != ["ok"]:
+        return f"is damaged: {'; '.join(damage)}"
+    return None
