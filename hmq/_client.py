@@ -86,7 +86,9 @@ class API:
     def transport(self) -> Transport:
         with self._lock:
             if self._transport is None:
-                self._transport = Transport(self.config.url, self.config.identity, retry_deadline=self.retry_deadline)
+                self._transport = Transport(
+                    self.config.url, self.config.identity, retry_deadline=self.retry_deadline, relocate=self._relocate
+                )
             return self._transport
 
     def close(self) -> None:
@@ -110,25 +112,29 @@ class API:
         try:
             return self.transport.call(method, path, body, **kwargs)
         except Unreachable:
-            if not self._moved():
+            moved = self._relocate()  # a request sent once: the transport did not look
+            if moved is None:
                 raise
+            self.transport.url = moved.rstrip("/")
             return self.transport.call(method, path, body, **kwargs)
 
-    def _moved(self) -> bool:
-        """After a refused connection: whether the configuration under ``HMQ_HOME`` now names
-        another URL (``hmq down; hmq up`` found the API's old port taken); if so, use it."""
+    def _relocate(self) -> Optional[str]:
+        """After a refused connection (the transport asks at once, before waiting): the URL the
+        configuration under ``HMQ_HOME`` names now, if it moved (``hmq down; hmq up`` found the
+        API's old port taken); the client then uses it. ``None`` when it did not move."""
         if self._explicit or not ClientConfig.exists(self.home):
-            return False
+            return None
         try:
             fresh = ClientConfig.load(self.home)
         except ConfigurationError:
-            return False
+            return None
         with self._lock:
             if self._config is None or fresh.url == self._config.url:
-                return False
-            self.close()
+                return None
             self._config, self._compute = fresh, None
-        return True
+            if self._transport is not None:
+                self._transport.identity = fresh.identity
+        return fresh.url
 
     # --- connecting ---------------------------------------------------------------------
     def setup(self, url: str) -> str:

@@ -85,12 +85,14 @@ class Transport:
         retry_deadline: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        relocate: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.identity = identity
         self.retry_deadline = retry_deadline
         self.clock = clock
         self.sleep = sleep
+        self.relocate = relocate
         self.client = httpx.Client(
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -102,15 +104,18 @@ class Transport:
     def close(self) -> None:
         self.client.close()
 
-    def _send(self, method: str, url: str, retry: bool, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, target: str, retry: bool, **kwargs: Any) -> httpx.Response:
         """One request, retried (when ``retry``) on no answer and 502/503/504 until the retry
-        deadline; see the module docstring. ``fresh_headers`` (a callable) makes the headers
-        afresh per attempt (a signed request gets a new timestamp and nonce each time). Returns
-        the last response; raises ``httpx.TransportError`` when the last attempt got none."""
+        deadline; see the module docstring. ``target`` is a URL, or a path of the API (which may
+        move: a refused connection asks ``relocate`` for its new URL first). ``fresh_headers`` (a
+        callable) makes the headers afresh per attempt (a signed request gets a new timestamp and
+        nonce each time). Returns the last response; raises ``httpx.TransportError`` when the
+        last attempt got none."""
         fresh_headers = kwargs.pop("fresh_headers", None)
         deadline = self.clock() + (self.retry_deadline if retry else 0.0)
-        what = self._part(url)
+        api = target.startswith("/")
         for attempt in itertools.count():
+            url = self.url + target if api else target
             if fresh_headers is not None:
                 kwargs["headers"] = fresh_headers()
             failure: Optional[httpx.TransportError] = None
@@ -118,10 +123,12 @@ class Transport:
             try:
                 response = self.client.request(method, url, **kwargs)
             except httpx.TransportError as exc:
+                if retry and api and isinstance(exc, httpx.ConnectError) and self._relocated():
+                    continue
                 failure, problem = exc, str(exc) or type(exc).__name__
             else:
                 if response.status_code not in TRANSIENT_STATUSES:
-                    self._answered(what)
+                    self._answered(self._part(url))
                     return response
                 problem = f"HTTP {response.status_code}: {_reason(response)}"
             delay = max(backoff_delay(attempt), _retry_after(response))
@@ -130,9 +137,18 @@ class Transport:
                     raise failure
                 assert response is not None
                 return response
-            self._waiting(what, problem, deadline)
+            self._waiting(self._part(url), problem, deadline)
             self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _relocated(self) -> bool:
+        """Whether the API moved (``relocate`` names another URL); if so, use it from now on."""
+        moved = self.relocate() if self.relocate is not None else None
+        if not moved or moved.rstrip("/") == self.url:
+            return False
+        log.warning("the hmq API moved from %s to %s", self.url, moved)
+        self.url = moved.rstrip("/")
+        return True
 
     def _part(self, url: str) -> str:
         """What a URL reaches, as the outage warnings name it."""
@@ -187,7 +203,7 @@ class Transport:
             return out
 
         try:
-            response = self._send(method, self.url + target, retry, content=data or None, fresh_headers=headers)
+            response = self._send(method, target, retry, content=data or None, fresh_headers=headers)
         except httpx.TransportError as exc:
             raise Unreachable(
                 f"cannot reach the hmq API at {self.url} ({exc or type(exc).__name__}{self._retried(retry)}): "

@@ -61,8 +61,8 @@ ObjectKey = Annotated[str, Field(pattern=KEY_RE), AfterValidator(check_key)]
 ByteCount = Annotated[int, Field(ge=0, le=defaults.MAX_OBJECT_BYTES)]
 """An offset or length inside an object: bounded, so no request can carry an integer the index cannot hold."""
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
-SEQ_RE = r"^\d{1,18}$"
-"""A listing position (``after=``): a task's sequence number, which fits the index's 64 bits."""
+SEQ_RE = r"^(\d{1,18})?$"
+"""A listing position (``after=``): a task's sequence number (fits the index's 64 bits), or empty for the start."""
 CURSOR_RE = r"^(\d{1,18}:\d{1,18})?$"
 """A pull cursor (``cursor=``): ``batch:seq``, or empty for the start."""
 TaskList = Annotated[list[UUID], Field(max_length=defaults.MAX_TASKS_PER_REQUEST)]
