@@ -100,10 +100,13 @@ class Function(Base):
 
 
 class Tag(Base):
+    """A user's tag. Names are the user's own: another user may have a tag of the same name."""
+
     __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
     created: Mapped[float] = mapped_column(Float)
 
 
@@ -130,8 +133,13 @@ class Batch(Base):
 
 
 class Task(Base):
+    """A task. Its id (made by the submitting client) is unique per user, so that no one learns
+    whether another user's task has some id; a worker never holds two tasks of one id."""
+
     __tablename__ = "tasks"
     __table_args__ = (
+        UniqueConstraint("user_id", "id"),
+        Index("ix_tasks_id", "id"),
         Index("ix_tasks_claim", "status", "python", "seq"),
         Index("ix_tasks_tag_seq", "tag_id", "seq"),
         Index("ix_tasks_tag_batch", "tag_id", "batch_id", "seq"),
@@ -143,7 +151,7 @@ class Task(Base):
         Index("ix_tasks_chunk", "chunk_id"),
     )
     seq: Mapped[int] = mapped_column(BigId, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid)
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"))

@@ -96,6 +96,20 @@ def _skip_locked(session: Session, query: _Query) -> _Query:
     return query
 
 
+def _one_per_id(session: Session, worker_id: uuid.UUID, rows: Sequence[Any]) -> list[int]:
+    """The ``seq`` of the candidate ``(seq, id)`` rows a worker may lease: task ids are unique
+    per user only, and a worker's reports name tasks by id, so it never holds two of one id."""
+    if not rows:
+        return []
+    held = set(session.scalars(select(Task.id).where(*_held_by(worker_id), Task.id.in_([row.id for row in rows]))))
+    seqs = []
+    for row in rows:
+        if row.id not in held:
+            held.add(row.id)
+            seqs.append(row.seq)
+    return seqs
+
+
 @dataclass(frozen=True)
 class Lease:
     """Tasks just leased to a worker (by ``seq``, oldest first) and when their lease ends."""
@@ -127,7 +141,7 @@ class Lifecycle:
         ``available`` cores), oldest first, skipping the tasks of revoked users."""
         until = self.clock() + self.settings.lease_seconds
         query = (
-            select(Task.seq)
+            select(Task.seq, Task.id)
             .where(
                 Task.status == TaskStatus.PENDING,
                 Task.python == worker.python,
@@ -138,7 +152,7 @@ class Lifecycle:
             .order_by(Task.seq)
             .limit(max_tasks)
         )
-        seqs = list(session.scalars(_skip_locked(session, query)))
+        seqs = _one_per_id(session, worker.id, session.execute(_skip_locked(session, query)).all())
         if seqs:
             session.execute(
                 update(Task)
@@ -181,7 +195,12 @@ class Lifecycle:
             out.accepted += len(taken)
             out.ignored += [i for i in ids if i not in taken]
             return
-        tag_id = session.scalar(select(Tag.id).where(Tag.name == stored.tag))
+        tag_id = session.scalar(  # tag names are per user: the tag of the tasks this worker holds
+            select(Task.tag_id)
+            .join(Tag, Tag.id == Task.tag_id)
+            .where(Tag.name == stored.tag, Task.id.in_(ids), *_held_by(worker_id))
+            .limit(1)
+        )
         accepted = 0
         if tag_id is not None:
             batch = new_batch(session, tag_id, self.clock(), stored.key)

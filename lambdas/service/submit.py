@@ -123,13 +123,13 @@ def _check_chunk(ctx: Context, principal: Principal, chunk: wire.ChunkIn) -> Non
 
 
 def _own_or_new_tag(ctx: Context, session: Session, principal: Principal, name: str) -> Tag:
-    tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
+    """The caller's tag ``name``, made on first use (names are per user: another user's tag of
+    the same name is another tag)."""
+    tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
     if tag is None:
         tag = Tag(user_id=principal.user_id, name=name, created=ctx.now())
         session.add(tag)
         session.flush()
-    elif tag.user_id != principal.user_id:
-        raise Conflict("tag_taken", f"tag name {name!r} is in use; choose another")
     return tag
 
 

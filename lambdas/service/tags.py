@@ -29,8 +29,8 @@ def own_tag(session: Session, principal: Principal, name: str) -> Tag:
     """The caller's tag by name. Another user's tag is reported as unknown, not as forbidden:
     a user cannot even learn that someone else's tag exists."""
     principal.require("user")
-    tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
-    if tag is None or tag.user_id != principal.user_id:
+    tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
+    if tag is None:
         raise NotFound("unknown_tag", f"unknown tag {name!r}")
     return tag
 

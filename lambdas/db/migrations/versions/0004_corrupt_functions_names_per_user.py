@@ -1,0 +1,42 @@
+"""function objects a worker found corrupt; tag names and task ids unique per user
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('functions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('corrupt', sa.Boolean(), server_default=sa.false(), nullable=False))
+
+    with op.batch_alter_table('tags', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('uq_tags_name'), type_='unique')
+        batch_op.create_unique_constraint(batch_op.f('uq_tags_user_id_name'), ['user_id', 'name'])
+
+    with op.batch_alter_table('tasks', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('uq_tasks_id'), type_='unique')
+        batch_op.create_unique_constraint(batch_op.f('uq_tasks_user_id_id'), ['user_id', 'id'])
+        batch_op.create_index('ix_tasks_id', ['id'], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('tasks', schema=None) as batch_op:
+        batch_op.drop_index('ix_tasks_id')
+        batch_op.drop_constraint(batch_op.f('uq_tasks_user_id_id'), type_='unique')
+        batch_op.create_unique_constraint(batch_op.f('uq_tasks_id'), ['id'])
+
+    with op.batch_alter_table('tags', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('uq_tags_user_id_name'), type_='unique')
+        batch_op.create_unique_constraint(batch_op.f('uq_tags_name'), ['name'])
+
+    with op.batch_alter_table('functions', schema=None) as batch_op:
+        batch_op.drop_column('corrupt')
