@@ -295,8 +295,8 @@ class API:
             datacenters: names of the datacenters allowed to run the calls (default: any).
             packages: PEP 508 requirements installed in the calls' environment.
             progress: optional object with ``update(n)`` (e.g. a tqdm bar).
-            sink: receives the task ids of each registered batch, in submission order (then
-                nothing is returned: a million ids need not sit in a list).
+            sink: receives the task ids of each batch as it is sent for registration, in
+                submission order (then nothing is returned: a million ids need not sit in a list).
             function_name: the function's name, which workers' messages about it use.
 
         Returns:

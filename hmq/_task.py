@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import uuid
 from array import array
@@ -12,10 +13,44 @@ from typing import Any, Optional
 
 import cloudpickle
 
-from hmq._errors import UsageError
+from hmq._errors import HmqError, NotFound, UsageError
 from hmq.tag import Tag, default_client
 
+log = logging.getLogger("hmq")
+
 _UNSAFE = re.compile(r"[^\w.\-]")
+
+
+def _abandon(api: Any, tag: Tag, function: str, exc: BaseException) -> None:
+    """After a submit failed part way: delete the tasks it registered (unless the failure says
+    that the API is down) and tell the caller what became of them, on the raised error."""
+    count = len(tag)
+    if count == 0:
+        return
+    problem: Optional[BaseException] = exc if isinstance(exc, HmqError) and exc.transient else None
+    deleted = 0
+    if problem is None:
+        try:
+            deleted = len(api.delete_tasks(tag=tag.name))
+        except NotFound:
+            pass  # nothing was registered yet
+        except HmqError as failure:
+            problem = failure
+    if problem is None:
+        note = (
+            f"the submit of tag {tag.name} stopped part way: the {deleted} tasks it had registered were deleted; "
+            f"the calls are still recorded, call {function}.submit() again to send them all"
+        )
+    else:
+        note = (
+            f"the submit of tag {tag.name} stopped after registering up to {count} tasks, which stay queued "
+            f"(not deleted: {problem}). Pull them with hmq.Tag.from_queue({tag.name!r}).pull(), "
+            f"or delete them with hmq.Tag.from_queue({tag.name!r}).delete()"
+        )
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        log.warning("%s", note)
 
 
 class CallLog:
@@ -103,6 +138,11 @@ class TaskFunction:
 
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
+
+        A submit that fails or is interrupted (Ctrl+C) part way deletes the tasks it had
+        registered and raises the error; the calls stay recorded, so calling ``submit`` again
+        sends them all. If they cannot be deleted (the API is down), the error says so, with the
+        partial tag's name and task count and how to resume or delete it.
         """
         default = default_client()
         api = api or default
@@ -129,6 +169,9 @@ class TaskFunction:
                 sink=out.add_tasks,
                 function_name=self.__name__,
             )
+        except BaseException as exc:
+            _abandon(api, out, self.__name__, exc)
+            raise
         finally:
             if progress is not None:
                 progress.close()

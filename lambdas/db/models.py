@@ -170,6 +170,16 @@ class Task(Base):
     created: Mapped[float] = mapped_column(Float)
 
 
+class Upload(Base):
+    """An upload URL handed out whose object is not registered yet. Registering the object
+    removes the row; the sweep deletes objects (and rows) older than the grace period."""
+
+    __tablename__ = "uploads"
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    issued: Mapped[float] = mapped_column(Float, index=True)
+
+
 class Worker(Base):
     __tablename__ = "workers"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

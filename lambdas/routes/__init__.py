@@ -19,6 +19,7 @@ _ERRORS = {
     409: "the name or object is taken",
     413: "the request body, or an object, is over its limit",
     422: "a field is missing, of the wrong type or out of its bounds",
+    429: "too many upload URLs of the caller are not registered yet (the message says how to free them)",
     503: "the index database or the object store is down (the code names which); retry after Retry-After",
 }
 SIGNED = (400, 401, 403, 413, 422, 503)

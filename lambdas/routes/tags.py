@@ -14,7 +14,7 @@ from lambdas.service import Context, submit, tags
 router = APIRouter(prefix="/v1", tags=["tasks"], responses=errors(*SIGNED))
 
 
-@router.post("/uploads", response_model=wire.UploadsOut)
+@router.post("/uploads", response_model=wire.UploadsOut, responses=errors(429))
 def uploads(
     body: wire.UploadsIn, request: Request, p: Principal = Depends(principal), c: Context = Depends(ctx)
 ) -> wire.UploadsOut:

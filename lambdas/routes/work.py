@@ -45,7 +45,7 @@ def claim(
     return work.claim(c, p, worker_id, body, base_url(request))
 
 
-@router.post("/{worker_id}/uploads", response_model=wire.UploadsOut, responses=errors(404))
+@router.post("/{worker_id}/uploads", response_model=wire.UploadsOut, responses=errors(404, 429))
 def uploads(
     worker_id: uuid.UUID,
     body: wire.UploadsIn,

@@ -6,13 +6,13 @@ import json
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
-from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User
+from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
 from lambdas.service import Context, delete_objects
 from lambdas.service.lifecycle import encode_datacenters
 
@@ -28,13 +28,31 @@ def upload_prefix(principal: Principal, kind: str) -> str:
 
 
 def uploads(ctx: Context, principal: Principal, body: wire.UploadsIn, base_url: str) -> wire.UploadsOut:
+    """Presigned PUT URLs under the caller's prefix, each recorded until its object is
+    registered (unregistered ones are swept after ``upload_grace_seconds``), at most
+    ``max_pending_uploads`` per caller at a time."""
     principal.require("worker" if body.kind == "results" else "user")
     prefix = upload_prefix(principal, body.kind)
-    slots = []
-    for _ in range(body.count):
-        key = prefix + uuid.uuid4().hex
-        slots.append(wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)))
+    keys = [prefix + uuid.uuid4().hex for _ in range(body.count)]
+    limit = ctx.settings.max_pending_uploads
+    with ctx.index.write() as session:
+        pending = session.scalar(select(func.count()).select_from(Upload).where(Upload.user_id == principal.user_id))
+        if (pending or 0) + len(keys) > limit:
+            raise BadRequest(
+                "upload_quota",
+                f"{pending} upload URLs of yours are not registered yet and at most {limit} may be (each may carry "
+                f"{ctx.settings.max_object_bytes} bytes): register what you uploaded, or wait until unregistered "
+                f"uploads are deleted, {ctx.settings.upload_grace_seconds:.0f} s after their URL was issued",
+                status=429,
+            )
+        session.add_all(Upload(key=key, user_id=principal.user_id, issued=ctx.now()) for key in keys)
+    slots = [wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)) for key in keys]
     return wire.UploadsOut(slots=slots, expires_in=ctx.settings.presign_expiry_seconds)
+
+
+def registered(session: Session, keys: list[str]) -> None:
+    """The objects at ``keys`` are registered: their uploads are no longer swept."""
+    session.execute(delete(Upload).where(Upload.key.in_(keys)))
 
 
 def _checked_size(ctx: Context, key: str, minimum: int) -> int:
@@ -60,6 +78,7 @@ def register_function(ctx: Context, principal: Principal, body: wire.FunctionIn)
         existing = session.scalars(
             select(Function).where(Function.user_id == principal.user_id, Function.digest == body.digest)
         ).one_or_none()
+        registered(session, [body.key])
         if existing is None:
             session.add(
                 Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=ctx.now())
@@ -97,6 +116,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
             raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
         tag = _own_or_new_tag(ctx, session, principal, body.tag)
+        registered(session, [c.key for c in body.chunks])
         functions = dict(
             session.execute(
                 select(Function.digest, Function.id).where(

@@ -21,7 +21,7 @@ from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
 from lambdas.service import Context, delete_objects
 from lambdas.service.lifecycle import runs_in
-from lambdas.service.submit import upload_prefix
+from lambdas.service.submit import registered, upload_prefix
 
 log = logging.getLogger("hmq.api")
 
@@ -142,6 +142,7 @@ def complete(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wir
             raise BadRequest("object_missing", f"result object {stored.key!r} has not been uploaded")
     with ctx.index.write() as session:
         _seen(ctx, session, principal, worker_id)
+        registered(session, [stored.key for stored in body.results])
         finished = ctx.lifecycle.finish(session, worker_id, body)
     if finished.orphans:
         delete_objects(ctx, finished.orphans)

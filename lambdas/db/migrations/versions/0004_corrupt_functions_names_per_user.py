@@ -1,4 +1,5 @@
-"""function objects a worker found corrupt; tag names and task ids unique per user
+"""function objects a worker found corrupt; tag names and task ids unique per user; uploads not
+registered yet
 
 Revision ID: 0004
 Revises: 0003
@@ -15,6 +16,17 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('uploads',
+    sa.Column('key', sa.String(length=512), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('issued', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_uploads_user_id_users')),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_uploads'))
+    )
+    with op.batch_alter_table('uploads', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_uploads_issued'), ['issued'], unique=False)
+        batch_op.create_index(batch_op.f('ix_uploads_user_id'), ['user_id'], unique=False)
+
     with op.batch_alter_table('functions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('corrupt', sa.Boolean(), server_default=sa.false(), nullable=False))
 
@@ -40,3 +52,8 @@ def downgrade() -> None:
 
     with op.batch_alter_table('functions', schema=None) as batch_op:
         batch_op.drop_column('corrupt')
+
+    with op.batch_alter_table('uploads', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_uploads_user_id'))
+        batch_op.drop_index(batch_op.f('ix_uploads_issued'))
+    op.drop_table('uploads')
