@@ -34,6 +34,9 @@ class API:
         identity: the caller's secret key (a user's, a worker's).
         admin: the admin's public key, pinned to check compute keys and workers' certificates.
         home: where the configuration lives (default ``$HMQ_HOME`` or ``~/.hmq``).
+        retry_deadline: how long a request is retried while the API, its database or the object
+            store is down (seconds; default ``hmq.defaults.REQUEST_RETRY_DEADLINE_SECONDS``, 0
+            sends each request once).
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class API:
         admin: Optional[crypto.PublicIdentity] = None,
         *,
         home: Optional[Path] = None,
+        retry_deadline: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS,
     ) -> None:
         self._home = home
+        self.retry_deadline = retry_deadline
         self._explicit = url is not None
         self._config = ClientConfig(url.rstrip("/"), identity, admin) if url is not None else None
         self._transport: Optional[Transport] = None
@@ -81,7 +86,9 @@ class API:
     def transport(self) -> Transport:
         with self._lock:
             if self._transport is None:
-                self._transport = Transport(self.config.url, self.config.identity)
+                self._transport = Transport(
+                    self.config.url, self.config.identity, retry_deadline=self.retry_deadline, relocate=self._relocate
+                )
             return self._transport
 
     def close(self) -> None:
@@ -105,25 +112,29 @@ class API:
         try:
             return self.transport.call(method, path, body, **kwargs)
         except Unreachable:
-            if not self._moved():
+            moved = self._relocate()  # a request sent once: the transport did not look
+            if moved is None:
                 raise
+            self.transport.url = moved.rstrip("/")
             return self.transport.call(method, path, body, **kwargs)
 
-    def _moved(self) -> bool:
-        """After a refused connection: whether the configuration under ``HMQ_HOME`` now names
-        another URL (``hmq down; hmq up`` found the API's old port taken); if so, use it."""
+    def _relocate(self) -> Optional[str]:
+        """After a refused connection (the transport asks at once, before waiting): the URL the
+        configuration under ``HMQ_HOME`` names now, if it moved (``hmq down; hmq up`` found the
+        API's old port taken); the client then uses it. ``None`` when it did not move."""
         if self._explicit or not ClientConfig.exists(self.home):
-            return False
+            return None
         try:
             fresh = ClientConfig.load(self.home)
         except ConfigurationError:
-            return False
+            return None
         with self._lock:
             if self._config is None or fresh.url == self._config.url:
-                return False
-            self.close()
+                return None
             self._config, self._compute = fresh, None
-        return True
+            if self._transport is not None:
+                self._transport.identity = fresh.identity
+        return fresh.url
 
     # --- connecting ---------------------------------------------------------------------
     def setup(self, url: str) -> str:
@@ -240,8 +251,8 @@ class API:
         if hashlib.sha256(pickled).hexdigest() != digest:
             raise UsageError("digest does not match the pickled function")
         try:
-            self.fetch_function(digest)
-            return True
+            if not self.fetch_function(digest).corrupt:
+                return True  # registered before; a corrupt copy is replaced below
         except NotFound:
             pass
         kid, public = self.compute_key()
@@ -275,6 +286,7 @@ class API:
         timeout: Optional[float] = defaults.TASK_TIMEOUT_SECONDS,
         memory: Optional[int | str] = None,
         retries: int = 0,
+        function_name: str = "",
     ) -> list[str]:
         """Encrypt, upload and register calls of a registered function under ``tag``.
 
@@ -292,6 +304,7 @@ class API:
             timeout: wall time per call in seconds (default 6 h); ``None``: no limit.
             memory: address space per call, bytes or a size like ``"4GiB"``; ``None``: no limit.
             retries: how many times a call that failed runs again.
+            function_name: the function's name, which workers' messages about it use.
 
         Returns:
             The task ids, in submission order (empty when a ``sink`` took them).
@@ -300,7 +313,8 @@ class API:
         from hmq.limits import Limits
 
         limits = Limits.of(timeout, memory, retries)
-        return Submission(self, tag, digest, ncores, datacenters, packages, limits).run(calls, progress, sink)
+        submission = Submission(self, tag, digest, ncores, datacenters, packages, limits, function_name)
+        return submission.run(calls, progress, sink)
 
     # --- tags and tasks ------------------------------------------------------------------
     def get_tag_status(self, tag: str) -> dict[str, int]:
@@ -354,6 +368,15 @@ class API:
         """Download, verify and decrypt one result object."""
         blob = self.transport.get_object(obj.url)
         return list(formats.decode_results(blob, self.identity, self.admin_key()))
+
+    def result_object_exists(self, key: str) -> bool:
+        """Whether the API finds the result object ``key`` (of the caller's tasks) in the object
+        store; ``False`` also when no task of the caller is in it any more."""
+        try:
+            out = self._call("GET", f"/v1/results/{key}", model=wire.ResultObjectOut)
+        except NotFound:
+            return False
+        return out.size is not None
 
     def retrieve_results(self, tasks: list[str]) -> dict[str, Optional[dict[str, Any]]]:
         """Results of specific tasks: ``{id: {"status", "result", "error"}}``, ``None`` while open
@@ -500,7 +523,7 @@ def _probe(url: str) -> tuple[str, wire.Info]:
     candidates = [url] if "://" in url else [f"https://{url}", f"http://{url}"]
     problems = []
     for candidate in candidates:
-        transport = Transport(candidate, None, retries=1)
+        transport = Transport(candidate, None, retry_deadline=1.0)
         try:
             info = transport.call("GET", "/v1/info", signed=False, model=wire.Info)
         except HmqError as exc:

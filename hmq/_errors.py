@@ -19,12 +19,17 @@
     │   ├── NotFound                404: unknown tag, task, function or object
     │   ├── Conflict                409: the name or object is taken by something else
     │   └── ServerError             500: the API failed; retry later
-    │       └── Unavailable         503: a part the API depends on is down (retried by clients)
+    │       └── Unavailable         503: a part the API depends on is down (retried by clients);
+    │                                    the code names the part (``database``, ``storage``)
     └── TaskFailed                  a task raised on the worker; carries the remote traceback
 
 Every class carries its HTTP ``status`` and error ``code``: the API turns a raised error into a
 response with :func:`response_of`, the client turns a response back into the error with
 :func:`error_for_status`; both read the same class attributes, so the two directions cannot drift.
+
+``transient`` tells a failure that may go away (``Unreachable``; HTTP 502, 503, 504; a
+``StorageError`` without a store status, or with a 5xx, 408 or 429 one) from one that will not
+(integrity, verification, other 4xx): clients retry the first kind, workers hand those tasks back.
 
 Some also derive from the builtin the user guide promises (``ValueError``), so existing
 ``except ValueError`` code keeps working.
@@ -32,12 +37,23 @@ Some also derive from the builtin the user guide promises (``ValueError``), so e
 
 from __future__ import annotations
 
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+"""HTTP statuses that mean "try again later": clients retry them (see ``hmq._transport``)."""
+
 
 class HmqError(Exception):
-    """Root of every error raised by hmq."""
+    """Root of every error raised by hmq.
+
+    ``transient`` says whether the same request may succeed later (the part that failed is
+    down or overloaded): clients retry those, workers hand such tasks back instead of failing them.
+    """
 
     status: int = 500
     code: str = "internal"
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 class ConfigurationError(HmqError, ValueError):
@@ -97,12 +113,21 @@ class StorageError(HmqError):
         super().__init__(message)
         self.store_status = store_status
 
+    @property
+    def transient(self) -> bool:
+        """No answer from the store (refused, reset, timed out), or an answer saying "later"."""
+        return self.store_status is None or self.store_status >= 500 or self.store_status in (408, 429)
+
 
 class Unreachable(HmqError):
     """The API could not be reached: the connection was refused, reset or timed out.
 
     There is no HTTP status: the API never answered. The message names the URL.
     """
+
+    @property
+    def transient(self) -> bool:
+        return True
 
 
 class StackError(HmqError):
@@ -140,6 +165,11 @@ class APIError(HmqError):
             self.code = code
         super().__init__(f"{reason} (HTTP {self.status}, {self.code})")
         self.reason = reason
+
+    @property
+    def transient(self) -> bool:
+        """502, 503, 504: a gateway or a part behind the API is down."""
+        return self.status in TRANSIENT_STATUSES
 
 
 class BadRequest(APIError, ValueError):

@@ -33,6 +33,7 @@ class Submission:
         datacenters: Optional[list[str]],
         packages: Sequence[str],
         limits: Limits = Limits(),
+        function_name: str = "",
     ) -> None:
         try:
             wire.check_name(tag)
@@ -45,6 +46,7 @@ class Submission:
         self.api, self.tag, self.digest, self.ncores, self.python = api, tag, digest, ncores, wire.PYTHON
         self.limits = limits
         self.kid, self.compute_public = api.compute_key()
+        self.function_name = function_name[:200]
         self._slots: deque[wire.UploadSlot] = deque()
 
     def _writer(self) -> formats.ChunkWriter:
@@ -58,6 +60,7 @@ class Submission:
             ncores=self.ncores,
             packages=self.packages,
             limits=self.limits,
+            function_name=self.function_name,
         )
 
     def _chunks(self, calls: Iterable[Any]) -> Iterable[formats.ChunkWriter]:
@@ -102,16 +105,19 @@ class Submission:
         )
 
     def _register(self, chunks: list[wire.ChunkIn], progress: Any, sink: Callable[[list[str]], Any]) -> None:
-        self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        # The ids go to the sink first: if the request is interrupted, the caller knows of every
+        # task that may have been registered.
         sink([str(t[0]) for c in chunks for t in c.tasks])
+        self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
         if progress is not None:
             progress.update(sum(len(c.tasks) for c in chunks))
 
     def run(
         self, calls: Iterable[Any], progress: Any = None, sink: Optional[Callable[[list[str]], Any]] = None
     ) -> list[str]:
-        """Submit ``calls`` (pickled, or ``(args, kwargs)`` pairs). Registered task ids go to
-        ``sink`` in submission order, chunk by chunk; without one they are returned."""
+        """Submit ``calls`` (pickled, or ``(args, kwargs)`` pairs). Task ids go to ``sink`` in
+        submission order, a batch of chunks at a time, as each batch is sent for registration;
+        without one they are returned."""
         collected: list[str] = []
         sink = sink or collected.extend
         pending: deque[Future[wire.ChunkIn]] = deque()

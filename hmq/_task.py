@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import logging
 import re
 import uuid
 from array import array
@@ -16,11 +17,45 @@ import cloudpickle
 
 from hmq import defaults as _defaults
 from hmq import wire
-from hmq._errors import UsageError
+from hmq._errors import HmqError, NotFound, UsageError
 from hmq.limits import Limits
 from hmq.tag import Tag, default_client
 
+log = logging.getLogger("hmq")
+
 _UNSAFE = re.compile(r"[^\w.\-]")
+
+
+def _abandon(api: Any, tag: Tag, function: str, exc: BaseException) -> None:
+    """After a submit failed part way: delete the tasks it registered (unless the failure says
+    that the API is down) and tell the caller what became of them, on the raised error."""
+    count = len(tag)
+    if count == 0:
+        return
+    problem: Optional[BaseException] = exc if isinstance(exc, HmqError) and exc.transient else None
+    deleted = 0
+    if problem is None:
+        try:
+            deleted = len(api.delete_tasks(tag=tag.name))
+        except NotFound:
+            pass  # nothing was registered yet
+        except HmqError as failure:
+            problem = failure
+    if problem is None:
+        note = (
+            f"the submit of tag {tag.name} stopped part way: the {deleted} tasks it had registered were deleted; "
+            f"the calls are still recorded, call {function}.submit() again to send them all"
+        )
+    else:
+        note = (
+            f"the submit of tag {tag.name} stopped after registering up to {count} tasks, which stay queued "
+            f"(not deleted: {problem}). Pull them with hmq.Tag.from_queue({tag.name!r}).pull(), "
+            f"or delete them with hmq.Tag.from_queue({tag.name!r}).delete()"
+        )
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        log.warning("%s", note)
 
 
 class CallLog:
@@ -116,6 +151,11 @@ class TaskFunction:
 
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
+
+        A submit that fails or is interrupted (Ctrl+C) part way deletes the tasks it had
+        registered and raises the error; the calls stay recorded, so calling ``submit`` again
+        sends them all. If they cannot be deleted (the API is down), the error says so, with the
+        partial tag's name and task count and how to resume or delete it.
         """
         default = default_client()
         api = api or default
@@ -130,18 +170,23 @@ class TaskFunction:
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)
         out = Tag(name, api if api is not default else None)
-        with _progress_bar(len(self._calls), f"Submitting {name}", quiet) as progress:
-            api.submit_tasks(
-                name,
-                digest,
-                self._calls,
-                ncores,
-                list(datacenters) if datacenters else None,
-                packages=packages,
-                progress=progress,
-                sink=out.add_tasks,
-                **dataclasses.asdict(limits),
-            )
+        try:
+            with _progress_bar(len(self._calls), f"Submitting {name}", quiet) as progress:
+                api.submit_tasks(
+                    name,
+                    digest,
+                    self._calls,
+                    ncores,
+                    list(datacenters) if datacenters else None,
+                    packages=packages,
+                    progress=progress,
+                    sink=out.add_tasks,
+                    function_name=self.__name__,
+                    **dataclasses.asdict(limits),
+                )
+        except BaseException as exc:
+            _abandon(api, out, self.__name__, exc)
+            raise
         self._calls = CallLog()
         return out
 

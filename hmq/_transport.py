@@ -1,26 +1,68 @@
 """HTTP for the client and the worker: signed JSON requests to the API, presigned transfers.
 
 One ``httpx.Client`` per transport keeps connections alive and is shared by threads.
-Idempotent calls are retried on connection errors and 502/503/504 with exponential backoff;
-every retry is signed afresh (new timestamp and nonce).
+
+The one retry loop is :meth:`Transport._send`. A request that got no answer (refused, reset,
+timed out) or a 502/503/504 is sent again, with jittered exponential backoff
+(:func:`backoff_delay`) and at least the server's ``Retry-After``, until ``retry_deadline``
+seconds (``defaults.REQUEST_RETRY_DEADLINE_SECONDS``) after its first attempt; then the last
+error is raised. Every retry is signed afresh (new timestamp and nonce). While an outage lasts
+the transport says so once, as a ``hmq`` logging warning naming the URL and the reason, and once
+more when it is over. Requests that must not be repeated (a claim) are sent once.
 """
 
 from __future__ import annotations
 
+import email.utils
+import itertools
 import json
+import logging
+import random
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, Optional, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 import httpx
 from pydantic import BaseModel
 
 from hmq import crypto, defaults
-from hmq._errors import ConfigurationError, HmqError, StorageError, Unreachable, error_for_status
+from hmq._errors import (
+    TRANSIENT_STATUSES,
+    ConfigurationError,
+    HmqError,
+    StorageError,
+    Unreachable,
+    error_for_status,
+)
 from hmq._version import __version__
 
 M = TypeVar("M", bound=BaseModel)
-RETRY_STATUS = (502, 503, 504)
+log = logging.getLogger("hmq")
+
+
+def backoff_delay(
+    attempt: int,
+    first: float = defaults.REQUEST_RETRY_BACKOFF_SECONDS,
+    cap: float = defaults.REQUEST_RETRY_MAX_BACKOFF_SECONDS,
+) -> float:
+    """Seconds to wait before retry ``attempt`` (0 for the first): ``first * 2**attempt`` up to
+    ``cap``, drawn at random between half and all of it."""
+    ceiling = min(cap, first * 2 ** min(attempt, 30))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _retry_after(response: Optional[httpx.Response]) -> float:
+    """The ``Retry-After`` of a response in seconds (0 when there is none or it is unreadable)."""
+    value = response.headers.get("retry-after", "").strip() if response is not None else ""
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _jsonable(body: Any) -> bytes:
@@ -40,41 +82,100 @@ class Transport:
         identity: Optional[crypto.Identity],
         *,
         timeout: float = defaults.REQUEST_TIMEOUT_SECONDS,
-        retries: int = defaults.REQUEST_RETRIES,
+        retry_deadline: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        relocate: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.identity = identity
-        self.retries = retries
+        self.retry_deadline = retry_deadline
+        self.clock = clock
+        self.sleep = sleep
+        self.relocate = relocate
         self.client = httpx.Client(
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"user-agent": f"hmq/{__version__}"},
         )
+        self._outages: dict[str, float] = {}  # what is down -> since when (by ``clock``)
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.client.close()
 
-    def _send(self, method: str, url: str, retry: bool, **kwargs: Any) -> httpx.Response:
-        """One request, retried on connection errors and 502/503/504 (when ``retry``) with
-        exponential backoff; ``kwargs`` may be a callable ``headers`` made afresh per attempt
-        (a signed request gets a new timestamp and nonce each time). Raises ``httpx.TransportError``
-        when the last attempt could not connect."""
-        attempts = self.retries + 1 if retry else 1
+    def _send(self, method: str, target: str, retry: bool, **kwargs: Any) -> httpx.Response:
+        """One request, retried (when ``retry``) on no answer and 502/503/504 until the retry
+        deadline; see the module docstring. ``target`` is a URL, or a path of the API (which may
+        move: a refused connection asks ``relocate`` for its new URL first). ``fresh_headers`` (a
+        callable) makes the headers afresh per attempt (a signed request gets a new timestamp and
+        nonce each time). Returns the last response; raises ``httpx.TransportError`` when the
+        last attempt got none."""
         fresh_headers = kwargs.pop("fresh_headers", None)
-        for attempt in range(attempts):
-            last = attempt + 1 == attempts
+        deadline = self.clock() + (self.retry_deadline if retry else 0.0)
+        api = target.startswith("/")
+        for attempt in itertools.count():
+            url = self.url + target if api else target
             if fresh_headers is not None:
                 kwargs["headers"] = fresh_headers()
+            failure: Optional[httpx.TransportError] = None
+            response: Optional[httpx.Response] = None
             try:
                 response = self.client.request(method, url, **kwargs)
-            except httpx.TransportError:
-                if last:
-                    raise
+            except httpx.TransportError as exc:
+                if retry and api and isinstance(exc, httpx.ConnectError) and self._relocated():
+                    continue
+                failure, problem = exc, str(exc) or type(exc).__name__
             else:
-                if response.status_code not in RETRY_STATUS or last:
+                if response.status_code not in TRANSIENT_STATUSES:
+                    self._answered(self._part(url))
                     return response
-            time.sleep(defaults.REQUEST_RETRY_BACKOFF_SECONDS * (2**attempt))
+                problem = f"HTTP {response.status_code}: {_reason(response)}"
+            delay = max(backoff_delay(attempt), _retry_after(response))
+            if self.clock() + delay > deadline:
+                if failure is not None:
+                    raise failure
+                assert response is not None
+                return response
+            self._waiting(self._part(url), problem, deadline)
+            self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _relocated(self) -> bool:
+        """Whether the API moved (``relocate`` names another URL); if so, use it from now on."""
+        moved = self.relocate() if self.relocate is not None else None
+        if not moved or moved.rstrip("/") == self.url:
+            return False
+        log.warning("the hmq API moved from %s to %s", self.url, moved)
+        self.url = moved.rstrip("/")
+        return True
+
+    def _part(self, url: str) -> str:
+        """What a URL reaches, as the outage warnings name it."""
+        if url.startswith(self.url):
+            return f"the hmq API at {self.url}"
+        parsed = urlparse(url)
+        return f"the object store at {parsed.scheme}://{parsed.netloc}"
+
+    def _waiting(self, what: str, problem: str, deadline: float) -> None:
+        """The first failed attempt of an outage: say what is awaited, once for all requests."""
+        with self._lock:
+            if what in self._outages:
+                return
+            self._outages[what] = self.clock()
+        left = max(0.0, deadline - self.clock())
+        log.warning("%s is unavailable (%s); retrying for up to %.0f s", what, problem, left)
+
+    def _answered(self, what: str) -> None:
+        if what not in self._outages:  # the common case: no lock
+            return
+        with self._lock:
+            since = self._outages.pop(what, None)
+        if since is not None:
+            log.warning("%s answers again after %.0f s", what, self.clock() - since)
+
+    def _retried(self, retry: bool) -> str:
+        return f", retried for {self.retry_deadline:.0f} s" if retry and self.retry_deadline > 0 else ""
 
     def call(
         self,
@@ -102,10 +203,11 @@ class Transport:
             return out
 
         try:
-            response = self._send(method, self.url + target, retry, content=data or None, fresh_headers=headers)
+            response = self._send(method, target, retry, content=data or None, fresh_headers=headers)
         except httpx.TransportError as exc:
             raise Unreachable(
-                f"cannot reach the hmq API at {self.url} ({exc or type(exc).__name__}): is it running? (`hmq status`)"
+                f"cannot reach the hmq API at {self.url} ({exc or type(exc).__name__}{self._retried(retry)}): "
+                "is it running? (`hmq status`)"
             ) from None
         if response.status_code >= 400:
             raise _api_error(response)
@@ -129,7 +231,9 @@ class Transport:
         try:
             response = self._send(method, url, True, **kwargs)
         except httpx.TransportError as exc:
-            raise StorageError(f"object store unreachable: {exc or type(exc).__name__}") from None
+            raise StorageError(
+                f"the object store is unreachable ({exc or type(exc).__name__}{self._retried(True)})"
+            ) from None
         if response.status_code >= 400:
             raise StorageError(
                 f"object store refused {method} ({response.status_code}): {_reason(response)}", response.status_code

@@ -22,12 +22,21 @@ window is refused too."""
 REQUEST_TIMEOUT_SECONDS = 60.0
 """HTTP timeout of one API request or one presigned transfer (connect/read/write each)."""
 
-REQUEST_RETRIES = 4
-"""How many times a client retries an idempotent request after a connection error or a 502/503/504
-(with exponential backoff starting at ``REQUEST_RETRY_BACKOFF_SECONDS``)."""
+REQUEST_RETRY_DEADLINE_SECONDS = 300.0
+"""How long a client (submit, pull, a worker) keeps retrying a request that got no answer
+(refused, reset, timed out) or a 502/503/504, counted from its first attempt. Then the error is
+raised. ``Transport(retry_deadline=...)`` changes it per client; 0 sends once."""
 
 REQUEST_RETRY_BACKOFF_SECONDS = 0.25
-"""First retry delay; doubled on each retry."""
+"""First retry delay; doubled on each retry up to ``REQUEST_RETRY_MAX_BACKOFF_SECONDS``, each
+delay drawn at random between half and all of that (jitter: clients that failed together do not
+come back together). A ``Retry-After`` the server sends is waited out in full."""
+
+REQUEST_RETRY_MAX_BACKOFF_SECONDS = 10.0
+"""Longest delay between two attempts of one request (unless the server's ``Retry-After`` asks for more)."""
+
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+"""``Retry-After`` of the API's 503 answers (its database or object store is down)."""
 
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 """Largest JSON body the API accepts (below API Gateway's and Lambda's 6 MB payload limits).
@@ -124,6 +133,11 @@ TASK_PAGE = 10_000
 
 PULL_PAGE_TASKS = 5000
 """Finished tasks listed per page when pulling a tag."""
+
+RESULT_FETCH_ATTEMPTS = 3
+"""Pulls of one ``Tag`` that may find a result object failing verification (or missing while the
+API says it exists) before its tasks fail with the reason; until then they stay open and each
+pull tries the object again."""
 
 PULL_POLL_MIN_SECONDS = 0.5
 """First wait of a blocking pull when tasks are still open; doubles up to the maximum."""

@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import zstandard
 
-from hmq import _jsonable, crypto
+from hmq import _jsonable, crypto, defaults
 from hmq._errors import IntegrityError
 from hmq.limits import Limits
 
@@ -103,9 +103,14 @@ def compress(data: bytes) -> bytes:
     return _ZC.compress(data)
 
 
-def decompress(data: bytes) -> bytes:
+def decompress(data: bytes, limit: int = defaults.MAX_RESULT_BYTES) -> bytes:
+    """Decompress one zstandard frame of at most ``limit`` bytes (a result is never larger): a
+    frame declaring more, or producing more, is refused, so a small bomb takes no memory."""
     try:
-        return _ZD.decompress(data)
+        declared = zstandard.frame_content_size(data)
+        if declared > limit:
+            raise IntegrityError(f"compressed data would decompress to {declared} bytes, over the limit of {limit}")
+        return _ZD.decompress(data, max_output_size=limit)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"compressed data is corrupt: {exc}") from None
 
@@ -156,6 +161,7 @@ class ChunkWriter:
         ncores: int,
         packages: list[str],
         limits: Limits = Limits(),
+        function_name: str = "",
     ) -> None:
         self._identity = identity
         self._key = crypto.new_data_key()
@@ -164,6 +170,7 @@ class ChunkWriter:
             "user": identity.key_id,
             "tag": tag,
             "function": function,
+            "name": function_name,
             "python": python,
             "ncores": ncores,
             "packages": packages,
@@ -220,6 +227,7 @@ class ChunkHeader:
     positions: dict[str, int]
     digests: list[bytes]
     limits: Limits = field(default_factory=Limits)
+    function_name: str = ""  # the submitted function's ``__name__``, for messages
 
     @classmethod
     def open(cls, head: bytes, user: crypto.PublicIdentity, compute_keys: Mapping[str, Any]) -> ChunkHeader:
@@ -250,6 +258,7 @@ class ChunkHeader:
                 positions=positions,
                 digests=[digests[32 * i : 32 * i + 32] for i in range(count)],
                 limits=Limits.from_header(header),
+                function_name=str(header.get("name") or ""),
             )
         except (KeyError, TypeError, ValueError):
             raise IntegrityError("chunk header is malformed") from None

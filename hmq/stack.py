@@ -191,7 +191,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    transport = Transport(url, None, retries=0, timeout=defaults.STACK_PROBE_TIMEOUT_SECONDS)
+    transport = Transport(url, None, retry_deadline=0, timeout=defaults.STACK_PROBE_TIMEOUT_SECONDS)
     deadline = time.monotonic() + defaults.STACK_START_TIMEOUT_SECONDS
     try:
         while time.monotonic() < deadline:

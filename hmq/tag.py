@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -31,6 +32,8 @@ from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, Us
 if TYPE_CHECKING:
     from hmq._client import API
 
+log = logging.getLogger("hmq")
+
 SCHEMA_VERSION = 2
 FORMAT = "hmq-tag"
 _SCHEMA = """
@@ -45,6 +48,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status) WHERE status = 0;
 """
+_COLUMNS = {"meta": ("key", "value"), "tasks": ("seq", "id", "status", "result", "error")}
+"""The columns a tag file must have (checked, read-only, before :meth:`Tag.from_file` opens it)."""
 
 
 class LocalState(enum.IntEnum):
@@ -86,6 +91,8 @@ class Tag:
         self._api = api
         self._filename: Optional[str] = None
         self._downloads = 4
+        self._fetch_failures: dict[str, int] = {}
+        self._failed_this_round: set[str] = set()
         self._db = self._connect(":memory:")
         self._set_meta(format=FORMAT, schema_version=str(SCHEMA_VERSION), name=name, cursor="")
         self._db.commit()
@@ -143,12 +150,24 @@ class Tag:
 
     # --- reading --------------------------------------------------------------------------
     def _column(self, column: str) -> Generator[Any, None, None]:
-        cursor = self._db.execute(f"SELECT {column} FROM tasks ORDER BY seq")
         try:
-            for batch in iter(lambda: cursor.fetchmany(1000), []):
-                yield from batch
-        finally:
-            cursor.close()
+            cursor = self._db.execute(f"SELECT {column} FROM tasks ORDER BY seq")
+            try:
+                for batch in iter(lambda: cursor.fetchmany(1000), []):
+                    yield from batch
+            finally:
+                cursor.close()
+        except sqlite3.DatabaseError as exc:
+            raise TagFileError(f"{self._filename or 'the tag'} is damaged: {exc}") from None
+
+    def _decode(self, task_id: str, raw: bytes) -> Any:
+        """A stored result: decompressed (at most ``MAX_RESULT_BYTES``) and parsed."""
+        try:
+            return json.loads(formats.decompress(raw))
+        except (IntegrityError, ValueError) as exc:
+            raise TagFileError(
+                f"{self._filename or 'the tag'}: the result of task {task_id} is corrupt: {exc}"
+            ) from None
 
     @property
     def results(self) -> Generator[Any, None, None]:
@@ -157,8 +176,8 @@ class Tag:
         Yields:
             The result, or None if the task has not been completed or an error occurred.
         """
-        for (raw,) in self._column("result"):
-            yield None if raw is None else json.loads(formats.decompress(raw))
+        for task_id, raw in self._column("id, result"):
+            yield None if raw is None else self._decode(task_id, raw)
 
     @property
     def errors(self) -> Generator[Optional[str], None, None]:
@@ -256,17 +275,42 @@ class Tag:
         ids = [r[0] for r in self._db.execute("SELECT id FROM tasks WHERE status = 0 ORDER BY seq")]
         return ids if subset is None else [i for i in ids if i in subset]
 
-    def _fetch(self, obj: wire.DoneObject) -> tuple[list[formats.ResultRecord], Optional[str]]:
-        """The records of one result object, or why they can never be had. A transient failure
-        (network, an expired URL) raises: the next pull tries again."""
+    def _fetch(self, obj: wire.DoneObject) -> tuple[list[formats.ResultRecord], Optional[str], bool]:
+        """``(records, problem, final)`` of one result object: its records, or what went wrong
+        with it and whether that is final (the API confirms the object is gone). A failed
+        verification or a missing object the API still sees is not final: the tasks stay open
+        (see :meth:`_settle`). A transient failure (no answer from the store) raises."""
         try:
-            return self.api.fetch_results(obj), None
+            return self.api.fetch_results(obj), None, False
         except IntegrityError as exc:
-            return [], f"the result object failed verification and was not used: {exc}"
+            return [], f"the result object {obj.key} failed verification and was not used: {exc}", False
         except StorageError as exc:
-            if exc.store_status in (404, 410):
-                return [], f"the result object {obj.key} is gone from the object store (deleted or expired)"
-            raise
+            if exc.store_status not in (403, 404, 410):
+                raise
+            if not self.api.result_object_exists(obj.key):
+                return [], f"the result object {obj.key} is gone from the object store (deleted or expired)", True
+            return [], f"the result object {obj.key} could not be downloaded: {exc}", False
+
+    def _settle(self, obj: wire.DoneObject, problem: Optional[str], final: bool) -> tuple[bool, Optional[str]]:
+        """``(stay_open, reason)``: whether the object's tasks stay open for the next pull to try
+        again (reported as a warning, up to ``RESULT_FETCH_ATTEMPTS`` times), else why they fail
+        (``None``: they have their results)."""
+        if problem is None or final:
+            self._fetch_failures.pop(obj.key, None)
+            return False, problem
+        failures = self._fetch_failures.get(obj.key, 0) + 1
+        self._fetch_failures[obj.key] = failures
+        self._failed_this_round.add(obj.key)  # tried once per round of a pull
+        if failures >= defaults.RESULT_FETCH_ATTEMPTS:
+            return False, f"{problem} (tried {failures} times)"
+        log.warning(
+            "%s; its %d task(s) stay open and the next pull tries again (%d of %d)",
+            problem,
+            len(obj.tasks),
+            failures,
+            defaults.RESULT_FETCH_ATTEMPTS,
+        )
+        return True, None
 
     def _apply(self, page: wire.DonePage, pool: ThreadPoolExecutor) -> None:
         """Store one page of finished tasks. Result objects download in parallel through a
@@ -276,8 +320,8 @@ class Tag:
         ]
         update = "UPDATE tasks SET status = ?, result = ?, error = ?, logs = ? WHERE id = ? AND status = 0"
         self._db.executemany(update, rows)
-        window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str]]]]] = deque()
-        objects = iter(page.objects)
+        window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str], bool]]]] = deque()
+        objects = (o for o in page.objects if o.key not in self._failed_this_round)
         limit = 2 * self._downloads
         while True:
             while len(window) < limit:
@@ -288,8 +332,10 @@ class Tag:
             if not window:
                 break
             obj, future = window.popleft()
-            records, problem = future.result()
-            self._db.executemany(update, self._rows(obj, records, problem))
+            records, problem, final = future.result()
+            stay_open, failure = self._settle(obj, problem, final)
+            if not stay_open:
+                self._db.executemany(update, self._rows(obj, records, failure))
         self._db.executemany(
             "UPDATE tasks SET status = ? WHERE id = ? AND status = 0",
             ((int(LocalState.DELETED), str(t)) for t in page.unknown),
@@ -319,6 +365,7 @@ class Tag:
             self._db.commit()
 
     def _pull_once(self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor) -> int:
+        self._failed_this_round = set()
         if subset is not None:
             self._reconcile(self._open_ids(subset), pool, max(batchsize, defaults.PULL_PAGE_TASKS))
             return len(self._open_ids(subset))
@@ -407,33 +454,27 @@ class Tag:
     def from_file(filename: str | os.PathLike[str]) -> Tag:
         """Loads a tag and all results for all tasks from a file.
 
-        The returned tag stays linked to the file.
+        The returned tag stays linked to the file. The file is checked first, read-only, so
+        nothing is ever written to a file that is not an hmq tag file.
 
         Raises:
-            ValueError: If the file does not exist or is not an hmq tag file.
+            TagFileError: (a ``ValueError``) if the file does not exist, is not an hmq tag file,
+                has an unknown schema version, lacks a table or column, or is damaged; the
+                message says which.
         """
         path = Path(filename)
         if not path.is_file():
-            raise TagFileError(f"tag file {path} does not exist")
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False)
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise TagFileError(f"{path} is not an hmq tag file: {exc}") from None
-        if meta.get("format") != FORMAT:
-            db.close()
-            raise TagFileError(f"{path} is not an hmq tag file")
-        version = int(meta.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise TagFileError(
-                f"{path} has schema version {version}; this hmq reads up to {SCHEMA_VERSION} (upgrade hmq)"
-            )
-        db.close()
+            raise TagFileError(f"tag file {path} does not exist" if not path.exists() else f"{path} is not a file")
+        version = _check_tag_file(path)
         tag = Tag.__new__(Tag)
         tag._api = None
         tag._downloads = 4
-        tag._db = Tag._connect(str(path))
+        tag._fetch_failures = {}
+        tag._failed_this_round = set()
+        try:
+            tag._db = Tag._connect(str(path))  # a plain path: no URI parsing of '#' or '?'
+        except sqlite3.Error as exc:
+            raise TagFileError(f"cannot open tag file {path}: {exc}") from None
         tag._filename = str(path)
         tag._migrate(version)
         return tag
@@ -466,3 +507,45 @@ class Tag:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _check_tag_file(path: Path) -> int:
+    """The schema version of the intact hmq tag file at ``path``; :class:`TagFileError` with the
+    reason unless it is one of a schema this hmq reads. Read-only: a ``file:`` URI (any file
+    name, quoted) with ``mode=ro``."""
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise TagFileError(f"cannot open {path}: {exc}") from None
+    try:
+        problem = _tag_file_problem(db)
+        version = 0 if problem else int(dict(db.execute("SELECT key, value FROM meta").fetchall())["schema_version"])
+    except sqlite3.DatabaseError as exc:
+        problem = f"is not an hmq tag file ({exc})"
+    finally:
+        db.close()
+    if problem:
+        raise TagFileError(f"{path} {problem}")
+    return version
+
+
+def _tag_file_problem(db: sqlite3.Connection) -> Optional[str]:
+    """What is wrong with an open tag file, or ``None``."""
+    columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in _COLUMNS}
+    if not {"key", "value"} <= columns["meta"]:
+        return "is not an hmq tag file (it has no meta table)"
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("format") != FORMAT:
+        return "is not an hmq tag file (its meta table names no hmq-tag format)"
+    version = str(meta.get("schema_version", ""))
+    if not version.isdigit():
+        return f"has an invalid schema version {version!r}"
+    if int(version) > SCHEMA_VERSION:
+        return f"has schema version {version}; this hmq reads up to {SCHEMA_VERSION} (upgrade hmq)"
+    missing = [f"{table}.{name}" for table, names in _COLUMNS.items() for name in names if name not in columns[table]]
+    if missing:
+        return f"is not a complete hmq tag file: it lacks {', '.join(missing)}"
+    damage = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+    if damage != ["ok"]:
+        return f"is damaged: {'; '.join(damage)}"
+    return None

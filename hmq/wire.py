@@ -89,11 +89,30 @@ def check_key(value: str) -> str:
 
 
 ObjectKey = Annotated[str, Field(pattern=KEY_RE), AfterValidator(check_key)]
+ByteCount = Annotated[int, Field(ge=0, le=defaults.MAX_OBJECT_BYTES)]
+"""An offset or length inside an object: bounded, so no request can carry an integer the index cannot hold."""
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+SEQ_RE = r"^(\d{1,18})?$"
+"""A listing position (``after=``): a task's sequence number (fits the index's 64 bits), or empty for the start."""
+CURSOR_RE = r"^(\d{1,18}:\d{1,18})?$"
+"""A pull cursor (``cursor=``): ``batch:seq``, or empty for the start."""
 TaskList = Annotated[list[UUID], Field(max_length=defaults.MAX_TASKS_PER_REQUEST)]
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+# --- errors ------------------------------------------------------------------------------
+class ErrorDetail(Model):
+    code: str
+    message: str
+
+
+class ErrorOut(Model):
+    """Every error answer of the API: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
 
 
 # --- service info --------------------------------------------------------------------------
@@ -148,25 +167,29 @@ class UploadsOut(Model):
 class FunctionIn(Model):
     digest: Digest
     key: ObjectKey
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=defaults.MAX_OBJECT_BYTES)
 
 
 class FunctionOut(Model):
+    """A registered function; ``corrupt``: a worker found its object corrupt, and registering
+    the function again replaces it."""
+
     digest: str
     size: int
     url: Optional[str] = None
+    corrupt: bool = False
 
 
 # --- submission --------------------------------------------------------------------------
 class ChunkIn(Model):
     key: ObjectKey
-    header_len: int = Field(ge=8)
+    header_len: int = Field(ge=8, le=defaults.MAX_OBJECT_BYTES)
     function: Digest
     python: str = Field(pattern=r"^\d+\.\d+$")
     ncores: int = Field(ge=1, le=defaults.TASK_MAX_CORES)
     packages: list[PackageReq] = Field(default_factory=list, max_length=defaults.TASK_MAX_PACKAGES)
     datacenters: Optional[list[Name]] = Field(default=None, max_length=defaults.TASK_MAX_DATACENTERS)
-    tasks: list[tuple[UUID, int, int]] = Field(min_length=1, max_length=defaults.CHUNK_MAX_TASKS)
+    tasks: list[tuple[UUID, ByteCount, ByteCount]] = Field(min_length=1, max_length=defaults.CHUNK_MAX_TASKS)
     timeout: Optional[float] = Field(default=None, gt=0, le=defaults.TASK_MAX_TIMEOUT, description="seconds per call")
     memory: Optional[int] = Field(default=None, ge=1, le=defaults.TASK_MAX_MEMORY_BYTES, description="bytes per call")
     retries: int = Field(default=0, ge=0, le=defaults.TASK_MAX_RETRIES)
@@ -214,6 +237,13 @@ class DoneObject(Model):
     key: str
     url: str
     tasks: list[UUID]
+
+
+class ResultObjectOut(Model):
+    """Whether a result object of the caller's tasks is in the object store (``size`` ``None``: it is not)."""
+
+    key: str
+    size: Optional[int] = None
 
 
 class ClosedTask(Model):
@@ -288,10 +318,12 @@ class WorkerInfo(Model):
 
 class ClaimIn(Model):
     max_tasks: int = Field(ge=1, le=defaults.CLAIM_MAX_TASKS)
-    available: int = Field(ge=1, description="free cores: only tasks with ncores <= available are handed out")
-    allocated: int = 0
-    running: int = 0
-    used: int = 0
+    available: int = Field(
+        ge=1, le=100_000, description="free cores: only tasks with ncores <= available are handed out"
+    )
+    allocated: Count = 0
+    running: Count = 0
+    used: Count = 0
 
 
 class ClaimTask(Model):
@@ -334,6 +366,17 @@ class CompleteIn(Model):
     results: list[StoredResults] = Field(default_factory=list, max_length=defaults.COMPLETE_MAX_OBJECTS)
     rejected: list[RejectedTask] = Field(default_factory=list, max_length=defaults.MAX_TASKS_PER_REQUEST)
     release: TaskList = Field(default_factory=list)
+
+
+class CorruptIn(Model):
+    """A worker's report: the function object of the tasks of ``chunk`` it holds is corrupt."""
+
+    chunk: ObjectKey
+    reason: str = Field(default="", max_length=defaults.REJECTION_MAX_CHARS)
+
+
+class CorruptOut(Model):
+    marked: bool
 
 
 class CompleteOut(Model):

@@ -22,7 +22,9 @@ BLOB_PREFIX = "/v1/blobs/"
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes (blob uploads have their own limit)."""
+    """Refuse request bodies over ``limit`` bytes with 413 (blob uploads have their own limit),
+    whether they declare their length or not (chunked): the body is read here, up to the limit,
+    before the app sees it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -34,28 +36,30 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            too_large = PayloadTooLarge(None, f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
-            status, body = errors.envelope(too_large)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await _refuse(send, f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
             return
-        seen = 0
-
-        async def counted() -> Any:
-            nonlocal seen
+        messages, size = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise PayloadTooLarge(None, f"request body exceeds the limit of {self.limit} bytes")
-            return message
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await _refuse(send, f"request body exceeds the limit of {self.limit} bytes")
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
 
-        await self.app(scope, counted, send)
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, reason: str) -> None:
+    status, body = errors.envelope(PayloadTooLarge(None, reason))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings, *, serverless: bool = False, clock: Callable[[], float] = time.time) -> FastAPI:

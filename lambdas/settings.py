@@ -109,6 +109,12 @@ class Settings:
             lease if that is shorter): a lost task is requeued at most this late.
         placement_sweep_seconds: most seconds between two placement sweeps (a quarter of
             the placement timeout if that is shorter).
+        upload_grace_seconds: an upload URL whose object is not registered this long after it
+            was issued is swept: the object is deleted (longer than ``presign_expiry_seconds``).
+        upload_sweep_seconds: most seconds between two sweeps of unregistered uploads (a quarter
+            of the grace period if that is shorter).
+        max_pending_uploads: most upload URLs one user or worker may hold unregistered; each may
+            carry up to ``max_object_bytes``, so this bounds what a caller can leave in the store.
     """
 
     admin_public_key: str
@@ -131,6 +137,9 @@ class Settings:
     nonce_purge_seconds: float = 60.0
     lease_sweep_seconds: float = 5.0
     placement_sweep_seconds: float = 60.0
+    upload_grace_seconds: float = 3600.0
+    upload_sweep_seconds: float = 60.0
+    max_pending_uploads: int = 1024
     admin: crypto.PublicIdentity = field(init=False, repr=False, compare=False)
     database: DatabaseSettings = field(init=False, repr=False, compare=False)
 
@@ -153,6 +162,10 @@ class Settings:
             raise ConfigurationError("sweep and purge intervals cannot be negative")
         if self.timeout_margin_seconds < 0:
             raise ConfigurationError("timeout_margin_seconds cannot be negative")
+        if self.upload_grace_seconds <= self.presign_expiry_seconds or self.upload_sweep_seconds < 0:
+            raise ConfigurationError("upload_grace_seconds must exceed presign_expiry_seconds; sweeps are not negative")
+        if self.max_pending_uploads < 1:
+            raise ConfigurationError("max_pending_uploads must be at least 1")
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -180,6 +193,9 @@ class Settings:
             "nonce_purge_seconds": (float, get("NONCE_PURGE_SECONDS")),
             "lease_sweep_seconds": (float, get("LEASE_SWEEP_SECONDS")),
             "placement_sweep_seconds": (float, get("PLACEMENT_SWEEP_SECONDS")),
+            "upload_grace_seconds": (float, get("UPLOAD_GRACE_SECONDS")),
+            "upload_sweep_seconds": (float, get("UPLOAD_SWEEP_SECONDS")),
+            "max_pending_uploads": (int, get("MAX_PENDING_UPLOADS")),
         }
         try:
             limits = {name: kind(text) for name, (kind, text) in numbers.items() if text}

@@ -14,8 +14,10 @@ import logging
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -48,6 +50,7 @@ class PostgresCluster:
         self._dir: Optional[Path] = None
         self._bindir: Optional[Path] = None
         self._as_user: list[str] = []
+        self._options = ""
 
     def start(self) -> PostgresCluster:
         external = os.environ.get("HMQ_TEST_DATABASE_URL")
@@ -86,12 +89,26 @@ class PostgresCluster:
                 "UTF8",
             ]
         )
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={self._dir} -c fsync=off -c max_connections=200"
-        self._run(
-            [str(self._bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self._dir / "log"), "-w", "start"]
-        )
+        self._options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={self._dir} -c fsync=off -c max_connections=200"
+        self.resume()
         self.url = f"postgresql+psycopg://postgres:{password}@127.0.0.1:{port}/postgres"
         return self
+
+    @property
+    def local(self) -> bool:
+        """Whether this cluster was started here (and so can be halted)."""
+        return self._dir is not None
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are ended), keeping its data for :meth:`resume`."""
+        assert self._dir is not None and self._bindir is not None, "an external server cannot be halted"
+        self._run([str(self._bindir / "pg_ctl"), "-D", str(self._dir / "data"), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        """Start the server (again), on the same port."""
+        assert self._dir is not None and self._bindir is not None
+        data, log = str(self._dir / "data"), str(self._dir / "log")
+        self._run([str(self._bindir / "pg_ctl"), "-D", data, "-o", self._options, "-l", log, "-w", "start"])
 
     def _run(self, argv: list[str]) -> None:
         out = subprocess.run([*self._as_user, *argv], capture_output=True, text=True, timeout=120)
@@ -149,14 +166,84 @@ class S3Server:
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
 
-    def bucket(self) -> str:
-        """A new bucket; returns the ``s3://`` storage URL for it."""
+    def bucket(self, endpoint: Optional[str] = None) -> str:
+        """A new bucket; returns the ``s3://`` storage URL for it (through ``endpoint``, e.g. a
+        :class:`TcpProxy`, when given)."""
         name = f"hmq-{uuid.uuid4().hex[:12]}"
         client = self.client()
         client.create_bucket(Bucket=name)
         client.close()
-        return f"s3://{name}?region=us-east-1&endpoint_url={self.endpoint}&addressing_style=path"
+        return f"s3://{name}?region=us-east-1&endpoint_url={endpoint or self.endpoint}&addressing_style=path"
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
+
+
+class TcpProxy:
+    """A TCP forwarder on a port of its own in front of ``target`` (``host:port``), which a test
+    can take down: :meth:`refuse` stops listening (connections are refused) and cuts every open
+    connection; :meth:`accept` listens again on the same port."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: Optional[socket.socket] = None
+        self.accept()
+
+    def accept(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._serve, args=(listener,), daemon=True, name="tcp-proxy").start()
+
+    def refuse(self) -> None:
+        if self._listener is not None:
+            _cut(self._listener)
+            self._listener = None
+        with self._lock:
+            connections, self._open = self._open, set()
+        for conn in connections:
+            _cut(conn)
+
+    close = refuse
+
+    def _serve(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                if listener.fileno() < 0:
+                    return  # refused: no longer listening
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True, name="tcp-proxy-pump").start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for conn in (src, dst):
+            with self._lock:
+                self._open.discard(conn)
+            _cut(conn)
+
+
+def _cut(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()

@@ -143,21 +143,21 @@ def local_server(make_local_server: Callable[..., Server]) -> Server:
     return make_local_server()
 
 
-@pytest.fixture(scope="session")
-def worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Package environments shared by the session's workers (built once)."""
-    return tmp_path_factory.mktemp("worker-cache")
-
-
 @pytest.fixture
 def ledger() -> Iterator[Ledger]:
-    """A :class:`tests.helpers.Ledger` listening on loopback for the test's tasks."""
+    """What tasks report over loopback (a sandboxed task cannot write into the test's files)."""
     server = Ledger()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Package environments shared by the session's workers (built once)."""
+    return tmp_path_factory.mktemp("worker-cache")
 
 
 def pytest_configure(config: pytest.Config) -> None:

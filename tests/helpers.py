@@ -32,25 +32,43 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Server:
-    """A running API: its URL, settings, admin key and the app object."""
+    """A running API: its URL, settings, admin key and the app object (under uvicorn in a
+    thread), or the process serving it (:func:`start_server_process`)."""
 
     url: str
     settings: Settings
     admin_key: crypto.AdminKey
-    app: Any
-    uvicorn: uvicorn.Server
-    thread: threading.Thread
+    app: Any = None
+    uvicorn: Optional[uvicorn.Server] = None
+    thread: Optional[threading.Thread] = None
     workers: list[subprocess.Popen] = field(default_factory=list)
     clients: list[API] = field(default_factory=list)
+    process: Optional[subprocess.Popen] = None
+    log_path: Optional[Path] = None
 
     def stop(self) -> None:
         for proc in self.workers:
             stop_process(proc)
         for client in self.clients:
             client.close()
-        self.uvicorn.should_exit = True
-        self.thread.join(timeout=10)
-        self.app.state.ctx.index.dispose()
+        if self.process is not None:
+            stop_process(self.process)
+        if self.uvicorn is not None and self.thread is not None:
+            self.uvicorn.should_exit = True
+            self.thread.join(timeout=10)
+            self.app.state.ctx.index.dispose()
+
+    # --- an API in a process of its own ---------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL the API process (no shutdown of any kind)."""
+        assert self.process is not None, "only an API started by start_server_process can be killed"
+        os.killpg(self.process.pid, 9)
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Start the API process again, on the same port and settings."""
+        assert self.log_path is not None
+        self.process = _serve(self.url, self.settings, self.log_path)
 
     # --- the object store, whichever it is ------------------------------------------------------
     @property
@@ -214,6 +232,31 @@ def start_server(settings: Settings, admin: crypto.AdminKey, clock: Optional[Cal
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     return Server(url, settings, admin, app, server, thread)
+
+
+def _serve(url: str, settings: Settings, log_path: Path) -> subprocess.Popen:
+    port = url.rsplit(":", 1)[1]
+    env = {**os.environ, **settings.to_env(), "HMQ_PUBLIC_URL": url}
+    argv = [sys.executable, "-m", "lambdas.serve", "--port", port, "--log-level", "warning"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    wait_for(lambda: proc.poll() is not None or _healthy(url), timeout=60, what=f"the API at {url} to start")
+    assert proc.poll() is None, f"the API exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
+    return proc
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/v1/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def start_server_process(settings: Settings, admin: crypto.AdminKey, log_path: Path) -> Server:
+    """The API of ``settings`` as its own process (``python -m lambdas.serve``), which a test
+    may kill and restart (:meth:`Server.kill`, :meth:`Server.restart`)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    return Server(url, settings, admin, process=_serve(url, settings, log_path), log_path=log_path)
 
 
 def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.05, what: str = "condition") -> Any:

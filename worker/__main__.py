@@ -70,6 +70,14 @@ def default_credentials() -> Path:
     show_default=True,
     help="How calls are isolated: a bubblewrap sandbox, a separate uid (--executor-user), or none (unsafe).",
 )
+@click.option(
+    "--retry-deadline",
+    "retry_deadline",
+    type=click.FloatRange(min=0),
+    envvar="HMQ_RETRY_DEADLINE",
+    default=None,
+    help="Seconds a request to the API or the object store is retried while they are down (default: 300).",
+)
 @click.option("--pip-arg", "pip_args", multiple=True, help="Extra argument for pip when building environments.")
 @click.option(
     "--idle-timeout",
@@ -119,6 +127,7 @@ def main(
     cache_dir: Optional[Path],
     executor_user: Optional[str],
     isolation: str,
+    retry_deadline: Optional[float],
     pip_args: tuple[str, ...],
     idle_timeout: Optional[float],
     max_tasks: Optional[int],
@@ -148,6 +157,7 @@ def main(
             max_runtime=max_runtime,
             grace=grace,
             max_log_bytes=max_log_bytes,
+            retry_deadline_seconds=retry_deadline,
         )
         worker = CachedWorker(creds, settings)
     except HmqError as exc:

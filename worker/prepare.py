@@ -2,8 +2,10 @@
 
 Nothing runs unless (1) the submitting user's certificate carries the admin's signature, (2)
 the chunk manifest carries that user's signature, (3) the function matches the digest the user
-signed and (4) each call matches its digest in the manifest. Any failure rejects the affected
-tasks with the reason; it never stops the worker.
+signed and (4) each call matches its digest in the manifest. A failure of these checks rejects
+the affected tasks with the reason. A transient failure (the object store did not answer, or
+answered 5xx: ``HmqError.transient``) rejects nothing: the tasks are handed back to the queue,
+unrun, and the worker backs off. Nothing here stops the worker.
 """
 
 from __future__ import annotations
@@ -92,28 +94,45 @@ class Preparer:
             self._headers.move_to_end(key)
         return header
 
-    def function(self, group: wire.ClaimGroup, user: crypto.PublicIdentity, digest: str) -> bytes:
-        """The pickled function ``digest`` of ``user``: from the session's cache, or fetched,
-        decrypted and checked against the digest."""
+    def function(self, group: wire.ClaimGroup, user: crypto.PublicIdentity, header: formats.ChunkHeader) -> bytes:
+        """The pickled function of the chunk: from the session's cache, or fetched, decrypted
+        and checked against the digest the user signed. A corrupt object is reported to the API
+        (the next registration of the function replaces it) and named in the error."""
+        digest = header.function
         pickled = self.session.functions.get(user.key_id, digest)
         if pickled is None:
             blob = self.session.transport.get_object(group.function_url)
-            pickled = formats.decode_function(blob, self.credentials.compute, digest)
+            try:
+                pickled = formats.decode_function(blob, self.credentials.compute, digest)
+            except IntegrityError as exc:
+                name = header.function_name or f"digest {digest[:12]}"
+                reason = f"the function object of {name} is corrupt ({exc}); submitting again replaces it"
+                self.session.report_corrupt(group.chunk_key, reason)
+                raise IntegrityError(reason) from None
             self.session.functions.put(user.key_id, digest, pickled)
         return pickled
 
-    def prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
-        """Verified jobs of one claim group, and the tasks rejected with their reasons."""
+    def prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask], list[str]]:
+        """Verified jobs of one claim group, the tasks rejected with their reasons, and the tasks
+        to hand back unrun (their objects could not be fetched for now)."""
         try:
-            return self._prepare(group)
+            return (*self._prepare(group), [])
         except HmqError as exc:
+            if exc.transient:
+                log.warning(
+                    "handing back %d tasks of tag %s: cannot fetch their objects now: %s",
+                    len(group.tasks),
+                    group.tag,
+                    exc,
+                )
+                return [], [], [str(t.id) for t in group.tasks]
             reason = str(exc)
         except Exception as exc:  # a defect here must reject the tasks, not stop the worker
             log.exception("preparing chunk %s failed", group.chunk_key)
             reason = f"{type(exc).__name__}: {exc}"
         message = f"rejected by worker {self.credentials.name!r}: {reason}"
         log.warning("%s (%d tasks of tag %s)", message, len(group.tasks), group.tag)
-        return [], [wire.RejectedTask(id=t.id, error=message) for t in group.tasks]
+        return [], [wire.RejectedTask(id=t.id, error=message) for t in group.tasks], []
 
     def _prepare(self, group: wire.ClaimGroup) -> tuple[list[Job], list[wire.RejectedTask]]:
         user = self.user(group.certificate)
@@ -124,7 +143,7 @@ class Preparer:
             raise IntegrityError("the chunk was signed for another tag")
         if header.python != self.python:
             raise IntegrityError(f"the tasks were pickled by Python {header.python}; this worker runs {self.python}")
-        function = self.function(group, user, header.function)
+        function = self.function(group, user, header)
         start = min(t.offset for t in group.tasks)
         end = max(t.offset + t.length for t in group.tasks)
         data = self.session.transport.get_object(group.chunk_url, start, end - 1)

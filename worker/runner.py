@@ -13,6 +13,11 @@ Leaving (:mod:`worker.life`): idle too long, enough tasks taken, run time almost
 (:meth:`CachedWorker.drain`, on SIGTERM). The worker then claims nothing more, hands back what it
 has not started at once, lets running calls finish until the deadline, and stops and hands back
 whatever still runs then.
+
+Outages are waited out, never turned into failures: requests are retried by the transport (see
+``hmq._transport``); tasks whose objects cannot be fetched now are handed back unrun and the
+worker pauses its claims (jittered, doubling up to ``WorkerSettings.backoff_max_seconds``);
+results that cannot be reported are kept and reported later.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any, Optional
 
 from hmq import wire
 from hmq._errors import HmqError, IntegrityError
+from hmq._transport import backoff_delay
 from hmq.credentials import WorkerCredentials
 from worker.envs import EnvManager
 from worker.life import Life
@@ -54,7 +60,12 @@ class CachedWorker:
     def __init__(self, credentials: WorkerCredentials, settings: WorkerSettings) -> None:
         self.credentials = credentials
         self.settings = settings
-        self.session = WorkerSession.connect(settings.url, credentials.identity, function_cache=settings.function_cache)
+        self.session = WorkerSession.connect(
+            settings.url,
+            credentials.identity,
+            function_cache=settings.function_cache,
+            retry_deadline=settings.retry_deadline_seconds,
+        )
         self.datacenter = settings.datacenter
         self.cores = settings.cores
         self.pool = ExecutorPool(
@@ -75,6 +86,10 @@ class CachedWorker:
         self._running: dict[str, tuple[Job, ExecutorProcess]] = {}
         self._outcomes: list[tuple[Job, Outcome]] = []
         self._rejected: list[wire.RejectedTask] = []
+        self._released: list[str] = []  # to hand back unrun (their objects could not be fetched)
+        self._setbacks = 0  # claims in a row whose tasks had to be handed back
+        self._resume_at = 0.0  # no claim before this (time.monotonic)
+        self._claims_failing = False
         self._dropped: set[str] = set()  # running when dropped: their outcomes are discarded
         self._oldest_outcome: Optional[float] = None
         self._free = self.cores
@@ -140,12 +155,14 @@ class CachedWorker:
     def _work(self, delay: float) -> float:
         """One round of claiming (or waiting for work); returns the next idle wait."""
         poll_min, poll_max = self.settings.poll_min_seconds, self.settings.poll_max_seconds
-        want = self.life.budget(self._want())
+        want = self.life.budget(self._want()) if time.monotonic() >= self._resume_at else 0
         if want > 0:
             try:
                 claimed = self._claim(want)
             except HmqError as exc:
-                log.warning("claiming failed: %s", exc)
+                if not self._claims_failing:  # once per outage
+                    log.warning("claiming failed, trying again every %.0f s: %s", poll_max, exc)
+                self._claims_failing = True
                 claimed = 0
                 delay = poll_max
             if claimed:
@@ -198,20 +215,37 @@ class CachedWorker:
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
         claim = self.session.claim(want, self.cores, allocated=self.cores, running=running, used=used)
+        if self._claims_failing:
+            log.warning("claiming works again")
+            self._claims_failing = False
         with self._cv:
             self._held.update(str(t.id) for g in claim.groups for t in g.tasks)
         self.life.took(sum(len(g.tasks) for g in claim.groups))
         jobs: list[Job] = []
         rejected: list[wire.RejectedTask] = []
+        released: list[str] = []
         for group in claim.groups:
-            ok, bad = self.preparer.prepare(group)
+            ok, bad, back = self.preparer.prepare(group)
             jobs += ok
             rejected += bad
+            released += back
         with self._cv:
             self._queue.extend(j for j in jobs if j.task_id in self._held)  # not dropped meanwhile
             self._rejected += [r for r in rejected if str(r.id) in self._held]
+            self._released += [t for t in released if t in self._held]
             self._cv.notify_all()
-        return len(jobs) + len(rejected)
+        self._pause(bool(released))
+        return len(jobs) + len(rejected) + len(released)
+
+    def _pause(self, handed_back: bool) -> None:
+        """After tasks had to be handed back, claim again only after a pause: jittered, doubling
+        with each such claim in a row up to ``backoff_max_seconds``; a claim without resets it."""
+        if not handed_back:
+            self._setbacks = 0
+            return
+        delay = backoff_delay(self._setbacks, self.settings.poll_max_seconds, self.settings.backoff_max_seconds)
+        self._setbacks += 1
+        self._resume_at = time.monotonic() + delay
 
     # --- running -----------------------------------------------------------------------------
     def _take(self) -> Optional[list[Job]]:
@@ -348,16 +382,18 @@ class CachedWorker:
             )
             full = len(self._outcomes) >= self.settings.result_batch
             idle = not self._queue and not self._running
-            handback = self._handback or stale
+            handback = self._handback or stale or self._released
             if not (force or due or full or (idle and self._outcomes) or self._rejected or handback):
                 return
             outcomes, self._outcomes, self._oldest_outcome = self._outcomes, [], None
             rejected, self._rejected = self._rejected, []
+            handed, self._released = self._released, []
             reported = {j.task_id for j, _ in outcomes} | {str(r.id) for r in rejected}
             if release_rest:
                 release = sorted(self._held - reported)
             else:
-                release = sorted(((self._handback & self._held) | {j.task_id for j in stale}) - reported)
+                again = (self._handback & self._held) | {j.task_id for j in stale} | set(handed)
+                release = sorted(again - reported)
         if not (outcomes or rejected or release):
             return
         try:
@@ -367,6 +403,7 @@ class CachedWorker:
             with self._cv:
                 self._outcomes = outcomes + self._outcomes
                 self._rejected = rejected + self._rejected
+                self._released = handed + self._released
                 self._oldest_outcome = time.monotonic()
                 self._queue.extendleft(reversed([j for j in stale if j.task_id in self._held]))
             if force:
@@ -416,6 +453,7 @@ class CachedWorker:
             self._dropped |= {tid for tid in drop if tid in self._running}
             self._outcomes = [(j, o) for j, o in self._outcomes if j.task_id not in drop]
             self._rejected = [r for r in self._rejected if str(r.id) not in drop]
+            self._released = [t for t in self._released if t not in drop]
         for ex in victims.values():
             ex.kill()
         log.info("dropped %d tasks (cancelled, deleted or re-leased); stopped %d executors", len(drop), len(victims))

@@ -84,9 +84,18 @@ class WorkerSession:
         self._owns_transport = owns_transport
 
     @classmethod
-    def connect(cls, url: str, identity: crypto.Identity, *, function_cache: int = FUNCTION_CACHE) -> WorkerSession:
-        """A session with a transport of its own to the API at ``url``."""
-        return cls(Transport(url, identity), function_cache=function_cache, owns_transport=True)
+    def connect(
+        cls,
+        url: str,
+        identity: crypto.Identity,
+        *,
+        function_cache: int = FUNCTION_CACHE,
+        retry_deadline: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS,
+    ) -> WorkerSession:
+        """A session with a transport of its own to the API at ``url`` (retrying a request for up
+        to ``retry_deadline`` seconds while the API or the object store is down)."""
+        transport = Transport(url, identity, retry_deadline=retry_deadline)
+        return cls(transport, function_cache=function_cache, owns_transport=True)
 
     @property
     def url(self) -> str:
@@ -164,6 +173,12 @@ class WorkerSession:
         autoscaler polls; needs no registration); only those for ``datacenter`` / ``python``."""
         params = {"datacenter": datacenter, "python": python}
         return self.transport.call("GET", "/v1/queue", params=params, model=wire.QueueDepth)
+
+    def report_corrupt(self, chunk: str, reason: str) -> bool:
+        """Tell the API that the function object of the tasks of ``chunk`` (which this worker
+        holds) is corrupt: the next registration of the function replaces it."""
+        body = wire.CorruptIn(chunk=chunk, reason=reason[: defaults.REJECTION_MAX_CHARS])
+        return bool(self.transport.call("POST", self._path("corrupt"), body, model=wire.CorruptOut).marked)
 
     def missing_dependencies(
         self, datacenter: str, installlist: Sequence[Sequence[str]] | str | os.PathLike[str], python_version: str

@@ -73,6 +73,14 @@ class WorkerSettings:
     poll_max_seconds: float = 2.0
     """Longest wait of an idle worker between two claims (also after a failed claim)."""
 
+    retry_deadline_seconds: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS
+    """How long one request to the API or the object store is retried while it gets no answer or
+    a 502/503/504 (see ``hmq._transport``); then the tasks it was for are handed back or kept."""
+
+    backoff_max_seconds: float = 30.0
+    """Longest pause of claims after tasks had to be handed back because their objects could not
+    be fetched (the object store is down); the first pause is ``poll_max_seconds``, doubling."""
+
     flush_seconds: float = 0.25
     """Finished results are uploaded at least this often, or as soon as a batch is full."""
 
@@ -136,21 +144,26 @@ class WorkerSettings:
         if not 1 <= self.objects_per_request <= defaults.COMPLETE_MAX_OBJECTS:
             raise ConfigurationError(f"objects_per_request must be between 1 and {defaults.COMPLETE_MAX_OBJECTS}")
         self._check_life()
-        counts = ("cores", "result_batch", "executor_batch", "function_cache", "header_cache")
-        small = [name for name in counts if getattr(self, name) < 1]
-        if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds or self.flush_seconds <= 0:
-            raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or flush interval'}")
+        self._check_intervals()
         if not 0 <= self.max_log_bytes <= defaults.MAX_RESULT_BYTES:
             raise ConfigurationError(f"max_log_bytes must be between 0 and {defaults.MAX_RESULT_BYTES}")
         try:
             object.__setattr__(self, "memory", parse_memory(self.memory) or _total_memory())
         except UsageError as exc:
             raise ConfigurationError(f"worker memory: {exc}") from None
-        if self.executor_batch_seconds < 0 or self.start_within_seconds <= 0:
-            raise ConfigurationError("executor_batch_seconds cannot be negative, start_within_seconds must be positive")
         object.__setattr__(self, "url", self.url.rstrip("/"))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "pip_args", tuple(self.pip_args))
+
+    def _check_intervals(self) -> None:
+        counts = ("cores", "result_batch", "executor_batch", "function_cache", "header_cache")
+        small = [name for name in counts if getattr(self, name) < 1]
+        if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds <= self.backoff_max_seconds:
+            raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or backoff interval'}")
+        if self.flush_seconds <= 0 or self.retry_deadline_seconds < 0:
+            raise ConfigurationError("invalid worker settings: flush interval or retry deadline")
+        if self.executor_batch_seconds < 0 or self.start_within_seconds <= 0:
+            raise ConfigurationError("executor_batch_seconds cannot be negative, start_within_seconds must be positive")
 
     def _check_life(self) -> None:
         if self.grace < 0:

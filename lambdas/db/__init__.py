@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from hmq._errors import HmqError
 from lambdas.db.models import Base
 from lambdas.db.secret import DatabaseSecret
 
@@ -109,18 +110,31 @@ class Index:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with Alembic (one path for SQLite and PostgreSQL).
 
-    Concurrent callers are serialised: a PostgreSQL advisory lock, SQLite's write lock.
+    Concurrent callers are serialised: a PostgreSQL advisory lock, SQLite's write lock. On
+    SQLite, foreign keys are not enforced while migrating (altering a table rebuilds it, and a
+    referenced table could not be dropped and renamed) and are checked afterwards.
     """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        if sqlite and raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, where it takes effect
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise HmqError("the migration left rows whose foreign keys point nowhere")
+        finally:
+            if sqlite and raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def head_revision() -> str:

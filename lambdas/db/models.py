@@ -8,6 +8,7 @@ from typing import Optional
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -93,13 +95,18 @@ class Function(Base):
     key: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(BigInteger)
     created: Mapped[float] = mapped_column(Float)
+    corrupt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A worker found the object corrupt: the next registration of the function replaces it."""
 
 
 class Tag(Base):
+    """A user's tag. Names are the user's own: another user may have a tag of the same name."""
+
     __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
     created: Mapped[float] = mapped_column(Float)
 
 
@@ -126,8 +133,13 @@ class Batch(Base):
 
 
 class Task(Base):
+    """A task. Its id (made by the submitting client) is unique per user, so that no one learns
+    whether another user's task has some id; a worker never holds two tasks of one id."""
+
     __tablename__ = "tasks"
     __table_args__ = (
+        UniqueConstraint("user_id", "id"),
+        Index("ix_tasks_id", "id"),
         Index("ix_tasks_claim", "status", "python", "seq"),
         Index("ix_tasks_tag_seq", "tag_id", "seq"),
         Index("ix_tasks_tag_batch", "tag_id", "batch_id", "seq"),
@@ -139,7 +151,7 @@ class Task(Base):
         Index("ix_tasks_chunk", "chunk_id"),
     )
     seq: Mapped[int] = mapped_column(BigId, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid)
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"))
@@ -161,6 +173,16 @@ class Task(Base):
     batch_id: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     created: Mapped[float] = mapped_column(Float)
+
+
+class Upload(Base):
+    """An upload URL handed out whose object is not registered yet. Registering the object
+    removes the row; the sweep deletes objects (and rows) older than the grace period."""
+
+    __tablename__ = "uploads"
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    issued: Mapped[float] = mapped_column(Float, index=True)
 
 
 class Worker(Base):

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from hmq import crypto
+from hmq import crypto, wire
 from lambdas.auth import Authenticator, Principal
 from lambdas.service import Context
+
+_ERRORS = {
+    400: "malformed request: invalid JSON, or a value the operation refuses (the code says which)",
+    401: "unsigned, badly signed, stale, future or replayed request, or an unknown key",
+    403: "the caller's role may not do this, or its access was revoked",
+    404: "unknown tag, function, worker, user or object (another user's are unknown too)",
+    409: "the name or object is taken",
+    413: "the request body, or an object, is over its limit",
+    422: "a field is missing, of the wrong type or out of its bounds",
+    429: "too many upload URLs of the caller are not registered yet (the message says how to free them)",
+    503: "the index database or the object store is down (the code names which); retry after Retry-After",
+}
+SIGNED = (400, 401, 403, 413, 422, 503)
+"""What any signed route may answer besides success."""
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses (all in the one error envelope)."""
+    return {status: {"model": wire.ErrorOut, "description": _ERRORS[status]} for status in statuses}
 
 
 def ctx(request: Request) -> Context:

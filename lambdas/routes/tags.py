@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from hmq import defaults, wire
 from lambdas.auth import Principal
-from lambdas.routes import base_url, ctx, principal
+from lambdas.routes import SIGNED, base_url, ctx, errors, principal
 from lambdas.service import Context, submit, tags
 
-router = APIRouter(prefix="/v1", tags=["tasks"])
+router = APIRouter(prefix="/v1", tags=["tasks"], responses=errors(*SIGNED))
 
 
-@router.post("/uploads", response_model=wire.UploadsOut)
+@router.post("/uploads", response_model=wire.UploadsOut, responses=errors(429))
 def uploads(
     body: wire.UploadsIn, request: Request, p: Principal = Depends(principal), c: Context = Depends(ctx)
 ) -> wire.UploadsOut:
@@ -29,14 +29,14 @@ def register_function(
     return submit.register_function(c, p, body)
 
 
-@router.get("/functions/{digest}", response_model=wire.FunctionOut)
+@router.get("/functions/{digest}", response_model=wire.FunctionOut, responses=errors(404))
 def get_function(
     digest: str, request: Request, p: Principal = Depends(principal), c: Context = Depends(ctx)
 ) -> wire.FunctionOut:
     return submit.get_function(c, p, digest, base_url(request))
 
 
-@router.post("/tasks", response_model=wire.SubmitOut)
+@router.post("/tasks", response_model=wire.SubmitOut, responses=errors(409))
 def submit_tasks(body: wire.SubmitIn, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.SubmitOut:
     """Register uploaded chunks' tasks. Idempotent: task ids already known are skipped."""
     return submit.submit(c, p, body)
@@ -56,12 +56,18 @@ def task_results(
     return tags.lookup(c, p, list(body.tasks or []), base_url(request))
 
 
-@router.post("/tasks/cancel", response_model=wire.TaskIdsOut)
+@router.get("/results/{key:path}", response_model=wire.ResultObjectOut, responses=errors(404))
+def result_object(key: str, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.ResultObjectOut:
+    """Whether a result object of the caller's tasks is still in the object store."""
+    return tags.result_object(c, p, key)
+
+
+@router.post("/tasks/cancel", response_model=wire.TaskIdsOut, responses=errors(404))
 def cancel(body: wire.TaskSelection, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TaskIdsOut:
     return tags.cancel(c, p, body)
 
 
-@router.post("/tasks/delete", response_model=wire.TaskIdsOut)
+@router.post("/tasks/delete", response_model=wire.TaskIdsOut, responses=errors(404))
 def delete(body: wire.TaskSelection, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TaskIdsOut:
     return tags.delete_tasks(c, p, body)
 
@@ -71,15 +77,15 @@ def list_tags(p: Principal = Depends(principal), c: Context = Depends(ctx)) -> l
     return tags.list_tags(c, p)
 
 
-@router.get("/tags/{tag}", response_model=wire.TagStatus)
+@router.get("/tags/{tag}", response_model=wire.TagStatus, responses=errors(404))
 def tag_status(tag: str, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.TagStatus:
     return tags.tag_status(c, p, tag)
 
 
-@router.get("/tags/{tag}/tasks", response_model=wire.TaskPage)
+@router.get("/tags/{tag}/tasks", response_model=wire.TaskPage, responses=errors(404))
 def find_tasks(
     tag: str,
-    after: Optional[str] = None,
+    after: Optional[str] = Query(default=None, pattern=wire.SEQ_RE),
     limit: int = Query(default=10_000, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
     p: Principal = Depends(principal),
     c: Context = Depends(ctx),
@@ -87,11 +93,11 @@ def find_tasks(
     return tags.find_tasks(c, p, tag, after, limit)
 
 
-@router.get("/tags/{tag}/done", response_model=wire.DonePage)
+@router.get("/tags/{tag}/done", response_model=wire.DonePage, responses=errors(404))
 def done(
     tag: str,
     request: Request,
-    cursor: str = "",
+    cursor: str = Query(default="", pattern=wire.CURSOR_RE),
     limit: int = Query(default=defaults.PULL_PAGE_TASKS, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
     p: Principal = Depends(principal),
     c: Context = Depends(ctx),

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from hmq import wire
 from lambdas.auth import Principal
-from lambdas.routes import base_url, ctx, principal
+from lambdas.routes import SIGNED, base_url, ctx, errors, principal
 from lambdas.service import Context, submit, work
 
-router = APIRouter(prefix="/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=errors(*SIGNED))
 
 
 @router.post("", response_model=wire.WorkerOut)
@@ -21,7 +21,7 @@ def register(body: wire.WorkerIn, p: Principal = Depends(principal), c: Context 
 
 @router.get("", response_model=list[wire.WorkerInfo])
 def list_workers(
-    since: float = 0.0, p: Principal = Depends(principal), c: Context = Depends(ctx)
+    since: float = Query(default=0.0, ge=0, le=1e12), p: Principal = Depends(principal), c: Context = Depends(ctx)
 ) -> list[wire.WorkerInfo]:
     """Admin: workers seen since ``since`` (unix time)."""
     return work.list_workers(c, p, since)
@@ -34,7 +34,7 @@ def package_sets(
     return work.package_sets(c, p, datacenter, python)
 
 
-@router.post("/{worker_id}/claim", response_model=wire.ClaimOut)
+@router.post("/{worker_id}/claim", response_model=wire.ClaimOut, responses=errors(404))
 def claim(
     worker_id: uuid.UUID,
     body: wire.ClaimIn,
@@ -45,7 +45,7 @@ def claim(
     return work.claim(c, p, worker_id, body, base_url(request))
 
 
-@router.post("/{worker_id}/uploads", response_model=wire.UploadsOut)
+@router.post("/{worker_id}/uploads", response_model=wire.UploadsOut, responses=errors(404, 429))
 def uploads(
     worker_id: uuid.UUID,
     body: wire.UploadsIn,
@@ -56,14 +56,22 @@ def uploads(
     return submit.uploads(c, p, wire.UploadsIn(kind="results", count=body.count), base_url(request))
 
 
-@router.post("/{worker_id}/heartbeat", response_model=wire.HeartbeatOut)
+@router.post("/{worker_id}/heartbeat", response_model=wire.HeartbeatOut, responses=errors(404))
 def heartbeat(
     worker_id: uuid.UUID, body: wire.HeartbeatIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
 ) -> wire.HeartbeatOut:
     return work.heartbeat(c, p, worker_id, body)
 
 
-@router.post("/{worker_id}/complete", response_model=wire.CompleteOut)
+@router.post("/{worker_id}/corrupt", response_model=wire.CorruptOut, responses=errors(404))
+def corrupt(
+    worker_id: uuid.UUID, body: wire.CorruptIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
+) -> wire.CorruptOut:
+    """Report that the function object of a chunk whose tasks this worker holds is corrupt."""
+    return work.report_corrupt(c, p, worker_id, body)
+
+
+@router.post("/{worker_id}/complete", response_model=wire.CompleteOut, responses=errors(404))
 def complete(
     worker_id: uuid.UUID, body: wire.CompleteIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
 ) -> wire.CompleteOut:

@@ -35,7 +35,7 @@ class Context:
     @classmethod
     def create(cls, settings: Settings, index: Index, store: ObjectStore, clock: Clock = time.time) -> Context:
         lifecycle = Lifecycle(settings, clock)
-        return cls(settings, index, store, lifecycle, Sweeps(settings, index, lifecycle))
+        return cls(settings, index, store, lifecycle, Sweeps(settings, index, lifecycle, store))
 
     def now(self) -> float:
         """The API's time (``time.time`` unless the app was built with another clock)."""

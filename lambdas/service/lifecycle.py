@@ -124,6 +124,20 @@ def _skip_locked(session: Session, query: _Query) -> _Query:
     return query
 
 
+def _one_per_id(session: Session, worker_id: uuid.UUID, rows: Sequence[Any]) -> list[int]:
+    """The ``seq`` of the candidate ``(seq, id)`` rows a worker may lease: task ids are unique
+    per user only, and a worker's reports name tasks by id, so it never holds two of one id."""
+    if not rows:
+        return []
+    held = set(session.scalars(select(Task.id).where(*_held_by(worker_id), Task.id.in_([row.id for row in rows]))))
+    seqs = []
+    for row in rows:
+        if row.id not in held:
+            held.add(row.id)
+            seqs.append(row.seq)
+    return seqs
+
+
 @dataclass(frozen=True)
 class Lease:
     """Tasks just leased to a worker (by ``seq``, oldest first) and when their lease ends."""
@@ -158,7 +172,7 @@ class Lifecycle:
         until = now + self.settings.lease_seconds
         fits = [] if worker.memory is None else [Task.memory.is_(None) | (Task.memory <= worker.memory)]
         query = (
-            select(Task.seq)
+            select(Task.seq, Task.id)
             .where(
                 Task.status == TaskStatus.PENDING,
                 Task.python == worker.python,
@@ -170,7 +184,7 @@ class Lifecycle:
             .order_by(Task.seq)
             .limit(max_tasks)
         )
-        seqs = list(session.scalars(_skip_locked(session, query)))
+        seqs = _one_per_id(session, worker.id, session.execute(_skip_locked(session, query)).all())
         if seqs:
             deadline = Task.timeout + (now + self.settings.timeout_margin_seconds)  # NULL without a timeout
             session.execute(
@@ -219,7 +233,12 @@ class Lifecycle:
             out.accepted += len(taken)
             out.ignored += [i for i in ids if i not in taken]
             return
-        tag_id = session.scalar(select(Tag.id).where(Tag.name == stored.tag))
+        tag_id = session.scalar(  # tag names are per user: the tag of the tasks this worker holds
+            select(Task.tag_id)
+            .join(Tag, Tag.id == Task.tag_id)
+            .where(Tag.name == stored.tag, Task.id.in_(ids), *_held_by(worker_id))
+            .limit(1)
+        )
         if tag_id is None:
             out.ignored += ids
         if tag_id is None or not self._attach(session, worker_id, stored, tag_id, out):

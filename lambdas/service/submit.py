@@ -6,14 +6,14 @@ import json
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
-from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User
-from lambdas.service import Context
+from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
+from lambdas.service import Context, delete_objects
 from lambdas.service.lifecycle import encode_datacenters
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
@@ -28,13 +28,31 @@ def upload_prefix(principal: Principal, kind: str) -> str:
 
 
 def uploads(ctx: Context, principal: Principal, body: wire.UploadsIn, base_url: str) -> wire.UploadsOut:
+    """Presigned PUT URLs under the caller's prefix, each recorded until its object is
+    registered (unregistered ones are swept after ``upload_grace_seconds``), at most
+    ``max_pending_uploads`` per caller at a time."""
     principal.require("worker" if body.kind == "results" else "user")
     prefix = upload_prefix(principal, body.kind)
-    slots = []
-    for _ in range(body.count):
-        key = prefix + uuid.uuid4().hex
-        slots.append(wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)))
+    keys = [prefix + uuid.uuid4().hex for _ in range(body.count)]
+    limit = ctx.settings.max_pending_uploads
+    with ctx.index.write() as session:
+        pending = session.scalar(select(func.count()).select_from(Upload).where(Upload.user_id == principal.user_id))
+        if (pending or 0) + len(keys) > limit:
+            raise BadRequest(
+                "upload_quota",
+                f"{pending} upload URLs of yours are not registered yet and at most {limit} may be (each may carry "
+                f"{ctx.settings.max_object_bytes} bytes): register what you uploaded, or wait until unregistered "
+                f"uploads are deleted, {ctx.settings.upload_grace_seconds:.0f} s after their URL was issued",
+                status=429,
+            )
+        session.add_all(Upload(key=key, user_id=principal.user_id, issued=ctx.now()) for key in keys)
+    slots = [wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)) for key in keys]
     return wire.UploadsOut(slots=slots, expires_in=ctx.settings.presign_expiry_seconds)
+
+
+def registered(session: Session, keys: list[str]) -> None:
+    """The objects at ``keys`` are registered: their uploads are no longer swept."""
+    session.execute(delete(Upload).where(Upload.key.in_(keys)))
 
 
 def _checked_size(ctx: Context, key: str, minimum: int) -> int:
@@ -60,12 +78,21 @@ def register_function(ctx: Context, principal: Principal, body: wire.FunctionIn)
         existing = session.scalars(
             select(Function).where(Function.user_id == principal.user_id, Function.digest == body.digest)
         ).one_or_none()
-        if existing is not None:
-            if existing.key != body.key:
-                ctx.store.delete([body.key])  # registered before: keep the first copy
-            return wire.FunctionOut(digest=existing.digest, size=existing.size)
-        session.add(Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=ctx.now()))
-    return wire.FunctionOut(digest=body.digest, size=size)
+        registered(session, [body.key])
+        if existing is None:
+            session.add(
+                Function(user_id=principal.user_id, digest=body.digest, key=body.key, size=size, created=ctx.now())
+            )
+            return wire.FunctionOut(digest=body.digest, size=size)
+        # Registered before: keep the first copy, unless a worker found it corrupt.
+        old = existing.key
+        if existing.corrupt:
+            existing.key, existing.size, existing.corrupt = body.key, size, False
+        unused = {old, body.key} - {existing.key}
+        out = wire.FunctionOut(digest=existing.digest, size=existing.size)
+    if unused:
+        delete_objects(ctx, sorted(unused))
+    return out
 
 
 def get_function(ctx: Context, principal: Principal, digest: str, base_url: str) -> wire.FunctionOut:
@@ -76,7 +103,7 @@ def get_function(ctx: Context, principal: Principal, digest: str, base_url: str)
         ).one_or_none()
     if fn is None:
         raise NotFound("unknown_function", f"function {digest} is not registered")
-    return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url))
+    return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url), corrupt=fn.corrupt)
 
 
 def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.SubmitOut:
@@ -89,6 +116,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
             raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
         tag = _own_or_new_tag(ctx, session, principal, body.tag)
+        registered(session, [c.key for c in body.chunks])
         functions = dict(
             session.execute(
                 select(Function.digest, Function.id).where(
@@ -115,13 +143,13 @@ def _check_chunk(ctx: Context, principal: Principal, chunk: wire.ChunkIn) -> Non
 
 
 def _own_or_new_tag(ctx: Context, session: Session, principal: Principal, name: str) -> Tag:
-    tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
+    """The caller's tag ``name``, made on first use (names are per user: another user's tag of
+    the same name is another tag)."""
+    tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
     if tag is None:
         tag = Tag(user_id=principal.user_id, name=name, created=ctx.now())
         session.add(tag)
         session.flush()
-    elif tag.user_id != principal.user_id:
-        raise Conflict("tag_taken", f"tag name {name!r} is in use; choose another")
     return tag
 
 

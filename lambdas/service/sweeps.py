@@ -4,6 +4,9 @@
   fails once it is out of attempts (:meth:`Lifecycle.expire_leases`).
 - **Placement**: a pending task that no worker seen within ``placement_timeout_seconds`` could
   run fails with an error naming what was missing (:meth:`Lifecycle.fail_unplaceable`).
+- **Uploads**: objects uploaded through URLs issued more than ``upload_grace_seconds`` ago and
+  never registered (a submit that was killed, a report that never came) are deleted from the
+  store, a page at a time (:meth:`Sweeps.sweep_uploads`).
 
 Trigger: the API has no background process (on AWS Lambda it cannot have one), so requests
 drive the sweeps. The one call site is the ``principal`` dependency of the routes
@@ -16,7 +19,8 @@ eventually even when no worker is left. Due means, per API process and by the AP
   row of the ``(status, lease_until)`` index and opens a write transaction only when a lease
   did run out, so it is cheap when nothing is due;
 - the placement sweep at most every ``min(placement_sweep_seconds, placement_timeout_seconds / 4)``,
-  never when the timeout is 0.
+  never when the timeout is 0;
+- the upload sweep at most every ``min(upload_sweep_seconds, upload_grace_seconds / 4)``.
 
 One thread of a process sweeps at a time (the others go on without waiting). Processes that
 sweep at once (several Lambda sandboxes) do no harm: PostgreSQL's ``SKIP LOCKED`` and the state
@@ -25,27 +29,40 @@ each update requires make a second sweep change nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from typing import Optional
 
+from sqlalchemy import delete, select
+
+from hmq._errors import StorageError
 from lambdas.db import Index
+from lambdas.db.models import Upload
 from lambdas.service.lifecycle import Lifecycle
 from lambdas.settings import Settings
+from lambdas.storage import ObjectStore
+
+log = logging.getLogger("hmq.api")
+UPLOAD_SWEEP_PAGE = 1000
+"""Unregistered uploads deleted per sweep (one store request)."""
 
 
 class Sweeps:
     """The sweeps of one API process, rate-limited by the lifecycle's clock."""
 
-    def __init__(self, settings: Settings, index: Index, lifecycle: Lifecycle) -> None:
+    def __init__(self, settings: Settings, index: Index, lifecycle: Lifecycle, store: ObjectStore) -> None:
         self.index = index
         self.lifecycle = lifecycle
+        self.store = store
+        self.upload_grace = settings.upload_grace_seconds
+        self.upload_every = min(settings.upload_sweep_seconds, settings.upload_grace_seconds / 4)
         self.lease_every = min(settings.lease_sweep_seconds, settings.lease_seconds / 4)
         timeout = settings.placement_timeout_seconds
         self.placement_every: Optional[float] = (
             min(settings.placement_sweep_seconds, timeout / 4) if timeout > 0 else None
         )
-        self._last_lease = self._last_placement = -math.inf
+        self._last_lease = self._last_placement = self._last_upload = -math.inf
         self._lock = threading.Lock()
 
     def run_due(self) -> None:
@@ -60,6 +77,9 @@ class Sweeps:
             if self.placement_every is not None and now - self._last_placement >= self.placement_every:
                 self._last_placement = now
                 self.sweep_placement()
+            if now - self._last_upload >= self.upload_every:
+                self._last_upload = now
+                self.sweep_uploads()
         finally:
             self._lock.release()
 
@@ -70,6 +90,29 @@ class Sweeps:
                 return 0
         with self.index.write() as session:
             return self.lifecycle.expire_leases(session)
+
+    def sweep_uploads(self) -> int:
+        """Delete a page of objects uploaded but never registered within the grace period;
+        return how many. The objects go first, then their rows: a store that fails keeps the
+        rows for the next sweep (and the request that triggered the sweep goes on)."""
+        cutoff = self.lifecycle.clock() - self.upload_grace
+        with self.index.read() as session:
+            keys = list(
+                session.scalars(
+                    select(Upload.key).where(Upload.issued < cutoff).order_by(Upload.issued).limit(UPLOAD_SWEEP_PAGE)
+                )
+            )
+        if not keys:
+            return 0
+        try:
+            self.store.delete(keys)
+        except StorageError as exc:
+            log.warning("could not delete %d unregistered upload(s), will try again: %s", len(keys), exc)
+            return 0
+        with self.index.write() as session:
+            session.execute(delete(Upload).where(Upload.key.in_(keys)))
+        log.info("deleted %d upload(s) never registered within %.0f s", len(keys), self.upload_grace)
+        return len(keys)
 
     def sweep_placement(self) -> int:
         """Fail the pending tasks no worker seen within the placement timeout can run; return how many."""

@@ -29,8 +29,8 @@ def own_tag(session: Session, principal: Principal, name: str) -> Tag:
     """The caller's tag by name. Another user's tag is reported as unknown, not as forbidden:
     a user cannot even learn that someone else's tag exists."""
     principal.require("user")
-    tag = session.scalars(select(Tag).where(Tag.name == name)).one_or_none()
-    if tag is None or tag.user_id != principal.user_id:
+    tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
+    if tag is None:
         raise NotFound("unknown_tag", f"unknown tag {name!r}")
     return tag
 
@@ -148,6 +148,22 @@ def lookup(ctx: Context, principal: Principal, ids: list[uuid.UUID], base_url: s
         open=open_count,
         unknown=[i for i in ids if i not in found],
     )
+
+
+def result_object(ctx: Context, principal: Principal, key: str) -> wire.ResultObjectOut:
+    """Whether a result object holding some of the caller's tasks is in the store: a client asks
+    before it fails tasks whose object it could not download."""
+    principal.require("user")
+    with ctx.index.read() as session:
+        mine = session.scalar(
+            select(Batch.id)
+            .join(Task, Task.batch_id == Batch.id)
+            .where(Batch.key == key, Task.user_id == principal.user_id)
+            .limit(1)
+        )
+    if mine is None:
+        raise NotFound("unknown_object", f"no result object {key!r} holds tasks of yours")
+    return wire.ResultObjectOut(key=key, size=ctx.store.size(key))
 
 
 def task_statuses(ctx: Context, principal: Principal, ids: list[uuid.UUID]) -> wire.TaskStatusOut:

@@ -7,11 +7,12 @@ extend, finish, release) are :mod:`lambdas.service.lifecycle`'s.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -20,7 +21,9 @@ from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
 from lambdas.service import Context, delete_objects
 from lambdas.service.lifecycle import runs_in
-from lambdas.service.submit import upload_prefix
+from lambdas.service.submit import registered, upload_prefix
+
+log = logging.getLogger("hmq.api")
 
 
 def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.WorkerOut:
@@ -144,10 +147,30 @@ def complete(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wir
             raise BadRequest("object_missing", f"result object {stored.key!r} has not been uploaded")
     with ctx.index.write() as session:
         _seen(ctx, session, principal, worker_id)
+        registered(session, [stored.key for stored in body.results])
         finished = ctx.lifecycle.finish(session, worker_id, body)
     if finished.orphans:
         delete_objects(ctx, finished.orphans)
     return wire.CompleteOut(accepted=finished.accepted, ignored=finished.ignored)
+
+
+def report_corrupt(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.CorruptIn) -> wire.CorruptOut:
+    """Mark the function object of ``body.chunk``'s tasks corrupt, so that the next registration
+    of the function replaces it. Only a worker holding one of those tasks (running under its
+    lease) may say so."""
+    with ctx.index.write() as session:
+        _seen(ctx, session, principal, worker_id)
+        function_id = session.scalar(
+            select(Chunk.function_id)
+            .join(Task, Task.chunk_id == Chunk.id)
+            .where(Chunk.key == body.chunk, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
+            .limit(1)
+        )
+        if function_id is not None:
+            session.execute(update(Function).where(Function.id == function_id).values(corrupt=True))
+    if function_id is not None:
+        log.warning("worker %s found the function object of chunk %s corrupt: %s", worker_id, body.chunk, body.reason)
+    return wire.CorruptOut(marked=function_id is not None)
 
 
 def package_sets(ctx: Context, principal: Principal, datacenter: str, python: str) -> wire.PackageSetsOut:

@@ -63,7 +63,7 @@ class LocalStore:
     def path(self, key: str) -> Path:
         parts = key.split("/")
         if any(p in ("", ".", "..") for p in parts):
-            raise StorageError(f"invalid object key {key!r}")
+            raise StorageError(f"invalid object key {key!r}", 400)
         return self.root.joinpath(*parts)
 
     def size(self, key: str) -> Optional[int]:

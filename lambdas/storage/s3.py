@@ -23,6 +23,15 @@ from hmq._errors import ConfigurationError, StorageError
 DELETE_BATCH = 1000  # S3's limit per DeleteObjects request
 
 
+def _failed(what: str, exc: Exception) -> StorageError:
+    """A StorageError for a failed S3 call, with the store's HTTP status when it answered: no
+    status (connection refused, reset, timed out) and 5xx are outages the API answers with 503."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return StorageError(f"cannot {what}: {exc}", int(status) if status else 500)
+    return StorageError(f"cannot {what}: the object store is unreachable ({exc})")
+
+
 @dataclass
 class S3Store:
     bucket: str
@@ -89,7 +98,7 @@ class S3Store:
                 )
             )
         except (BotoCoreError, ClientError) as exc:
-            raise StorageError(f"cannot presign {key!r}: {exc}") from None
+            raise _failed(f"presign {key!r}", exc) from None
 
     def presign_put(self, key: str, expires: int, base_url: str) -> str:
         return self._presign("put_object", key, expires)
@@ -103,9 +112,9 @@ class S3Store:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise StorageError(f"cannot inspect object {key!r}: {exc}") from None
+            raise _failed(f"inspect object {key!r}", exc) from None
         except BotoCoreError as exc:
-            raise StorageError(f"object store unreachable: {exc}") from None
+            raise _failed(f"inspect object {key!r}", exc) from None
 
     def delete(self, keys: list[str]) -> None:
         for part in batched(keys, DELETE_BATCH):
@@ -113,7 +122,7 @@ class S3Store:
             try:
                 out = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
             except (BotoCoreError, ClientError) as exc:
-                raise StorageError(f"cannot delete objects: {exc}") from None
+                raise _failed("delete objects", exc) from None
             errors = [e for e in out.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if errors:
-                raise StorageError(f"cannot delete {len(errors)} object(s): {errors[0].get('Message')}")
+                raise StorageError(f"cannot delete {len(errors)} object(s): {errors[0].get('Message')}", 500)

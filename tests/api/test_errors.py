@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 
+import httpx
 import pytest
 
 import hmq
+from hmq import crypto
 from tests.helpers import Server, raw_request, signed, submit
 
 
@@ -36,6 +39,54 @@ def test_oversize_body_is_413(make_server) -> None:
         server.url, "POST", "/v1/tasks/status", body, signed(user.identity, "POST", "/v1/tasks/status", body)
     )
     assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]["message"]
+
+
+def test_oversize_chunked_body_is_413_too(make_server) -> None:
+    server = make_server(max_request_bytes=10_000)
+    user = server.user()
+    body = b'{"tasks": [' + b'"x",' * 5000 + b'"x"]}'
+    headers = signed(user.identity, "POST", "/v1/tasks/status", body)
+    with httpx.Client() as client:  # no content-length: the body arrives in chunks
+        r = client.post(server.url + "/v1/tasks/status", content=iter([body[:5000], body[5000:]]), headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["message"] == "request body exceeds the limit of 10000 bytes"
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks", "/v1/tasks/status", "/v1/uploads"])
+@pytest.mark.parametrize("body", [b'{"tag": ', b"[1, 2", b"{'single': 'quotes'}"])
+def test_malformed_json_is_always_400_invalid_json(server: Server, path: str, body: bytes) -> None:
+    user = server.user()
+    r = raw_request(server.url, "POST", path, body, signed(user.identity, "POST", path, body))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+HUGE = 2**70
+
+
+def test_integers_beyond_64_bits_are_422_not_500(server: Server, tmp_path) -> None:
+    from tests.helpers import ManualWorker
+
+    user = server.user()
+    tag = submit(user, lambda: 1, [()])
+    for path, query in (
+        (f"/v1/tags/{tag.name}/tasks", f"after={HUGE}"),
+        (f"/v1/tags/{tag.name}/done", f"cursor={HUGE}:1"),
+    ):
+        target = crypto.canonical_target(path, query)
+        r = raw_request(server.url, "GET", target, headers=signed(user.identity, "GET", target))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", target
+    worker = ManualWorker(server, tmp_path)
+    worker.session.register("default", 1)
+    path = f"/v1/workers/{worker.session.worker_id}/claim"
+    for field in ("max_tasks", "available", "allocated", "running", "used"):
+        body = json.dumps({"max_tasks": 1, "available": 1, field: HUGE}).encode()
+        r = raw_request(server.url, "POST", path, body, signed(worker.creds.identity, "POST", path, body))
+        assert r.status_code == 422 and field in r.json()["error"]["message"], field
+    chunk = {"key": f"u/{user.identity.key_id}/c/x", "header_len": 8, "function": "0" * 64, "python": "3.11"}
+    body = json.dumps({"tag": "t", "chunks": [{**chunk, "ncores": 1, "tasks": [[str(uuid.uuid4()), HUGE, 1]]}]})
+    r = raw_request(
+        server.url, "POST", "/v1/tasks", body.encode(), signed(user.identity, "POST", "/v1/tasks", body.encode())
+    )
+    assert r.status_code == 422
 
 
 def test_unknown_tag_is_404(server: Server) -> None:
@@ -151,3 +202,20 @@ def test_object_keys_with_dot_segments_are_refused(server: Server, key: str) -> 
     user = server.user()
     with pytest.raises(hmq.BadRequest, match="segments"):
         user._call("POST", "/v1/functions", {"digest": "0" * 64, "key": key.format(k=user.identity.key_id), "size": 1})
+
+
+def test_the_openapi_schema_lists_each_routes_error_answers(local_server: Server) -> None:
+    schema = local_server.app.openapi()
+    envelope = {"$ref": "#/components/schemas/ErrorOut"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            if path == "/v1/health":
+                continue
+            assert "503" in answers, (method, path)
+            assert answers["503"]["content"]["application/json"]["schema"] == envelope
+            if path != "/v1/info":
+                assert {"400", "401", "403", "413", "422"} <= set(answers), (method, path)
+            if "{tag}" in path or "{worker_id}" in path or "{digest}" in path:
+                assert "404" in answers, (method, path)
+    assert "409" in schema["paths"]["/v1/tasks"]["post"]["responses"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -233,6 +234,43 @@ def test_a_missing_result_object_fails_its_tasks_and_pull_goes_on(server: Server
     assert list(tag.results) == [None, None, "kept"]
     assert all("gone from the object store" in e for e in list(tag.errors)[:2])
     assert tag.pull() == 0  # and later pulls do not fail either
+
+
+def _tampered(server: Server, tmp_path: Path) -> tuple[hmq.Tag, str, bytes]:
+    """A tag of three tasks, all completed by a worker into one result object, which is then
+    altered in the store; returns the tag, the object's key and its true bytes."""
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,), (2,), (3,)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim(3)
+    w.complete(group, {str(t.id): i for i, t in enumerate(group.tasks)})
+    (key,) = [k for k in server.object_keys() if k.startswith("w/")]
+    good = server.read_object(key)
+    server.write_object(key, good[:-1] + bytes([good[-1] ^ 1]))
+    return tag, key, good
+
+
+def test_a_tampered_result_object_leaves_its_tasks_open_until_it_is_restored(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tag, key, good = _tampered(server, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="hmq"):
+        assert tag.pull() == 3  # nothing failed for good
+    assert tag.n_errors == 0
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"the result object {key} failed verification and was not used")
+    assert warning.endswith("its 3 task(s) stay open and the next pull tries again (1 of 3)")
+    server.write_object(key, good)
+    assert tag.pull() == 0
+    assert list(tag.results) == [0, 1, 2] and tag.n_errors == 0
+
+
+def test_a_result_object_that_stays_tampered_fails_its_tasks_with_the_reason(server: Server, tmp_path: Path) -> None:
+    tag, key, _ = _tampered(server, tmp_path)
+    assert tag.pull(blocking=True) == 0  # bounded: the third failed verification is final
+    errors = list(tag.errors)
+    assert all(e.startswith(f"the result object {key} failed verification") for e in errors)
+    assert all(e.endswith("(tried 3 times)") for e in errors)
 
 
 def test_claims_skip_tasks_of_a_revoked_user(server: Server, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import hmq
 from lambdas.db.models import Task, TaskStatus
 from tests.helpers import ManualClock, ManualWorker, Server, raw_request, submit
 
@@ -75,3 +76,35 @@ def test_a_placement_timeout_of_zero_waits_forever(make_server: Any) -> None:
     for _ in range(3):
         clock.advance(365 * 24 * 3600)
         assert user.get_tag_status(tag.name)["pending"] == 1
+
+
+def test_uploads_never_registered_are_deleted_after_the_grace_period(make_server: Any, tmp_path: Path) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock, presign_expiry_seconds=60, upload_grace_seconds=200, upload_sweep_seconds=0)
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,)])  # registered: its function and chunk stay
+    kept = server.object_keys()
+    # a client killed mid-submit: it uploaded two chunks and registered neither
+    slots = user._upload_slots("chunk", 3)
+    for slot in slots[:2]:
+        user.transport.put_object(slot.url, b"half a submit")
+    assert len(server.object_keys()) == len(kept) + 2
+    clock.advance(199)
+    user.whoami()  # within the grace period: nothing is deleted
+    assert len(server.object_keys()) == len(kept) + 2
+    clock.advance(2)
+    user.whoami()
+    assert server.object_keys() == kept
+    assert user.get_tag_status(tag.name)["pending"] == 1
+
+
+def test_unregistered_upload_urls_are_bounded_per_caller(make_server: Any) -> None:
+    server = make_server(max_pending_uploads=5)
+    user = server.user()
+    user._upload_slots("chunk", 4)
+    with pytest.raises(hmq.BadRequest) as info:
+        user._upload_slots("chunk", 2)
+    assert info.value.status == 429 and info.value.code == "upload_quota"
+    assert info.value.reason.startswith("4 upload URLs of yours are not registered yet and at most 5 may be")
+    assert "register what you uploaded, or wait" in info.value.reason
+    assert len(server.user()._upload_slots("chunk", 5)) == 5  # another user has a quota of her own

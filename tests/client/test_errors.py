@@ -55,7 +55,7 @@ def test_statuses_without_a_class_fall_to_their_family(status: int, family: type
 
 
 def test_a_closed_port_is_unreachable_without_an_invented_status() -> None:
-    transport = Transport(f"http://127.0.0.1:{free_port()}", None, retries=0)
+    transport = Transport(f"http://127.0.0.1:{free_port()}", None, retry_deadline=0)
     try:
         with pytest.raises(hmq.Unreachable) as info:
             transport.call("GET", "/v1/health", signed=False)
@@ -67,7 +67,7 @@ def test_a_closed_port_is_unreachable_without_an_invented_status() -> None:
 
 
 def test_a_client_without_a_key_says_so_before_sending() -> None:
-    transport = Transport(f"http://127.0.0.1:{free_port()}", None, retries=0)
+    transport = Transport(f"http://127.0.0.1:{free_port()}", None, retry_deadline=0)
     try:
         with pytest.raises(hmq.ConfigurationError, match="request_access"):
             transport.call("GET", "/v1/whoami")

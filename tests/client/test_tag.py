@@ -61,6 +61,120 @@ def test_from_file_errors_are_clear(tmp_path: Path) -> None:
         Tag.from_file(tmp_path / "future.db")
 
 
+def _saved(tmp_path: Path, name: str = "t.db") -> Path:
+    target = tmp_path / name
+    _filled().to_file(target)
+    return target
+
+
+def _unchanged(path: Path):
+    """Asserts on exit that the file's bytes did not change and no file appeared beside it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def check():
+        before, siblings = path.read_bytes(), sorted(path.parent.iterdir())
+        yield
+        assert path.read_bytes() == before and sorted(path.parent.iterdir()) == siblings
+
+    return check()
+
+
+def test_any_file_name_opens(tmp_path: Path) -> None:
+    for name in ("run#1.db", "what?.db", "100%.db", "a b.db", "file:x.db"):
+        target = _saved(tmp_path, name)
+        again = Tag.from_file(target)
+        assert list(again.results)[:3] == [{"i": 0}, None, {"i": 2}] and again.filename == str(target)
+        again.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == sorted(
+        ["run#1.db", "what?.db", "100%.db", "a b.db", "file:x.db"]
+    )  # no stray file
+
+
+def _sql(path: Path, script: str) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(script)
+    db.commit()
+    db.close()
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    _sql(other, "CREATE TABLE things(x); INSERT INTO things VALUES (1);")
+    with _unchanged(other), pytest.raises(hmq.TagFileError) as info:
+        Tag.from_file(other)
+    assert str(info.value) == f"{other} is not an hmq tag file (it has no meta table)"
+    foreign = tmp_path / "foreign.db"
+    _sql(foreign, "CREATE TABLE meta(key TEXT, value TEXT); INSERT INTO meta VALUES ('format', 'else');")
+    with _unchanged(foreign), pytest.raises(hmq.TagFileError) as info:
+        Tag.from_file(foreign)
+    assert str(info.value) == f"{foreign} is not an hmq tag file (its meta table names no hmq-tag format)"
+
+
+def test_a_bad_schema_version_is_a_tag_file_error(tmp_path: Path) -> None:
+    target = _saved(tmp_path)
+    _sql(target, "UPDATE meta SET value = 'one' WHERE key = 'schema_version';")
+    with _unchanged(target), pytest.raises(hmq.TagFileError) as info:
+        Tag.from_file(target)
+    assert str(info.value) == f"{target} has an invalid schema version 'one'"
+
+
+def test_missing_columns_are_named(tmp_path: Path) -> None:
+    target = _saved(tmp_path)
+    _sql(target, "ALTER TABLE tasks DROP COLUMN error;")
+    with _unchanged(target), pytest.raises(hmq.TagFileError) as info:
+        Tag.from_file(target)
+    assert str(info.value) == f"{target} is not a complete hmq tag file: it lacks tasks.error"
+
+
+def test_a_corrupt_page_is_a_tag_file_error(tmp_path: Path) -> None:
+    target = tmp_path / "big.db"
+    tag = _filled()
+    tag.add_tasks(str(uuid.uuid4()) for _ in range(2000))
+    tag.to_file(target)
+    data = bytearray(target.read_bytes())
+    page = 4096
+    data[3 * page : 4 * page] = b"\xff" * page  # a page of the tasks table's tree
+    target.write_bytes(bytes(data))
+    with pytest.raises(hmq.TagFileError) as info:
+        Tag.from_file(target)
+    assert str(info.value).startswith(f"{target} ") and ("damaged" in str(info.value) or "malformed" in str(info.value))
+
+
+def test_one_bad_row_names_its_task(tmp_path: Path) -> None:
+    target = _saved(tmp_path)
+    _sql(target, "UPDATE tasks SET result = x'00ff' WHERE seq = 3;")
+    tag = Tag.from_file(target)
+    bad = list(tag.task_ids)[2]
+    with pytest.raises(hmq.TagFileError) as info:
+        list(tag.results)
+    assert str(info.value).startswith(f"{target}: the result of task {bad} is corrupt: compressed data is corrupt")
+
+
+def test_a_zstd_bomb_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    import io
+
+    import zstandard
+
+    huge = formats.defaults.MAX_RESULT_BYTES + 1
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(level=19).stream_writer(out, size=huge, closefd=False) as writer:
+        chunk = b" " * (1 << 20)
+        for _ in range(huge // len(chunk)):
+            writer.write(chunk)
+        writer.write(b" " * (huge % len(chunk)))
+    bomb = out.getvalue()
+    assert len(bomb) < 100_000
+    target = _saved(tmp_path)
+    db = sqlite3.connect(target)
+    db.execute("UPDATE tasks SET result = ? WHERE seq = 1", (bomb,))
+    db.commit()
+    db.close()
+    tag = Tag.from_file(target)
+    with pytest.raises(hmq.TagFileError, match=f"would decompress to {huge} bytes, over the limit of {huge - 1}"):
+        next(tag.results)
+
+
 def test_task_decorator_records_calls_and_defaults() -> None:
     @hmq.task
     def f(a, b=2):

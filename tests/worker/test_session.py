@@ -53,8 +53,8 @@ def test_users_do_not_share_cached_functions(server: Server, tmp_path: Path) -> 
     assert len(groups) == 2
     preparer = Preparer(worker.session, worker.creds, header_cache=4)
     for group in groups + groups:  # the second round is served from the cache
-        jobs, rejected = preparer.prepare(group)
-        assert rejected == [] and len(jobs) == 1
+        jobs, rejected, released = preparer.prepare(group)
+        assert rejected == released == [] and len(jobs) == 1
     users = {preparer.user(g.certificate).key_id for g in groups}
     assert len(users) == 2 and len(worker.session.functions) == 2  # same digest, one entry per user
     assert all(worker.session.functions.get(u, groups[0].function) is not None for u in users)

@@ -106,6 +106,26 @@ def test_tampered_call_is_rejected_and_the_worker_survives(server: Server, tmp_p
     assert list(good.results) == ["still working"] and proc.poll() is None
 
 
+def test_a_corrupt_function_object_is_named_and_replaced_by_the_next_submit(server: Server, tmp_path: Path) -> None:
+    def cube(x):
+        return x**3
+
+    user = server.user()
+    first = submit(user, cube, [(2,), (3,)])  # no worker yet: nothing has fetched the function
+    (function_key,) = [k for k in server.object_keys() if "/f/" in k]
+    data = bytearray(server.read_object(function_key))
+    data[-1] ^= 0xFF  # e.g. a bit flipped at rest
+    server.write_object(function_key, bytes(data))
+    server.start_worker(tmp_path)
+    _pull(first)
+    errors = list(first.errors)
+    assert all("the function object of cube is corrupt" in e and "submitting again replaces it" in e for e in errors)
+    again = submit(user, cube, [(4,)])  # the same function: registering it replaces the corrupt copy
+    _pull(again)
+    assert list(again.results) == [64]
+    assert function_key not in server.object_keys()  # the corrupt copy is gone
+
+
 def test_function_swapped_by_the_server_is_rejected(server: Server, tmp_path: Path) -> None:
     user = server.user()
     harmless = submit(user, lambda: "harmless", [()])
