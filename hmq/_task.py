@@ -170,19 +170,12 @@ class TaskFunction:
         digest = hashlib.sha256(payload).hexdigest()
         api.register_function({"callable": payload}, digest)
         out = Tag(name, api if api is not default else None)
+        options = {"packages": packages, "function_name": self.__name__, **dataclasses.asdict(limits)}
         try:
             with _progress_bar(len(self._calls), f"Submitting {name}", quiet) as progress:
+                where = list(datacenters) if datacenters else None
                 api.submit_tasks(
-                    name,
-                    digest,
-                    self._calls,
-                    ncores,
-                    list(datacenters) if datacenters else None,
-                    packages=packages,
-                    progress=progress,
-                    sink=out.add_tasks,
-                    function_name=self.__name__,
-                    **dataclasses.asdict(limits),
+                    name, digest, self._calls, ncores, where, progress=progress, sink=out.add_tasks, **options
                 )
         except BaseException as exc:
             _abandon(api, out, self.__name__, exc)

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 
 from hmq import wire
 from lambdas.auth import Principal
-from lambdas.routes import ctx, principal
+from lambdas.routes import SIGNED, ctx, errors, principal
 from lambdas.service import Context, queue
 
-router = APIRouter(prefix="/v1", tags=["queue"])
+router = APIRouter(prefix="/v1", tags=["queue"], responses=errors(*SIGNED))
 
 
 @router.get("/queue", response_model=wire.QueueDepth)
