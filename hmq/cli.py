@@ -93,16 +93,30 @@ def main() -> None:
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=None, help="API port (default: a free one).")
 @click.option("--database", default=None, help="Index database URL (default: SQLite under $HMQ_HOME/server).")
 @click.option("--storage", default=None, help="Object store URL (default: file://$HMQ_HOME/server/objects).")
+@click.option(
+    "--isolation",
+    type=click.Choice(["auto", "bwrap", "uid", "none"]),
+    default=None,
+    help="How the workers isolate calls (default: auto, a bubblewrap sandbox); `none` only on a "
+    "machine without bubblewrap, for a queue only you use.",
+)
 @_needs_server
 def up(
-    workers: int, cores: Optional[int], port: Optional[int], database: Optional[str], storage: Optional[str]
+    workers: int,
+    cores: Optional[int],
+    port: Optional[int],
+    database: Optional[str],
+    storage: Optional[str],
+    isolation: Optional[str],
 ) -> None:
     """Start a local queue (API + workers) in the background; returns once it is healthy."""
     from hmq import stack
 
     home = hmq_home()
     try:
-        state = stack.up(home, workers=workers, cores=cores, port=port, database=database, storage=storage)
+        state = stack.up(
+            home, workers=workers, cores=cores, port=port, database=database, storage=storage, isolation=isolation
+        )
     except HmqError as exc:
         _fail(exc)
     click.echo(f"hmq is up at {state.url} with {len(state.workers)} worker(s); HMQ_HOME={home}")

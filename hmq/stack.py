@@ -226,8 +226,10 @@ def up(
     database: Optional[str] = None,
     storage: Optional[str] = None,
     username: Optional[str] = None,
+    isolation: Optional[str] = None,
 ) -> StackState:
-    """Start the embedded stack (or return the running one)."""
+    """Start the embedded stack (or return the running one). ``isolation`` is the workers'
+    ``--isolation`` (default: theirs, ``auto``, or ``$HMQ_ISOLATION``)."""
     home.mkdir(parents=True, exist_ok=True)
     current = StackState.load(home)
     if current is not None:
@@ -248,7 +250,7 @@ def up(
         started = time.time()
         per_worker = cores or max(1, (os.cpu_count() or 1) // max(workers, 1))
         for i in range(workers):
-            state.workers.append(_start_worker(home, state.url, i, per_worker))
+            state.workers.append(_start_worker(home, state.url, i, per_worker, isolation))
         state.save(home)
         _wait_workers(state.url, admin, state, started)
     except BaseException:
@@ -284,12 +286,13 @@ def _start_api(
     return state
 
 
-def _start_worker(home: Path, url: str, index: int, cores: int) -> Proc:
+def _start_worker(home: Path, url: str, index: int, cores: int, isolation: Optional[str] = None) -> Proc:
     """Start local worker ``index`` (``python -m worker``) with the local worker credentials."""
     log = home / "logs" / f"worker-{index}.log"
     argv = [sys.executable, "-m", "worker", "--api", url, "--credentials", str(home / "worker.json")]
     argv += ["--datacenter", "local", "--cores", str(cores), "--cache-dir", str(home / "worker-cache")]
     argv += ["--grace", "0"]  # `hmq down` hands running calls back at once
+    argv += ["--isolation", isolation] if isolation else []
     proc = spawn(argv, log, child_env())
     return Proc(proc.pid, str(log), f"worker-{index}")
 

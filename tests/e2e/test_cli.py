@@ -220,3 +220,18 @@ def test_workers_lists_the_fleet_and_marks_unisolated_workers(tmp_path: Path, se
     assert "WARNING" not in lines["sandboxed"] and "isolation bwrap" in lines["sandboxed"]
     wrong = _run(["workers", "--api", server.url, "--admin-key-file", str(tmp_path / "nope")], home, check=False)
     assert wrong.returncode == 2 and "does not exist" in wrong.stderr
+
+
+def test_up_passes_the_isolation_to_its_workers(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    try:
+        assert "hmq is up" in _run(["up", "--workers", "1", "--isolation", "none"], home).stdout
+        status = json.loads(_run(["status", "--json"], home).stdout)
+        log = Path(status["workers"][0]["log"]).read_text()
+        assert "ISOLATION IS OFF" in log
+        listed = json.loads(_run(["workers", "--json"], home).stdout)  # the local admin key and URL
+        assert [w["isolation"] for w in listed] == ["none"]
+    finally:
+        _run(["down"], home)
+    wrong = _run(["up", "--isolation", "sometimes"], home, check=False)
+    assert wrong.returncode == 2 and "sometimes" in wrong.stderr
