@@ -48,7 +48,7 @@ wheel:
 # $(call build_wheel,SRC,OUT): copy the sources to the empty directory SRC and build the wheel from
 # there into OUT, so that no stale build/ or egg-info of the checkout gets into it.
 build_wheel = mkdir -p "$(1)"; \
-	tar -cf - --exclude=__pycache__ pyproject.toml README.md hmq lambdas worker | tar -xf - -C "$(1)"; \
+	tar -cf - --exclude=__pycache__ pyproject.toml README.md LICENSE hmq lambdas worker | tar -xf - -C "$(1)"; \
 	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$(2)" "$(1)"
 
 clean:
