@@ -117,9 +117,9 @@ class Pages:
         )
         self.env.filters["json"] = lambda value: json.dumps(value).replace("<", "\\u003c")
 
-    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    def render(self, template: str, code: int = 200, **values: Any) -> HTMLResponse:
         values.setdefault("admin", self.board.admin is not None)
-        return HTMLResponse(self.env.get_template(template).render(**values), status_code=status)
+        return HTMLResponse(self.env.get_template(template).render(**values), status_code=code)
 
     @staticmethod
     def _name(request: Request) -> str:
@@ -167,7 +167,7 @@ class Pages:
             return JSONResponse({"message": str(exc)}, status_code=status)
         if request.url.path.startswith("/part/"):
             return PlainTextResponse(str(exc), status_code=status)
-        return self.render("error.html", status=status, message=str(exc))
+        return self.render("error.html", status, status=status, message=str(exc))
 
 
 def create_app(board: Board, token: str, port: int) -> ASGIApp:

@@ -8,6 +8,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -161,6 +162,57 @@ def test_the_dashboard_without_its_extra_says_which_in_one_line(embedded: Stack)
     [line] = out.stderr.splitlines()
     assert line.startswith("Error: hmq dashboard needs the dashboard extra (starlette is not installed): pip install ")
     assert "[dashboard]" in line
+
+
+def _hmq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hmq", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_start_up_problems_are_said_in_one_line(embedded: Stack, tmp_path: Path) -> None:
+    empty = {**embedded.env(), "HMQ_HOME": str(tmp_path / "nothing")}
+    out = _hmq(empty, "dashboard")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr.startswith("Error: hmq is not set up in ") and len(out.stderr.splitlines()) == 1
+    bad_key = tmp_path / "admin.key"
+    bad_key.write_text("hmqadmin1_not-a-key\n")
+    out = _hmq(embedded.env(), "dashboard", "--admin-key-file", str(bad_key))
+    assert (out.returncode, out.stdout) == (1, "") and out.stderr.startswith("Error: ")
+    assert len(out.stderr.splitlines()) == 1 and "admin" in out.stderr.lower()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _hmq(embedded.env(), "dashboard", "--port", str(port))
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr.splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert (embedded.home / "admin.key").is_file() and (embedded.home / "client.json").is_file()
+
+
+def test_an_unknown_tag_and_an_api_that_is_down_are_said_on_the_page(embedded: Stack, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = json.loads((embedded.home / "client.json").read_text())
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        config["url"] = f"http://127.0.0.1:{closed.getsockname()[1]}"  # nothing listens there
+    (home / "client.json").write_text(json.dumps(config))
+    down = Dashboard({**embedded.env(), "HMQ_HOME": str(home)})
+    up = Dashboard(embedded.env())
+    try:
+        with httpx.Client(base_url=down.base, timeout=60) as client:
+            client.get(f"/?token={down.token}")
+            part = client.get("/part/tags")
+            page = client.get("/")
+        assert part.status_code == 502 and config["url"] in part.text
+        assert page.status_code == 502 and config["url"] in page.text and "Error 502" in page.text
+        with httpx.Client(base_url=up.base, timeout=60) as client:
+            client.get(f"/?token={up.token}")
+            unknown = client.get("/tags/no_such_tag")
+            refused = client.post("/tags/no_such_tag/cancel", headers={"origin": up.base})
+        assert unknown.status_code == 404 and "unknown tag" in unknown.text
+        assert refused.status_code == 404 and "unknown tag" in refused.json()["message"]
+    finally:
+        assert down.stop() == 0 and up.stop() == 0
 
 
 # --- in the browser -----------------------------------------------------------------------------

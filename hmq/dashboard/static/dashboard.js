@@ -57,6 +57,12 @@ function fleetData(fleet, span) {
   };
 }
 
+// The fleet's charts span their whole hour or day, however little of it has samples.
+function fleetRange(el) {
+  const f = readData(el.dataset.source);
+  return f ? [f.now - +el.dataset.span, f.now] : null;
+}
+
 const KINDS = {
   throughput: {
     series: [series("finished", PALETTE.finished, "n"), series("tasks/s", PALETTE.rate, "rate")],
@@ -67,11 +73,13 @@ const KINDS = {
     series: [series("allocated", PALETTE.allocated), series("used", PALETTE.used), series("available", PALETTE.available)],
     axes: [{ label: "cores" }],
     data: (el) => { const f = readData(el.dataset.source); return f ? fleetData(f, +el.dataset.span).cores : null; },
+    range: fleetRange,
   },
   tasks: {
     series: [series("running", PALETTE.running), series("queued", PALETTE.pending)],
     axes: [{ label: "tasks" }],
     data: (el) => { const f = readData(el.dataset.source); return f ? fleetData(f, +el.dataset.span).tasks : null; },
+    range: fleetRange,
   },
 };
 
@@ -81,12 +89,13 @@ function drawCharts() {
     const kind = KINDS[el.dataset.kind];
     const data = kind.data(el);
     if (!data) return;
+    el._range = kind.range ? kind.range(el) : null;
     if (el._plot) { el._plot.setData(data); return; }
     const opts = {
       width: Math.max(300, el.clientWidth - 16), height: 220,
       series: [{}].concat(kind.series),
       axes: [{}].concat(kind.axes),
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: (u, min, max) => el._range || [min, max] } },
       legend: { live: true },
     };
     el._plot = new uPlot(opts, data, el);
