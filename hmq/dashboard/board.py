@@ -95,6 +95,7 @@ class Board:
         self._tags: dict[str, TagView] = {}
         self._files: dict[str, Tag] = {}
         self._pulled: dict[str, tuple[int, ...]] = {}
+        self._made = 0
         self._lock = threading.Lock()
         self._tag_locks: dict[str, threading.Lock] = {}
 
@@ -172,12 +173,16 @@ class Board:
             return [Failure(t, e, log) for t, e, log in tag.failures(limit)]
 
     def _cached(self, name: str) -> Tag:
-        tag = self._files.get(name)
+        """The tag's cache file (made on first use; the caller holds the tag's lock)."""
+        with self._lock:
+            tag = self._files.get(name)
+            self._made += tag is None
+            path = self.cache_dir / f"{self._made:06d}.tag"
         if tag is None:
             tag = Tag(name, self.api)
-            path = self.cache_dir / f"{len(self._files):06d}.tag"
             tag.to_file(path, stay_linked=True, overwrite=True)
-            self._files[name] = tag
+            with self._lock:
+                self._files[name] = tag
         return tag
 
     # --- the fleet ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -278,7 +279,7 @@ def test_cancel_asks_first_then_cancels_the_tag(embedded: Stack, dashboard: Dash
     page.wait_for_timeout(1000)
     assert _status(embedded, tag)["cancelled"] == 0
     page.locator("button.cancel").click()
-    page.locator('td[data-state="cancelled"]').filter(has_not_text="0").first.wait_for()
+    page.locator('td[data-state="cancelled"]').filter(has_not_text=re.compile(r"^0$")).wait_for()
     assert len(asked) == 2 and tag in asked[1]
     status = _status(embedded, tag)
     assert status["cancelled"] > 0 and status["pending"] == 0
