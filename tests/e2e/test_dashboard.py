@@ -42,6 +42,11 @@ print(work.submit(tag=sys.argv[4]).name)
 """
 
 
+ONE_BACKEND = pytest.mark.parametrize("embedded", ["sqlite-local"], indirect=True)
+"""For what does not depend on the backend (the command itself, the door): the embedded stack of
+SQLite only. The pages and the door run against both."""
+
+
 class Dashboard:
     """`hmq dashboard` in a process of its own, with the stack's HMQ_HOME."""
 
@@ -131,6 +136,7 @@ def test_requests_without_the_token_or_from_elsewhere_are_refused(embedded: Stac
     assert _status(embedded, tag)["total"] == 1  # nothing was deleted
 
 
+@ONE_BACKEND
 def test_without_the_admin_key_the_fleet_page_says_how_to_get_it(embedded: Stack, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -145,6 +151,7 @@ def test_without_the_admin_key_the_fleet_page_says_how_to_get_it(embedded: Stack
         assert board.stop() == 0
 
 
+@ONE_BACKEND
 def test_ctrl_c_stops_the_dashboard_cleanly(embedded: Stack) -> None:
     board = Dashboard(embedded.env())
     assert httpx.get(board.base + "/", timeout=30).status_code == 403  # it serves
@@ -152,6 +159,7 @@ def test_ctrl_c_stops_the_dashboard_cleanly(embedded: Stack) -> None:
     assert "Traceback" not in board.stderr
 
 
+@ONE_BACKEND
 def test_the_dashboard_without_its_extra_says_which_in_one_line(embedded: Stack) -> None:
     block = (
         "import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
@@ -169,6 +177,7 @@ def _hmq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hmq", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
+@ONE_BACKEND
 def test_start_up_problems_are_said_in_one_line(embedded: Stack, tmp_path: Path) -> None:
     empty = {**embedded.env(), "HMQ_HOME": str(tmp_path / "nothing")}
     out = _hmq(empty, "dashboard")
@@ -189,6 +198,7 @@ def test_start_up_problems_are_said_in_one_line(embedded: Stack, tmp_path: Path)
     assert (embedded.home / "admin.key").is_file() and (embedded.home / "client.json").is_file()
 
 
+@ONE_BACKEND
 def test_an_unknown_tag_and_an_api_that_is_down_are_said_on_the_page(embedded: Stack, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
