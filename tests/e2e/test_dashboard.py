@@ -235,11 +235,11 @@ def _done(page: Any, tag: str) -> tuple[int, int]:
 def test_a_running_tag_s_progress_advances_without_reloading(
     embedded: Stack, dashboard: Dashboard, browser: Any
 ) -> None:
-    tag = _submit(embedded, 12, 0.5, "progress")
+    tag = _submit(embedded, 30, 0.5, "progress")
     page = _page(browser, dashboard)
     page.locator(f'tr[data-tag="{tag}"]').wait_for()
     first, total = _done(page, tag)
-    assert total == 12
+    assert total == 30
     page.evaluate("window.hmqLoaded = true")  # gone if the page reloaded
     deadline = time.monotonic() + 120
     seen = {first}
