@@ -29,6 +29,10 @@ from hmq.tag import Tag
 
 HISTORY_POINTS = 2000
 """Points of each tag's progress history kept (one per refresh, at most one a second)."""
+STATUS_PER_REFRESH = 50
+"""Most tags whose counts one refresh of the tags page asks for (the newest open or changed
+ones), so that a user with hundreds of open tags does not cost hundreds of requests every few
+seconds; older ones keep the counts last fetched (a tag's own page always fetches its own)."""
 FAILURES_SHOWN = 200
 """Failed tasks listed on a tag's page (the first ones, in submission order)."""
 STATES = ("completed", "failed", "running", "pending", "cancelled")
@@ -101,15 +105,17 @@ class Board:
 
     # --- tags -------------------------------------------------------------------------------
     def tags(self) -> list[TagView]:
-        """All the user's tags, newest first, with their counts brought up to date."""
-        listed = self.api.list_tags()
+        """All the user's tags, newest first, with their counts brought up to date (those of
+        at most ``STATUS_PER_REFRESH`` tags, the newest that changed or are open)."""
+        listed = sorted(self.api.list_tags(), key=lambda t: t.created, reverse=True)
         names = {t.tag for t in listed}
         with self._lock:
             for gone in set(self._tags) - names:
                 del self._tags[gone]
+        budget = STATUS_PER_REFRESH
         for summary in listed:
-            self._refresh(summary)
-        return sorted((self._tags[t.tag] for t in listed), key=lambda v: v.created, reverse=True)
+            budget -= self._refresh(summary, budget > 0)
+        return [self._tags[t.tag] for t in listed]
 
     def tag(self, name: str) -> TagView:
         """One tag, its counts fetched now (:class:`hmq.NotFound` for an unknown one)."""
@@ -121,15 +127,19 @@ class Board:
         self._record(view, counts)
         return view
 
-    def _refresh(self, summary: wire.TagSummary) -> None:
+    def _refresh(self, summary: wire.TagSummary, fetch: bool) -> int:
+        """Take in the tag's listing; fetch its counts (when ``fetch``) if it changed or is
+        open. Returns how many requests were made (0 or 1)."""
         with self._lock:
             view = self._tags.get(summary.tag)
             if view is None:
                 view = self._tags[summary.tag] = TagView(summary.tag, summary.created, summary.total, summary.open)
             changed = (view.total, view.open) != (summary.total, summary.open) or not view.counts
             view.total, view.open = summary.total, summary.open
-        if changed or summary.open:
-            self._record(view, self.api.get_tag_status(summary.tag))
+        if not (fetch and (changed or summary.open)):
+            return 0
+        self._record(view, self.api.get_tag_status(summary.tag))
+        return 1
 
     def _record(self, view: TagView, counts: dict[str, int]) -> None:
         now = self.clock()
