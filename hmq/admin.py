@@ -72,6 +72,11 @@ class Admin:
         found = self.transport.call("GET", "/v1/workers", params={"since": since})
         return [wire.WorkerInfo.model_validate(w) for w in found]
 
+    def metrics(self, since: float = 0.0) -> wire.MetricsOut:
+        """The fleet's load per minute since ``since`` (unix time), CPU time per user over it,
+        and the datacenters with their last-seen workers (``GET /v1/metrics``)."""
+        return self.transport.call("GET", "/v1/metrics", params={"since": since}, model=wire.MetricsOut)
+
     def queue(self, datacenter: Optional[str] = None, python: Optional[str] = None) -> wire.QueueDepth:
         """Open tasks grouped by placement, with the live workers that could run each group."""
         params = {"datacenter": datacenter, "python": python}

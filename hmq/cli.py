@@ -20,6 +20,7 @@ import click
 from hmq import defaults
 from hmq._errors import HmqError
 from hmq.config import hmq_home
+from hmq.dashboard.command import dashboard as dashboard_command
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -561,3 +562,6 @@ def _provider_options(provider: str, datacenter: str, options: dict[str, Any]) -
         chosen["log_dir"] = hmq_home() / "logs"
         chosen.setdefault("cache_dir", hmq_home() / "worker-cache")
     return chosen
+
+
+main.add_command(dashboard_command)

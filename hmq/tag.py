@@ -209,6 +209,22 @@ class Tag:
         for (task_id,) in self._column("id"):
             yield task_id
 
+    def failures(self, limit: Optional[int] = None) -> list[tuple[str, str, Optional[str]]]:
+        """The failed tasks pulled so far, in submission order: ``(task id, error, output)``
+        (output ``None`` where the task printed nothing), at most ``limit`` of them."""
+        query = "SELECT id, error, logs FROM tasks WHERE status = ? ORDER BY seq"
+        params: tuple[int, ...] = (int(LocalState.FAILED),)
+        if limit is not None:
+            query, params = query + " LIMIT ?", (*params, limit)
+        try:
+            rows = self._db.execute(query, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise TagFileError(f"{self._filename or 'the tag'} is damaged: {exc}") from None
+        return [
+            (t, error or "", None if raw is None else formats.decompress(raw).decode("utf-8", "replace"))
+            for t, error, raw in rows
+        ]
+
     def _count(self, state: LocalState) -> int:
         return self._db.execute("SELECT count(*) FROM tasks WHERE status = ?", (int(state),)).fetchone()[0]
 

@@ -316,6 +316,45 @@ class WorkerInfo(Model):
     isolation: str = "unknown"
 
 
+class MetricPoint(Model):
+    """One minute of the fleet (``time``: its start, unix time): the workers sampled in it with
+    their cores (registered, allocated by the worker, used by running calls), and the index's
+    tasks pending and running."""
+
+    time: float
+    workers: int = 0
+    cores: int = 0
+    allocated: int = 0
+    used: int = 0
+    pending: int = 0
+    running: int = 0
+
+
+class UserUsage(Model):
+    """CPU time of one user's tasks (cores x minutes they were seen running, sampled per minute)."""
+
+    name: str
+    cpu_seconds: float
+
+
+class DatacenterInfo(Model):
+    name: str
+    last_seen: float
+    live_workers: int
+    live_cores: int
+
+
+class MetricsOut(Model):
+    """``GET /v1/metrics``: the per-minute points from ``since`` (rounded down to a minute) to
+    ``now``, CPU time per user over them, and every datacenter a worker registered in."""
+
+    since: float
+    now: float
+    points: list[MetricPoint]
+    users: list[UserUsage]
+    datacenters: list[DatacenterInfo]
+
+
 class ClaimIn(Model):
     max_tasks: int = Field(ge=1, le=defaults.CLAIM_MAX_TASKS)
     available: int = Field(

@@ -115,6 +115,9 @@ class Settings:
             of the grace period if that is shorter).
         max_pending_uploads: most upload URLs one user or worker may hold unregistered; each may
             carry up to ``max_object_bytes``, so this bounds what a caller can leave in the store.
+        metrics_retention_seconds: how long the per-minute samples of the fleet's load
+            (``GET /v1/metrics``, the dashboard's fleet page) are kept (default 7 days).
+        metrics_sweep_seconds: most seconds between two purges of samples older than that.
     """
 
     admin_public_key: str
@@ -140,6 +143,8 @@ class Settings:
     upload_grace_seconds: float = 3600.0
     upload_sweep_seconds: float = 60.0
     max_pending_uploads: int = 1024
+    metrics_retention_seconds: float = 7 * 24 * 3600.0
+    metrics_sweep_seconds: float = 3600.0
     admin: crypto.PublicIdentity = field(init=False, repr=False, compare=False)
     database: DatabaseSettings = field(init=False, repr=False, compare=False)
 
@@ -166,6 +171,13 @@ class Settings:
             raise ConfigurationError("upload_grace_seconds must exceed presign_expiry_seconds; sweeps are not negative")
         if self.max_pending_uploads < 1:
             raise ConfigurationError("max_pending_uploads must be at least 1")
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        if self.metrics_retention_seconds < 60 or self.metrics_sweep_seconds < 0:
+            raise ConfigurationError(
+                "metrics_retention_seconds must be at least 60; metrics_sweep_seconds not negative"
+            )
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -196,6 +208,8 @@ class Settings:
             "upload_grace_seconds": (float, get("UPLOAD_GRACE_SECONDS")),
             "upload_sweep_seconds": (float, get("UPLOAD_SWEEP_SECONDS")),
             "max_pending_uploads": (int, get("MAX_PENDING_UPLOADS")),
+            "metrics_retention_seconds": (float, get("METRICS_RETENTION_SECONDS")),
+            "metrics_sweep_seconds": (float, get("METRICS_SWEEP_SECONDS")),
         }
         try:
             limits = {name: kind(text) for name, (kind, text) in numbers.items() if text}

@@ -85,7 +85,7 @@ def test_the_wheel_is_this_hmq_newer_than_the_original_with_all_its_parts(wheel:
     assert meta["Name"] == "hmq" and meta["Version"] == hmq.__version__
     assert Version(meta["Version"]) > ORIGINAL
     assert dict(scripts["console_scripts"]) == {"hmq": "hmq.cli:main"}
-    assert {"server", "worker", "kubernetes"} <= set(meta.get_all("Provides-Extra", []))
+    assert {"server", "worker", "kubernetes", "dashboard"} <= set(meta.get_all("Provides-Extra", []))
     requirements = [Requirement(r) for r in meta.get_all("Requires-Dist", [])]
     server = {canonicalize_name(r.name) for r in requirements if r.marker and r.marker.evaluate({"extra": "server"})}
     assert server == set(SERVER_MODULES)  # what `hmq up` checks for is what the extra installs
@@ -95,9 +95,11 @@ def test_the_wheel_is_this_hmq_newer_than_the_original_with_all_its_parts(wheel:
     sources = [p for d in ("hmq", "lambdas", "worker") for p in (REPO / d).rglob("*.py")]
     sources += (REPO / "lambdas/db/migrations").rglob("*.mako")
     sources += (REPO / "worker/autoscale").glob("*.sbatch")  # the autoscaler's default job script
+    sources += [p for d in ("templates", "static") for p in (REPO / "hmq/dashboard" / d).iterdir()]  # the dashboard's
     missing = {str(p.relative_to(REPO)) for p in sources if "__pycache__" not in p.parts} - names
     assert missing == set()
     assert {"lambdas/db/migrations/env.py", "lambdas/db/migrations/versions/0001_initial_schema.py"} <= names
+    assert {"hmq/dashboard/static/uPlot.iife.min.js", "hmq/dashboard/static/uPlot.LICENSE"} <= names
     assert all(wheel.name in (REPO / doc).read_text() for doc in ("README.md", "docs/user-guide.md"))
 
 

@@ -201,3 +201,38 @@ class Worker(Base):
     allocated: Mapped[int] = mapped_column(Integer, default=0)
     running: Mapped[int] = mapped_column(Integer, default=0)
     used: Mapped[int] = mapped_column(Integer, default=0)
+    sampled: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """The last minute (unix time // 60) this worker's load was sampled in (``metric_samples``)."""
+
+
+class MetricSample(Base):
+    """A worker's load in one minute, taken at its first claim or heartbeat of the minute
+    (:mod:`lambdas.service.metrics`). Kept for ``metrics_retention_seconds``."""
+
+    __tablename__ = "metric_samples"
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix time // 60
+    worker_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    datacenter: Mapped[str] = mapped_column(String(200))
+    cores: Mapped[int] = mapped_column(Integer)
+    allocated: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer)
+
+
+class MetricUsage(Base):
+    """Cores of one user's tasks running on one worker in one minute: a minute of CPU time each."""
+
+    __tablename__ = "metric_usage"
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    worker_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cores: Mapped[int] = mapped_column(Integer)
+
+
+class MetricQueue(Base):
+    """The whole queue in one minute: tasks pending and running, counted once per minute."""
+
+    __tablename__ = "metric_queue"
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    pending: Mapped[int] = mapped_column(BigInteger)
+    running: Mapped[int] = mapped_column(BigInteger)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from hmq._errors import StorageError
 from lambdas.db import Index
 from lambdas.service.lifecycle import Clock, Lifecycle
+from lambdas.service.metrics import Metrics
 from lambdas.service.sweeps import Sweeps
 from lambdas.settings import Settings
 from lambdas.storage import ObjectStore
@@ -24,18 +25,20 @@ log = logging.getLogger("hmq.api")
 @dataclass(frozen=True)
 class Context:
     """What every operation works with: settings, index, object store, the task lifecycle, the
-    sweeps, and the clock they all read."""
+    sweeps, the fleet's metrics, and the clock they all read."""
 
     settings: Settings
     index: Index
     store: ObjectStore
     lifecycle: Lifecycle
     sweeps: Sweeps
+    metrics: Metrics
 
     @classmethod
     def create(cls, settings: Settings, index: Index, store: ObjectStore, clock: Clock = time.time) -> Context:
         lifecycle = Lifecycle(settings, clock)
-        return cls(settings, index, store, lifecycle, Sweeps(settings, index, lifecycle, store))
+        metrics = Metrics(settings.metrics_retention_seconds)
+        return cls(settings, index, store, lifecycle, Sweeps(settings, index, lifecycle, store, metrics), metrics)
 
     def now(self) -> float:
         """The API's time (``time.time`` unless the app was built with another clock)."""

@@ -7,6 +7,8 @@
 - **Uploads**: objects uploaded through URLs issued more than ``upload_grace_seconds`` ago and
   never registered (a submit that was killed, a report that never came) are deleted from the
   store, a page at a time (:meth:`Sweeps.sweep_uploads`).
+- **Metrics**: per-minute samples of the fleet older than ``metrics_retention_seconds`` are
+  deleted (:meth:`Sweeps.sweep_metrics`, see :mod:`lambdas.service.metrics`).
 
 Trigger: the API has no background process (on AWS Lambda it cannot have one), so requests
 drive the sweeps. The one call site is the ``principal`` dependency of the routes
@@ -20,7 +22,8 @@ eventually even when no worker is left. Due means, per API process and by the AP
   did run out, so it is cheap when nothing is due;
 - the placement sweep at most every ``min(placement_sweep_seconds, placement_timeout_seconds / 4)``,
   never when the timeout is 0;
-- the upload sweep at most every ``min(upload_sweep_seconds, upload_grace_seconds / 4)``.
+- the upload sweep at most every ``min(upload_sweep_seconds, upload_grace_seconds / 4)``;
+- the metrics purge at most every ``metrics_sweep_seconds``.
 
 One thread of a process sweeps at a time (the others go on without waiting). Processes that
 sweep at once (several Lambda sandboxes) do no harm: PostgreSQL's ``SKIP LOCKED`` and the state
@@ -40,6 +43,7 @@ from hmq._errors import StorageError
 from lambdas.db import Index
 from lambdas.db.models import Upload
 from lambdas.service.lifecycle import Lifecycle
+from lambdas.service.metrics import Metrics
 from lambdas.settings import Settings
 from lambdas.storage import ObjectStore
 
@@ -51,10 +55,14 @@ UPLOAD_SWEEP_PAGE = 1000
 class Sweeps:
     """The sweeps of one API process, rate-limited by the lifecycle's clock."""
 
-    def __init__(self, settings: Settings, index: Index, lifecycle: Lifecycle, store: ObjectStore) -> None:
+    def __init__(
+        self, settings: Settings, index: Index, lifecycle: Lifecycle, store: ObjectStore, metrics: Metrics
+    ) -> None:
         self.index = index
         self.lifecycle = lifecycle
         self.store = store
+        self.metrics = metrics
+        self.metrics_every = settings.metrics_sweep_seconds
         self.upload_grace = settings.upload_grace_seconds
         self.upload_every = min(settings.upload_sweep_seconds, settings.upload_grace_seconds / 4)
         self.lease_every = min(settings.lease_sweep_seconds, settings.lease_seconds / 4)
@@ -62,7 +70,7 @@ class Sweeps:
         self.placement_every: Optional[float] = (
             min(settings.placement_sweep_seconds, timeout / 4) if timeout > 0 else None
         )
-        self._last_lease = self._last_placement = self._last_upload = -math.inf
+        self._last_lease = self._last_placement = self._last_upload = self._last_metrics = -math.inf
         self._lock = threading.Lock()
 
     def run_due(self) -> None:
@@ -80,6 +88,9 @@ class Sweeps:
             if now - self._last_upload >= self.upload_every:
                 self._last_upload = now
                 self.sweep_uploads()
+            if now - self._last_metrics >= self.metrics_every:
+                self._last_metrics = now
+                self.sweep_metrics()
         finally:
             self._lock.release()
 
@@ -113,6 +124,11 @@ class Sweeps:
             session.execute(delete(Upload).where(Upload.key.in_(keys)))
         log.info("deleted %d upload(s) never registered within %.0f s", len(keys), self.upload_grace)
         return len(keys)
+
+    def sweep_metrics(self) -> int:
+        """Delete the fleet's samples older than the retention; return how many rows went."""
+        with self.index.write() as session:
+            return self.metrics.purge(session, self.lifecycle.clock())
 
     def sweep_placement(self) -> int:
         """Fail the pending tasks no worker seen within the placement timeout can run; return how many."""

@@ -67,6 +67,7 @@ def claim(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.C
     with ctx.index.write() as session:
         worker = _seen(ctx, session, principal, worker_id)
         worker.allocated, worker.running, worker.used = body.allocated, body.running, body.used
+        ctx.metrics.sample(session, worker, ctx.now())
         lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks)
         rows = _claimed(session, lease.seqs)
         certificates = dict(
@@ -127,7 +128,8 @@ def heartbeat(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wi
     out of lease and returns to the queue); name those it should drop (cancelled, deleted, or
     re-leased after this worker was presumed dead)."""
     with ctx.index.write() as session:
-        _seen(ctx, session, principal, worker_id)
+        worker = _seen(ctx, session, principal, worker_id)
+        ctx.metrics.sample(session, worker, ctx.now())
         held, lease_until = ctx.lifecycle.extend(session, worker_id, body.tasks)
     return wire.HeartbeatOut(lease_until=lease_until, drop=[t for t in body.tasks if t not in held])
 

@@ -269,3 +269,20 @@ def test_logs_yield_text_in_submission_order() -> None:
     tag._db.execute("UPDATE tasks SET logs=? WHERE id=?", (formats.compress("é\nline 2\n".encode()), ids[0]))
     tag._db.execute("UPDATE tasks SET logs=? WHERE id=?", (formats.compress(b"\xff bytes\n"), ids[2]))
     assert list(tag.logs) == ["é\nline 2\n", None, "\ufffd bytes\n"]  # undecodable bytes are replaced
+
+
+def test_failures_lists_the_failed_tasks_in_submission_order_with_their_output() -> None:
+    from hmq.tag import LocalState
+
+    tag = Tag("t_1")
+    tag.add_tasks(["a", "b", "c"])
+    tag._db.executemany(
+        "UPDATE tasks SET status = ?, error = ?, logs = ? WHERE id = ?",
+        [
+            (int(LocalState.FAILED), "E1", formats.compress(b"printed"), "c"),
+            (int(LocalState.FAILED), "E0", None, "a"),
+            (int(LocalState.COMPLETED), None, None, "b"),
+        ],
+    )
+    assert tag.failures() == [("a", "E0", None), ("c", "E1", "printed")]
+    assert tag.failures(limit=1) == [("a", "E0", None)]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,29 @@ def embedded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         yield Stack(home, state, request.param)
     finally:
         stack.down(home)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (never `playwright install`); skipped without
+    either unless HMQ_REQUIRE_BROWSER=1 (then it fails)."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install -e '.[dev]')"
+    if missing is None and not CHROMIUM.is_file():
+        missing = f"chromium is not installed ({CHROMIUM}; apt-get install chromium)"
+    if missing is not None:
+        if os.environ.get("HMQ_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"HMQ_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -1,0 +1,162 @@
+"""The fleet's load over time: per-minute samples taken from workers' claims and heartbeats.
+
+What is kept (``lambdas.db.models``), per minute (unix time // 60):
+
+- ``metric_samples``: each worker's cores, allocated and used cores and running tasks, as of its
+  first claim or heartbeat of the minute (the worker reports them with every claim);
+- ``metric_usage``: the cores of each user's tasks running on that worker then, so that a
+  minute of CPU time per core is counted for the user: CPU hours are sampled, once a minute;
+- ``metric_queue``: tasks pending and running in the whole index, counted once per minute by
+  whichever request samples the minute first.
+
+Cost: :meth:`Metrics.sample` runs inside the claim or heartbeat transaction. Within a minute it
+compares two integers and returns (the worker row, loaded already, says which minute it was
+last sampled in); once per worker and minute it writes one upsert row, plus one per user with
+tasks on that worker (an indexed query of the worker's tasks), plus once per minute for the
+whole fleet a primary-key look-up and, the first time, a count of open tasks. The index is
+the source of truth: several API processes (Lambda sandboxes) sampling the same minute
+overwrite one row with the same kind of value, never add to it.
+
+Retention: rows older than ``metrics_retention_seconds`` are deleted by the metrics sweep
+(:mod:`lambdas.service.sweeps`). The admin reads them with ``GET /v1/metrics`` (:func:`read`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from hmq import wire
+from lambdas.auth import Principal
+from lambdas.db.models import MetricQueue, MetricSample, MetricUsage, Task, TaskStatus, User, Worker
+
+if TYPE_CHECKING:
+    from lambdas.service import Context
+
+MINUTE = 60
+
+
+def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], replace: bool = True) -> None:
+    """Insert ``rows``; a row whose ``keys`` exist already replaces the stored one (or is
+    skipped, with ``replace=False``). One statement, on SQLite and PostgreSQL alike."""
+    if not rows:
+        return
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    stmt = insert(model).values(rows)
+    if replace:
+        columns = [c for c in rows[0] if c not in keys]
+        session.execute(stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in columns}))
+    else:
+        session.execute(stmt.on_conflict_do_nothing(index_elements=keys))
+
+
+class Metrics:
+    """Sampling, reading and purging the per-minute samples."""
+
+    def __init__(self, retention_seconds: float) -> None:
+        self.retention_seconds = retention_seconds
+
+    def sample(self, session: Session, worker: Worker, now: float) -> None:
+        """The claim's and heartbeat's one hook: sample ``worker`` (and the queue) once per minute."""
+        minute = int(now // MINUTE)
+        if worker.sampled == minute:
+            return
+        worker.sampled = minute
+        load = {"datacenter": worker.datacenter, "cores": worker.cores, "allocated": worker.allocated or 0}
+        load.update(used=worker.used or 0, running=worker.running or 0)
+        _upsert(session, MetricSample, [{"minute": minute, "worker_id": worker.id, **load}], ["minute", "worker_id"])
+        usage = session.execute(
+            select(Task.user_id, func.sum(Task.ncores))
+            .where(Task.worker_id == worker.id, Task.status == TaskStatus.RUNNING)
+            .group_by(Task.user_id)
+        ).all()
+        rows = [{"minute": minute, "worker_id": worker.id, "user_id": u, "cores": int(c)} for u, c in usage]
+        _upsert(session, MetricUsage, rows, ["minute", "worker_id", "user_id"])
+        if session.get(MetricQueue, minute) is None:
+            self._count_queue(session, minute)
+
+    @staticmethod
+    def _count_queue(session: Session, minute: int) -> None:
+        counts = dict(
+            session.execute(
+                select(Task.status, func.count())
+                .where(Task.status.in_((TaskStatus.PENDING, TaskStatus.RUNNING)))
+                .group_by(Task.status)
+            ).all()
+        )
+        row = {"minute": minute, "pending": counts.get(TaskStatus.PENDING, 0)}
+        _upsert(session, MetricQueue, [{**row, "running": counts.get(TaskStatus.RUNNING, 0)}], ["minute"], False)
+
+    def purge(self, session: Session, now: float) -> int:
+        """Delete the samples older than the retention; return how many rows went."""
+        cutoff = int((now - self.retention_seconds) // MINUTE)
+        gone = 0
+        for model in (MetricSample, MetricUsage, MetricQueue):
+            gone += session.execute(delete(model).where(model.minute < cutoff)).rowcount or 0  # type: ignore[attr-defined]
+        return gone
+
+
+def read(ctx: Context, principal: Principal, since: float) -> wire.MetricsOut:
+    """Admin: the per-minute points since ``since`` (at most the retention back), CPU time per
+    user over them, and the datacenters with their workers (live: seen within a lease)."""
+    principal.require("admin")
+    now = ctx.now()
+    first = int(max(since, now - ctx.metrics.retention_seconds) // MINUTE)
+    with ctx.index.read() as session:
+        points = _points(session, first)
+        users = session.execute(
+            select(User.name, func.sum(MetricUsage.cores))
+            .join(User, User.id == MetricUsage.user_id)
+            .where(MetricUsage.minute >= first)
+            .group_by(User.name)
+            .order_by(func.sum(MetricUsage.cores).desc())
+        ).all()
+        datacenters = _datacenters(session, now - ctx.settings.lease_seconds)
+    return wire.MetricsOut(
+        since=first * MINUTE,
+        now=now,
+        points=points,
+        users=[wire.UserUsage(name=n, cpu_seconds=float(c) * MINUTE) for n, c in users],
+        datacenters=datacenters,
+    )
+
+
+def _points(session: Session, first: int) -> list[wire.MetricPoint]:
+    fleet = session.execute(
+        select(
+            MetricSample.minute,
+            func.count(),
+            func.sum(MetricSample.cores),
+            func.sum(MetricSample.allocated),
+            func.sum(MetricSample.used),
+        )
+        .where(MetricSample.minute >= first)
+        .group_by(MetricSample.minute)
+    ).all()
+    queue = session.execute(
+        select(MetricQueue.minute, MetricQueue.pending, MetricQueue.running).where(MetricQueue.minute >= first)
+    ).all()
+    points = {m: wire.MetricPoint(time=m * MINUTE, workers=n, cores=c, allocated=a, used=u) for m, n, c, a, u in fleet}
+    for minute, pending, running in queue:
+        point = points.setdefault(minute, wire.MetricPoint(time=minute * MINUTE))
+        point.pending, point.running = pending, running
+    return [points[m] for m in sorted(points)]
+
+
+def _datacenters(session: Session, live_after: float) -> list[wire.DatacenterInfo]:
+    live = func.count().filter(Worker.last_seen >= live_after)
+    rows = session.execute(
+        select(
+            Worker.datacenter,
+            func.max(Worker.last_seen),
+            live,
+            func.sum(Worker.cores).filter(Worker.last_seen >= live_after),
+        )
+        .group_by(Worker.datacenter)
+        .order_by(Worker.datacenter)
+    ).all()
+    return [wire.DatacenterInfo(name=d, last_seen=s, live_workers=n, live_cores=c or 0) for d, s, n, c in rows]
