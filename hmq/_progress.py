@@ -100,8 +100,9 @@ def summarise(bar: Any, line: str) -> None:
     """Close ``bar`` and leave ``line`` in its place (nothing when no bar was drawn)."""
     if bar is None:
         return
+    out = getattr(bar, "fp", None) or sys.stderr  # where the bar was drawn
     bar.close()
-    bar.write(line, file=sys.stderr)
+    bar.write(line, file=out)
 
 
 @contextlib.contextmanager

@@ -29,10 +29,11 @@ def open_tag_file(path: Path, tag: Optional[str] = None) -> Tag:
     try:
         found = Tag.from_file(path)
     except TagFileError as exc:
-        raise click.BadParameter(str(exc), param_hint="FILE") from None
+        raise click.BadParameter(str(exc), param_hint="'FILE'") from None
     if tag is not None and found.name != tag:
+        name = found.name
         found.close()
-        raise click.BadParameter(f"{path} holds tag {found.name}, not {tag}", param_hint="FILE")
+        raise click.BadParameter(f"{path} holds tag {name}, not {tag}", param_hint="'FILE'")
     return found
 
 
@@ -42,10 +43,9 @@ def _linked(tag: str, path: Path) -> Tag:
     from hmq import Tag
 
     api = client()
+    found = open_tag_file(path, tag) if path.exists() else None
     total = api.tag_summary(tag).total  # an unknown tag stops here, before a file is made
-    if path.exists():
-        found = open_tag_file(path, tag)
-    else:
+    if found is None:
         found = Tag(tag, api)
         found.to_file(path, stay_linked=True)
     if len(found) < total:

@@ -62,5 +62,5 @@ def _describe_worker(w: Any, now: float) -> str:
 main.add_lazy_command(
     "worker",
     "worker.__main__:main",
-    "Run a worker: claim tasks from an API and run them (`python -m worker`).",
+    "Run a worker: claim tasks from an API and run them.",
 )

@@ -65,10 +65,11 @@ def _deployment(as_json: bool) -> None:
         if as_json:
             echo_json({"kind": "deployment", "url": api.url, "reachable": False, "error": str(exc)})
             sys.exit(1)
-        raise click.ClickException(f"the API at {api.url} is not reachable: {exc}") from None
+        raise click.ClickException(str(exc) if api.url in str(exc) else f"the API at {api.url}: {exc}") from None
     out: dict[str, Any] = {"kind": "deployment", "url": api.url, "reachable": True, "protocol": info.protocol}
     try:
-        out |= {"user": api.whoami()["name"], "role": api.whoami()["role"]}
+        who = api.whoami()
+        out |= {"user": who["name"], "role": who["role"]}
         tags = api.list_tags()
         out["queue"] = {"tags": len(tags), **{s: sum(getattr(t, s) for t in tags) for s in ("pending", "running")}}
     except AccessError as exc:
