@@ -33,7 +33,7 @@ def status(tag: Optional[str], as_json: bool) -> None:
         _tag(tag, as_json)
         return
     state = stack.StackState.load(home)
-    if state is None and ClientConfig.exists(home):
+    if state is None and ClientConfig.exists(home) and not stack.runs_local_queue(home):
         _deployment(as_json)
         return
     info: dict[str, Any] = state.status() if state else {"running": False, "home": str(home), "workers": []}

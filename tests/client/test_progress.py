@@ -111,3 +111,20 @@ def test_a_pull_draws_its_bar_on_stderr_and_leaves_a_summary(
     )
     assert tag.pull(blocking=True, quiet=False) == 0  # nothing open: no bar, no summary
     assert capsys.readouterr().err == ""
+
+
+def test_hmq_workers_marks_a_worker_not_seen_for_a_lease_as_stale() -> None:
+    import uuid
+
+    from hmq import defaults, wire
+    from hmq.cli.fleet import _describe_worker
+
+    seen = wire.WorkerInfo(
+        id=uuid.uuid4(), name="node1", datacenter="hpc", cores=32, python="3.11", hostname="n1", version="26.12.0",
+        registered=0.0, last_seen=1000.0, running=3, memory=64 * 1024**3, isolation="bwrap",
+    )  # fmt: skip
+    live = _describe_worker(seen, now=1000.0 + defaults.LEASE_SECONDS - 1)
+    assert live == (
+        "node1 n1 [live, seen 119 s ago] datacenter hpc, 32 core(s), 64.0 GiB, Python 3.11, 3 running, isolation bwrap"
+    )
+    assert "[STALE, seen 121 s ago]" in _describe_worker(seen, now=1000.0 + defaults.LEASE_SECONDS + 1)
