@@ -55,17 +55,14 @@ def list_tags(ctx: Context, principal: Principal, name: Optional[str] = None) ->
         if name is not None:
             query = query.where(Tag.name == name)
         tags = session.execute(query.order_by(Tag.created, Tag.id)).all()
-        ids = [t.id for t in tags]
-        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+        counts: dict[int, dict[str, int]] = {t.id: {} for t in tags}
         last: dict[int, float] = {}
-        for part in batched(ids, ctx.settings.select_page):
-            for tag_id, status, n in session.execute(
-                select(Task.tag_id, Task.status, func.count()).where(Task.tag_id.in_(part)).group_by(Task.tag_id, Task.status)
-            ):
+        for part in batched(list(counts), ctx.settings.select_page):
+            per_state = select(Task.tag_id, Task.status, func.count()).where(Task.tag_id.in_(part))
+            for tag_id, status, n in session.execute(per_state.group_by(Task.tag_id, Task.status)):
                 counts[tag_id][TaskStatus(status).label] = n
-            last.update(
-                session.execute(select(Batch.tag_id, func.max(Batch.created)).where(Batch.tag_id.in_(part)).group_by(Batch.tag_id)).all()
-            )
+            latest = select(Batch.tag_id, func.max(Batch.created)).where(Batch.tag_id.in_(part))
+            last.update({tag_id: when for tag_id, when in session.execute(latest.group_by(Batch.tag_id))})
     return [_summary(t.name, t.created, counts[t.id], last.get(t.id)) for t in tags]
 
 
