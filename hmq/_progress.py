@@ -148,8 +148,8 @@ class PullProgress:
             return
         self.tasks += tasks
         self.bytes += nbytes
-        self.bar.update(tasks)
-        self._postfix()
+        self._postfix(refresh=False)
+        self.bar.update(tasks)  # redraws at most every tqdm's mininterval
 
     def show_status(self, status: Mapping[str, Any]) -> None:
         """The tag's status from the API (``API.get_tag_status``): open tasks and notes."""
@@ -163,10 +163,10 @@ class PullProgress:
         self._status = ", ".join(parts)
         self._postfix()
 
-    def _postfix(self) -> None:
+    def _postfix(self, refresh: bool = True) -> None:
         elapsed = max(self.clock() - self.started, 1e-9)
         rate = f"{_mb(self.bytes / elapsed)}/s"
-        self.bar.set_postfix_str(f"{rate}, {self._status}" if self._status else rate, refresh=True)
+        self.bar.set_postfix_str(f"{rate}, {self._status}" if self._status else rate, refresh=refresh)
 
     def close(self) -> None:
         """Close the bar without a summary (a pull that did not wait, or failed)."""

@@ -93,8 +93,8 @@ def cancel(tag: str, as_json: bool) -> None:
 def delete(tag: str, downloaded: Optional[Path], yes: bool, as_json: bool) -> None:
     """Delete TAG's tasks from the queue, with their stored calls and results.
 
-    With --downloaded-only FILE only the tasks whose results FILE holds go, so that the queue
-    keeps nothing you have not downloaded; without it the whole tag goes (asked first unless --yes).
+    With --downloaded-only FILE only the tasks whose results the tag file FILE holds go: the
+    queue keeps what you have not downloaded. Without it the whole tag goes (asked first unless --yes).
     """
     api = client()
     if downloaded is not None:
