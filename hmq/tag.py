@@ -454,22 +454,23 @@ class Tag:
 
     def _pull_rounds(self, blocking: bool, batchsize: int, subset: Optional[set[str]]) -> int:
         delay = defaults.PULL_POLL_MIN_SECONDS
-        before: Optional[int] = None
+        before = None
         with ThreadPoolExecutor(self._downloads, thread_name_prefix="hmq-pull") as pool:
             while True:
                 remaining = self._pull_once(batchsize, subset, pool)
                 if remaining == 0 or not blocking:
                     return remaining
-                if self._progress.active:
-                    self._show_status()
-                # Results still arriving: ask again soon; none: back off, up to the maximum.
-                delay = defaults.PULL_POLL_MIN_SECONDS if remaining != before else delay
-                before = remaining
+                self._show_status()
+                if remaining != before:  # results are arriving: ask again soon, not after 10 s
+                    before, delay = remaining, defaults.PULL_POLL_MIN_SECONDS
                 time.sleep(delay)
                 delay = min(delay * 2, defaults.PULL_POLL_MAX_SECONDS)
 
     def _show_status(self) -> None:
-        """The tag's running and pending tasks and notes, in the bar, while a pull waits."""
+        """The tag's running and pending tasks and notes, in the bar (if one is drawn), while a
+        pull waits."""
+        if not self._progress.active:
+            return
         try:
             self._progress.show_status(self.api.get_tag_status(self.name))
         except NotFound:
