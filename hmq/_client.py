@@ -329,8 +329,15 @@ class API:
         return self._call("GET", f"/v1/tags/{tag}", model=wire.TagStatus).model_dump(exclude={"tag"})
 
     def list_tags(self) -> list[wire.TagSummary]:
-        """The caller's tags with their task counts."""
+        """The caller's tags, oldest first, with their tasks per state."""
         return [wire.TagSummary.model_validate(t) for t in self._call("GET", "/v1/tags")]
+
+    def tag_summary(self, tag: str) -> wire.TagSummary:
+        """One tag's entry of :meth:`list_tags`. Raises :class:`hmq.NotFound` for an unknown tag."""
+        found = self._call("GET", "/v1/tags", params={"tag": tag})
+        if not found:
+            raise NotFound("unknown_tag", f"unknown tag {tag!r}")
+        return wire.TagSummary.model_validate(found[0])
 
     def iter_tasks(self, tag: str, page: int = defaults.TASK_PAGE) -> Iterator[list[str]]:
         """Pages of the tag's task ids, in submission order."""

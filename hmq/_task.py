@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -15,8 +14,8 @@ from typing import Any, Optional
 
 import cloudpickle
 
+from hmq import _progress, wire
 from hmq import defaults as _defaults
-from hmq import wire
 from hmq._errors import HmqError, NotFound, UsageError
 from hmq.limits import Limits
 from hmq.tag import Tag, default_client
@@ -128,7 +127,7 @@ class TaskFunction:
         ncores: int = 1,
         datacenters: Optional[Sequence[str] | str] = None,
         packages: Sequence[str] = (),
-        quiet: bool = False,
+        quiet: Optional[bool] = None,
         api: Any = None,
         timeout: Optional[float] = _defaults.TASK_TIMEOUT_SECONDS,
         memory: Optional[int | str] = None,
@@ -142,7 +141,9 @@ class TaskFunction:
             datacenters: datacenter name(s) allowed to run the calls (default: any).
             packages: PEP 508 requirements of packages on the workers' index to install in the
                 calls' environment (no direct references, URLs, paths or pip options).
-            quiet: no progress bar.
+            quiet: ``True``: no progress bar; ``False``: a bar even when stderr is not a terminal;
+                ``None`` (default): a bar on a terminal or in a notebook only (see ``hmq._progress``).
+                Where a bar is drawn, a one-line summary stays.
             api: the :class:`hmq.API` to use (default ``hmq.api``).
             timeout: wall time per call in seconds (default 6 h), then it is killed; ``None``: no limit.
             memory: address space per call, bytes or a size like ``"4GiB"`` (B, KiB, MiB, GiB,
@@ -172,28 +173,14 @@ class TaskFunction:
         out = Tag(name, api if api is not default else None)
         options = {"packages": packages, "function_name": self.__name__, **dataclasses.asdict(limits)}
         try:
-            with _progress_bar(len(self._calls), f"Submitting {name}", quiet) as progress:
+            with _progress.submit_bar(len(self._calls), name, quiet) as bar:
                 where = list(datacenters) if datacenters else None
-                api.submit_tasks(
-                    name, digest, self._calls, ncores, where, progress=progress, sink=out.add_tasks, **options
-                )
+                api.submit_tasks(name, digest, self._calls, ncores, where, progress=bar, sink=out.add_tasks, **options)
         except BaseException as exc:
             _abandon(api, out, self.__name__, exc)
             raise
         self._calls = CallLog()
         return out
-
-
-@contextlib.contextmanager
-def _progress_bar(total: int, description: str, quiet: bool) -> Iterator[Any]:
-    """A progress bar, closed on the way out; ``None`` when ``quiet``."""
-    if quiet:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=description, unit="task", disable=None, leave=False) as bar:
-        yield bar
 
 
 def task(func: Optional[Callable[..., Any]] = None, **defaults: Any) -> Any:

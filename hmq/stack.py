@@ -86,6 +86,11 @@ class StackState:
         }
 
 
+def runs_local_queue(home: Path) -> bool:
+    """Whether ``home`` is set up for the local queue of `hmq up` (not for a shared deployment)."""
+    return (home / "server" / "settings.json").exists()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -236,7 +241,7 @@ def up(
         if current.api.alive():
             return current
         down(home)  # stale state from a crashed stack
-    if ClientConfig.exists(home) and not (home / "server" / "settings.json").exists():
+    if ClientConfig.exists(home) and not runs_local_queue(home):
         raise ConfigurationError(
             f"{home} is set up for the deployment at {ClientConfig.load(home).url}; `hmq up` would replace that "
             f"configuration. Use another HMQ_HOME for a local queue (e.g. HMQ_HOME=~/.hmq-local hmq up)"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from hmq import defaults, formats, wire
 from hmq._batching import batched
 from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, UsageError
+from hmq._progress import PullProgress, open_bar, short_name
 
 if TYPE_CHECKING:
     from hmq._client import API
@@ -86,6 +87,9 @@ class Tag:
         n_results: number of results.
         n_errors: number of errors.
     """
+
+    _progress = PullProgress()
+    """What the running pull shows (a bar, or nothing)."""
 
     def __init__(self, name: str, api: Optional[API] = None) -> None:
         self._api = api
@@ -335,6 +339,7 @@ class Tag:
             (int(_FROM_SERVER.get(c.status, LocalState.FAILED)), None, c.error, None, str(c.id)) for c in page.closed
         ]
         update = "UPDATE tasks SET status = ?, result = ?, error = ?, logs = ? WHERE id = ? AND status = 0"
+        before = self._db.total_changes
         self._db.executemany(update, rows)
         window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str], bool]]]] = deque()
         objects = (o for o in page.objects if o.key not in self._failed_this_round)
@@ -352,10 +357,14 @@ class Tag:
             stay_open, failure = self._settle(obj, problem, final)
             if not stay_open:
                 self._db.executemany(update, self._rows(obj, records, failure))
+            received = sum(len(r.payload) + len(r.log or b"") for r in records)
+            self._progress.advance(self._db.total_changes - before, received)
+            before = self._db.total_changes
         self._db.executemany(
             "UPDATE tasks SET status = ? WHERE id = ? AND status = 0",
             ((int(LocalState.DELETED), str(t)) for t in page.unknown),
         )
+        self._progress.advance(self._db.total_changes - before, 0)
 
     @staticmethod
     def _rows(obj: wire.DoneObject, records: list[formats.ResultRecord], problem: Optional[str]) -> list[_Row]:
@@ -409,7 +418,12 @@ class Tag:
         return self._count(LocalState.OPEN)
 
     def pull(
-        self, blocking: bool = False, batchsize: int = 100, tasks_subset: Optional[list[str]] = None, workers: int = 4
+        self,
+        blocking: bool = False,
+        batchsize: int = 100,
+        tasks_subset: Optional[list[str]] = None,
+        workers: int = 4,
+        quiet: Optional[bool] = None,
     ) -> int:
         """Downloads data from the queue for all tasks in the tag.
 
@@ -418,21 +432,65 @@ class Tag:
             batchsize: Tasks asked for per request; pages grow to ``PULL_PAGE_TASKS`` for large tags.
             tasks_subset: Subset of tasks to download. Defaults to None.
             workers: Number of parallel downloads. Defaults to 4.
+            quiet: ``True``: no progress bar; ``False``: a bar even when stderr is not a
+                terminal; ``None`` (default): a bar on a terminal or in a notebook only. The bar
+                counts finished tasks of the tag, with results/s, MB/s, the ETA and, while it
+                waits, the tag's running and pending tasks and the API's notes about them
+                (e.g. a package environment being built). A blocking pull that drew a bar
+                leaves a one-line summary.
 
         Returns:
             Number of remaining tasks for which neither result nor error is available (tasks
             cancelled or deleted in the queue do not count: they will never have one).
         """
         subset = set(tasks_subset) if tasks_subset is not None else None
-        delay = defaults.PULL_POLL_MIN_SECONDS
         self._downloads = max(1, workers)
+        progress = self._progress = self._open_progress(subset, quiet)
+        try:
+            remaining = self._pull_rounds(blocking, batchsize, subset)
+        except BaseException:
+            progress.close()
+            raise
+        finally:
+            self._progress = PullProgress()
+        if blocking:
+            progress.finish(self.name, self.n_results, self.n_errors, remaining)
+        else:
+            progress.close()
+        return remaining
+
+    def _open_progress(self, subset: Optional[set[str]], quiet: Optional[bool]) -> PullProgress:
+        """A bar over the tag's (or the subset's) tasks, unless all of them are finished here."""
+        still_open = len(self._open_ids(subset)) if subset is not None else self._count(LocalState.OPEN)
+        if quiet is True or still_open == 0:
+            return PullProgress()
+        total = len(subset) if subset is not None else len(self)
+        bar = open_bar(total, f"Pulling {short_name(self.name)}", " tasks", quiet, initial=total - still_open)
+        return PullProgress(bar)
+
+    def _pull_rounds(self, blocking: bool, batchsize: int, subset: Optional[set[str]]) -> int:
+        delay = defaults.PULL_POLL_MIN_SECONDS
+        before = None
         with ThreadPoolExecutor(self._downloads, thread_name_prefix="hmq-pull") as pool:
             while True:
                 remaining = self._pull_once(batchsize, subset, pool)
                 if remaining == 0 or not blocking:
                     return remaining
+                self._show_status()
+                if remaining != before:  # results are arriving: ask again soon, not after 10 s
+                    before, delay = remaining, defaults.PULL_POLL_MIN_SECONDS
                 time.sleep(delay)
                 delay = min(delay * 2, defaults.PULL_POLL_MAX_SECONDS)
+
+    def _show_status(self) -> None:
+        """The tag's running and pending tasks and notes, in the bar (if one is drawn), while a
+        pull waits."""
+        if not self._progress.active:
+            return
+        try:
+            self._progress.show_status(self.api.get_tag_status(self.name))
+        except NotFound:
+            pass  # the tag is gone: the next round finds its tasks deleted
 
     # --- files ------------------------------------------------------------------------------
     def to_file(self, filename: str | os.PathLike[str], stay_linked: bool = False, overwrite: bool = False) -> None:

@@ -220,10 +220,19 @@ class TagStatus(Model):
 
 
 class TagSummary(Model):
+    """One of the caller's tags (``GET /v1/tags``): when it was made, its tasks per state, and
+    when its latest result was reported (``None``: none yet)."""
+
     tag: str
     created: float
     total: int
     open: int
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    last_result: Optional[float] = None
 
 
 class TaskPage(Model):

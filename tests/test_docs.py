@@ -40,3 +40,11 @@ def test_readme_lists_every_command() -> None:
 
     table = (REPO / "README.md").read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
     assert [name for name in main.commands if f"`hmq {name}" not in table] == []
+
+
+def test_docs_cli_has_a_section_per_command() -> None:
+    from hmq.cli import main
+
+    page = (REPO / "docs" / "cli.md").read_text()
+    headings = [line for line in page.splitlines() if line.startswith("### ")]
+    assert [name for name in main.commands if not any(f"`hmq {name}" in h for h in headings)] == []

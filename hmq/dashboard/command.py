@@ -26,7 +26,7 @@ instead of waiting as long as a script would (``REQUEST_RETRY_DEADLINE_SECONDS``
 
 def _require_extra() -> None:
     """Stop with one line naming the extra to install when a module of it is missing."""
-    from hmq.cli import _missing, _with_extra
+    from hmq.cli._app import _missing, _with_extra
 
     missing = _missing(MODULES)
     if missing is not None:

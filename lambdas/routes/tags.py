@@ -73,8 +73,13 @@ def delete(body: wire.TaskSelection, p: Principal = Depends(principal), c: Conte
 
 
 @router.get("/tags", response_model=list[wire.TagSummary])
-def list_tags(p: Principal = Depends(principal), c: Context = Depends(ctx)) -> list[wire.TagSummary]:
-    return tags.list_tags(c, p)
+def list_tags(
+    tag: Optional[str] = Query(default=None, pattern=wire.NAME_RE.pattern),
+    p: Principal = Depends(principal),
+    c: Context = Depends(ctx),
+) -> list[wire.TagSummary]:
+    """The caller's tags, oldest first, with their tasks per state (``tag=``: only that one)."""
+    return tags.list_tags(c, p, tag)
 
 
 @router.get("/tags/{tag}", response_model=wire.TagStatus, responses=errors(404))

@@ -46,19 +46,31 @@ def tag_status(ctx: Context, principal: Principal, name: str) -> wire.TagStatus:
     return out
 
 
-def list_tags(ctx: Context, principal: Principal) -> list[wire.TagSummary]:
+def list_tags(ctx: Context, principal: Principal, name: Optional[str] = None) -> list[wire.TagSummary]:
+    """The caller's tags (or only the one named), oldest first, with their tasks per state and
+    the time of their latest result."""
     principal.require("user")
     with ctx.index.read() as session:
-        rows = session.execute(
-            select(
-                Tag.name, Tag.created, func.count(Task.seq), func.count(Task.seq).filter(Task.status.in_(OPEN_STATES))
-            )
-            .join(Task, Task.tag_id == Tag.id, isouter=True)
-            .where(Tag.user_id == principal.user_id)
-            .group_by(Tag.id)
-            .order_by(Tag.created)
-        ).all()
-    return [wire.TagSummary(tag=n, created=c, total=t, open=o) for n, c, t, o in rows]
+        query = select(Tag.id, Tag.name, Tag.created).where(Tag.user_id == principal.user_id)
+        if name is not None:
+            query = query.where(Tag.name == name)
+        tags = session.execute(query.order_by(Tag.created, Tag.id)).all()
+        counts: dict[int, dict[str, int]] = {t.id: {} for t in tags}
+        last: dict[int, float] = {}
+        for part in batched(list(counts), ctx.settings.select_page):
+            per_state = select(Task.tag_id, Task.status, func.count()).where(Task.tag_id.in_(part))
+            for tag_id, status, n in session.execute(per_state.group_by(Task.tag_id, Task.status)):
+                counts[tag_id][TaskStatus(status).label] = n
+            latest = select(Batch.tag_id, func.max(Batch.created)).where(Batch.tag_id.in_(part))
+            last.update({tag_id: when for tag_id, when in session.execute(latest.group_by(Batch.tag_id))})
+    return [_summary(t.name, t.created, counts[t.id], last.get(t.id)) for t in tags]
+
+
+def _summary(name: str, created: float, counts: dict[str, int], last_result: Optional[float]) -> wire.TagSummary:
+    open_count = sum(counts.get(TaskStatus(s).label, 0) for s in OPEN_STATES)
+    return wire.TagSummary(
+        tag=name, created=created, total=sum(counts.values()), open=open_count, last_result=last_result, **counts
+    )
 
 
 def find_tasks(ctx: Context, principal: Principal, name: str, after: Optional[str], limit: int) -> wire.TaskPage:

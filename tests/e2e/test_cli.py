@@ -188,12 +188,12 @@ def test_logs_errors_are_one_clear_line(embedded: Stack, tmp_path: Path) -> None
         (["--task", "not-a-uuid"], "Invalid value for '--task': 'not-a-uuid' is not a valid UUID."),
     ]:
         usage = _hmq(embedded, "logs", name, *args)
-        assert usage.returncode == 2 and usage.stderr.splitlines()[-1] == f"Error: {problem}"
+        assert (usage.returncode, usage.stderr) == (2, f"Error: {problem} (see 'hmq logs --help')\n")
     bad_name = _hmq(embedded, "logs", "no/such tag")
-    assert bad_name.returncode == 2
-    assert (
-        bad_name.stderr.splitlines()[-1]
-        == "Error: Invalid value for TAG: 'no/such tag' must be 1-200 letters, digits, '_', '.' or '-'"
+    assert (bad_name.returncode, bad_name.stderr) == (
+        2,
+        "Error: Invalid value for 'TAG': 'no/such tag' must be 1-200 letters, digits, '_', '.' or '-' "
+        "(see 'hmq logs --help')\n",
     )
 
 
