@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -317,14 +317,17 @@ class API:
         return submission.run(calls, progress, sink)
 
     # --- tags and tasks ------------------------------------------------------------------
-    def get_tag_status(self, tag: str) -> dict[str, int]:
+    def get_tag_status(self, tag: str) -> dict[str, Any]:
         """Fetch task statistics for a given tag.
 
         Args:
             tag: The tag to inspect.
 
         Returns:
-            Task status counts (pending, running, completed, failed, cancelled, total).
+            Task status counts (``pending``, ``running``, ``completed``, ``failed``,
+            ``cancelled``, ``total``) and ``warnings``: why pending tasks wait (no worker seen
+            recently can run them, and what is missing) and the package environments workers
+            are building for them, as sentences (see :func:`format_status`).
         """
         return self._call("GET", f"/v1/tags/{tag}", model=wire.TagStatus).model_dump(exclude={"tag"})
 
@@ -509,6 +512,14 @@ class API:
         """Keep a verified pickled function in this client's worker session, for the tasks of
         ``user`` (a key id). Raises :class:`hmq.IntegrityError` if it does not match ``function``."""
         self._worker_session().functions.put(user, function, payload)
+
+
+def format_status(status: Mapping[str, Any]) -> str:
+    """One line for a tag status (:meth:`API.get_tag_status`): the counts that are not zero,
+    then the warnings, e.g. ``"3 pending, 1 running; building numpy env on 1 worker (for 12 s)"``."""
+    states = ("pending", "running", "completed", "failed", "cancelled")
+    counts = ", ".join(f"{status[s]} {s}" for s in states if status.get(s)) or "no tasks"
+    return "; ".join([counts, *status.get("warnings", [])])
 
 
 def _loads(raw: bytes) -> Any:

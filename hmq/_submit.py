@@ -2,12 +2,15 @@
 
 Per chunk (up to ``CHUNK_MAX_CALLS`` calls): one presigned PUT; per
 ``SUBMIT_CHUNKS_PER_REQUEST`` chunks: one API request. Task ids are made here, so a retried
-registration never duplicates a task.
+registration never duplicates a task. When the API answers that no worker seen recently can run
+the tasks (``SubmitOut.warnings``), each reason is shown at once as a ``UserWarning``.
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +51,8 @@ class Submission:
         self.kid, self.compute_public = api.compute_key()
         self.function_name = function_name[:200]
         self._slots: deque[wire.UploadSlot] = deque()
+        self.warnings: list[str] = []
+        """What the API said keeps the tasks from running now (each also shown as a ``UserWarning``)."""
 
     def _writer(self) -> formats.ChunkWriter:
         return formats.ChunkWriter(
@@ -108,7 +113,11 @@ class Submission:
         # The ids go to the sink first: if the request is interrupted, the caller knows of every
         # task that may have been registered.
         sink([str(t[0]) for c in chunks for t in c.tasks])
-        self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        out = self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        for message in out.warnings:
+            if message not in self.warnings:  # at once, and once per submit
+                self.warnings.append(message)
+                warn_outside_hmq(f"tag {self.tag}: {message}")
         if progress is not None:
             progress.update(sum(len(c.tasks) for c in chunks))
 
@@ -141,6 +150,15 @@ class Submission:
         if chunks == 0:
             raise UsageError("nothing to submit: no calls were recorded")
         return collected
+
+
+def warn_outside_hmq(message: str) -> None:
+    """A ``UserWarning`` attributed to the first caller outside hmq (the user's submit line), so
+    that notebooks and scripts show it, and tests can catch it with ``pytest.warns``."""
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "hmq":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _pickle_call(n: int, call: Any) -> bytes:
