@@ -3,7 +3,8 @@
 Per chunk (up to ``CHUNK_MAX_CALLS`` calls): one presigned PUT; per
 ``SUBMIT_CHUNKS_PER_REQUEST`` chunks: one API request. Task ids are made here, so a retried
 registration never duplicates a task. When the API answers that no worker seen recently can run
-the tasks (``SubmitOut.warnings``), each reason is shown at once as a ``UserWarning``.
+the tasks (``SubmitOut.warnings``), each reason is shown as a ``UserWarning`` once every task is
+registered (so that warnings turned into errors cannot cut a submit short).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Submission:
         self.function_name = function_name[:200]
         self._slots: deque[wire.UploadSlot] = deque()
         self.warnings: list[str] = []
-        """What the API said keeps the tasks from running now (each also shown as a ``UserWarning``)."""
+        """What the API said keeps the tasks from running now, each once (see :func:`warn_placement`)."""
 
     def _writer(self) -> formats.ChunkWriter:
         return formats.ChunkWriter(
@@ -114,10 +115,7 @@ class Submission:
         # task that may have been registered.
         sink([str(t[0]) for c in chunks for t in c.tasks])
         out = self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
-        for message in out.warnings:
-            if message not in self.warnings:  # at once, and once per submit
-                self.warnings.append(message)
-                warn_outside_hmq(f"tag {self.tag}: {message}")
+        self.warnings += [message for message in out.warnings if message not in self.warnings]
         if progress is not None:
             progress.update(sum(len(c.tasks) for c in chunks))
 
@@ -150,6 +148,12 @@ class Submission:
         if chunks == 0:
             raise UsageError("nothing to submit: no calls were recorded")
         return collected
+
+
+def warn_placement(tag: str, messages: Iterable[str]) -> None:
+    """Each of ``messages`` (from the submit answers) as a ``UserWarning`` naming the tag."""
+    for message in messages:
+        warn_outside_hmq(f"tag {tag}: {message}")
 
 
 def warn_outside_hmq(message: str) -> None:

@@ -152,6 +152,10 @@ class TaskFunction:
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
 
+        When no worker seen recently can run the calls (their Python version, ``ncores``,
+        ``memory`` or ``datacenters``), a ``UserWarning`` says what is missing; the tasks wait
+        for such a worker, and ``hmq.api.get_tag_status(name)["warnings"]`` says it too.
+
         A submit that fails or is interrupted (Ctrl+C) part way deletes the tasks it had
         registered and raises the error; the calls stay recorded, so calling ``submit`` again
         sends them all. If they cannot be deleted (the API is down), the error says so, with the
@@ -171,16 +175,28 @@ class TaskFunction:
         api.register_function({"callable": payload}, digest)
         out = Tag(name, api if api is not default else None)
         options = {"packages": packages, "function_name": self.__name__, **dataclasses.asdict(limits)}
+        placement: list[str] = []  # shown once the tag is complete, below
         try:
             with _progress_bar(len(self._calls), f"Submitting {name}", quiet) as progress:
                 where = list(datacenters) if datacenters else None
                 api.submit_tasks(
-                    name, digest, self._calls, ncores, where, progress=progress, sink=out.add_tasks, **options
+                    name,
+                    digest,
+                    self._calls,
+                    ncores,
+                    where,
+                    progress=progress,
+                    sink=out.add_tasks,
+                    warnings=placement,
+                    **options,
                 )
         except BaseException as exc:
             _abandon(api, out, self.__name__, exc)
             raise
         self._calls = CallLog()
+        from hmq._submit import warn_placement
+
+        warn_placement(name, placement)
         return out
 
 

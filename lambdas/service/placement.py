@@ -101,7 +101,9 @@ def record_builds(ctx: Context, worker: Worker, builds: wire.Builds) -> None:
 def _waits(ctx: Context, reason: str) -> str:
     timeout = ctx.settings.placement_timeout_seconds
     fails = f", and fail if none is seen within {span(timeout)}" if timeout > 0 else ""
-    return f"{reason}: the tasks wait until such a worker registers (workers may be started on demand){fails}"
+    return (
+        f"{reason}: the tasks wait until a worker that can run them registers (workers may be started on demand){fails}"
+    )
 
 
 def _recent_workers(ctx: Context, session: Session) -> Sequence[Any]:
