@@ -84,7 +84,7 @@ def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Opti
     return f"Python {python} with {ncores} core(s){needs} {where}"
 
 
-def _can_run(worker: Any, python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> bool:
+def can_run(worker: Any, python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> bool:
     """Whether a worker row (python, datacenter, cores, memory) can run tasks of this kind."""
     wanted = decode_datacenters(datacenters)
     fits = memory is None or worker.memory is None or memory <= worker.memory
@@ -106,7 +106,7 @@ def missing(
     """What no worker row of ``workers`` (python, datacenter, cores, memory; those seen within
     ``window``, e.g. ``"10 min"``) has for tasks of this kind; ``None`` when one can run them.
     Each requirement that no worker meets is named, with what the workers have."""
-    if any(_can_run(w, python, datacenters, ncores, memory) for w in workers):
+    if any(can_run(w, python, datacenters, ncores, memory) for w in workers):
         return None
     seen = f"no worker seen in the last {window}"
     if not workers:
@@ -426,7 +426,7 @@ class Lifecycle:
         ).all()
         failed = 0
         for kind in kinds:
-            if any(_can_run(w, *kind) for w in workers):
+            if any(can_run(w, *kind) for w in workers):
                 continue
             python, datacenters, ncores, memory = kind
             same = (_same(Task.datacenters, datacenters), _same(Task.memory, memory))

@@ -3,7 +3,7 @@
 - **Placement warnings** (the submit answer, the tag status): no worker seen within
   ``placement_warning_seconds`` can run the tasks, and what is missing (their Python version,
   enough cores or memory, one of their datacenters), from :func:`lifecycle.missing`, the same
-  test (:func:`lifecycle._can_run`) that claims and the placement timeout apply. No worker at
+  test (:func:`lifecycle.can_run`) the placement timeout applies (claims apply it in SQL). No worker at
   all is a warning too, saying that workers may be started on demand: autoscalers
   (``hmq autoscale``) read the queue, not the workers, and start workers as tasks wait.
 - **Builds** (the tag status): the package environments live workers (seen within a lease)

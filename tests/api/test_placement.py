@@ -5,6 +5,7 @@ queued and run then."""
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -139,3 +140,41 @@ def _forget_placements(server: Server) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE tags SET placements = NULL"))
     engine.dispose()
+
+
+def test_builds_reported_in_heartbeats_and_claims_show_in_the_tag_status(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    first, second = ManualWorker(server, tmp_path), ManualWorker(server, tmp_path)
+    tag = submit(user, double, [(1,)], packages=["numpy"])
+    plain = submit(user, double, [(1,)])
+    assert user.get_tag_status(tag.name)["warnings"] == []
+    first.session.heartbeat([], building=[(["numpy"], 3.0)])
+    assert re.fullmatch(r"building numpy env on 1 worker \(for ([3-9]|\d\d+) s\)", *user.get_tag_status(tag.name)["warnings"])
+    assert user.get_tag_status(plain.name)["warnings"] == []  # another package set
+    first.session.heartbeat([])  # no building field (an older worker): what it said stays
+    assert len(user.get_tag_status(tag.name)["warnings"]) == 1
+    (group,) = second.session.claim(1, 1, building=[(["numpy"], 0.0)]).groups  # the task runs meanwhile
+    assert re.fullmatch(r"building numpy env on 2 workers \(for ([3-9]|\d\d+) s\)", *user.get_tag_status(tag.name)["warnings"])
+    first.session.heartbeat([], building=[])
+    second.session.heartbeat([str(group.tasks[0].id)], building=[])
+    assert user.get_tag_status(tag.name)["warnings"] == []
+
+
+def test_missing_names_every_requirement_no_worker_meets() -> None:
+    from types import SimpleNamespace
+
+    from lambdas.service.lifecycle import encode_datacenters, missing
+
+    small = SimpleNamespace(python="3.11", datacenter="cpu", cores=4, memory=GiB)
+    big = SimpleNamespace(python="3.11", datacenter="gpu", cores=1, memory=None)
+    gpu = encode_datacenters(["gpu"])
+    assert missing([small, big], "3.11", None, 4, None, "10 min") is None
+    assert missing([small], "3.12", encode_datacenters(["a", "b"]), 8, 2 * GiB, "1 h") == (
+        "no worker seen in the last 1 h has Python 3.12 (workers have 3.11); none is in datacenter a or b "
+        "(seen: cpu); none has 8 cores (largest: 4); none has 2 GiB of memory (largest: 1 GiB)"
+    )
+    assert missing([small, big], "3.11", gpu, 4, None, "10 min") == (
+        "no worker seen in the last 10 min has all of Python 3.11 with 4 core(s) in datacenter(s) gpu"
+    )
+    assert missing([big], "3.11", None, 1, 64 * GiB, "10 min") is None  # a worker that did not say fits any memory
+    assert missing([], "3.11", None, 1, None, "10 min") == "no worker seen in the last 10 min"
