@@ -149,12 +149,16 @@ def test_builds_reported_in_heartbeats_and_claims_show_in_the_tag_status(server:
     plain = submit(user, double, [(1,)])
     assert user.get_tag_status(tag.name)["warnings"] == []
     first.session.heartbeat([], building=[(["numpy"], 3.0)])
-    assert re.fullmatch(r"building numpy env on 1 worker \(for ([3-9]|\d\d+) s\)", *user.get_tag_status(tag.name)["warnings"])
+    assert re.fullmatch(
+        r"building numpy env on 1 worker \(for ([3-9]|\d\d+) s\)", *user.get_tag_status(tag.name)["warnings"]
+    )
     assert user.get_tag_status(plain.name)["warnings"] == []  # another package set
     first.session.heartbeat([])  # no building field (an older worker): what it said stays
     assert len(user.get_tag_status(tag.name)["warnings"]) == 1
     (group,) = second.session.claim(1, 1, building=[(["numpy"], 0.0)]).groups  # the task runs meanwhile
-    assert re.fullmatch(r"building numpy env on 2 workers \(for ([3-9]|\d\d+) s\)", *user.get_tag_status(tag.name)["warnings"])
+    assert re.fullmatch(
+        r"building numpy env on 2 workers \(for ([3-9]|\d\d+) s\)", *user.get_tag_status(tag.name)["warnings"]
+    )
     first.session.heartbeat([], building=[])
     second.session.heartbeat([str(group.tasks[0].id)], building=[])
     assert user.get_tag_status(tag.name)["warnings"] == []
