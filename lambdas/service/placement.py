@@ -51,15 +51,20 @@ def of_chunks(chunks: Iterable[wire.ChunkIn]) -> list[Placement]:
     return sorted(found, key=repr)
 
 
-def remember(tag: Tag, placements: Sequence[Placement]) -> None:
+def remember(session: Session, tag: Tag, placements: Sequence[Placement]) -> None:
     """Add ``placements`` to those the tag keeps. A tag made before they were kept (NULL)
-    stays without: a partial list would hide some, so its open tasks are scanned instead."""
-    if tag.placements is None:
+    stays without: a partial list would hide some, so its open tasks are scanned instead.
+    Adding one locks the tag's row first (PostgreSQL), so concurrent submits lose none."""
+    if tag.placements is None or not _new(tag, placements):
         return
-    kept = [tuple(p) for p in json.loads(tag.placements)]
-    new = [p for p in placements if p not in kept]
-    if new:
-        tag.placements = json.dumps([*kept, *new])
+    session.refresh(tag, ["placements"], with_for_update=True)
+    if tag.placements is not None:
+        tag.placements = json.dumps([*json.loads(tag.placements), *_new(tag, placements)])
+
+
+def _new(tag: Tag, placements: Sequence[Placement]) -> list[Placement]:
+    kept = [tuple(p) for p in json.loads(tag.placements or "[]")]
+    return [p for p in placements if p not in kept]
 
 
 def submit_warnings(ctx: Context, session: Session, placements: Sequence[Placement]) -> list[str]:

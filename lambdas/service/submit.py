@@ -118,7 +118,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
         tag = _own_or_new_tag(ctx, session, principal, body.tag)
         placements = placement.of_chunks(body.chunks)
-        placement.remember(tag, placements)
+        placement.remember(session, tag, placements)
         registered(session, [c.key for c in body.chunks])
         functions = dict(
             session.execute(
