@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -287,8 +287,13 @@ class API:
         memory: Optional[int | str] = None,
         retries: int = 0,
         function_name: str = "",
+        warnings: Optional[list[str]] = None,
     ) -> list[str]:
         """Encrypt, upload and register calls of a registered function under ``tag``.
+
+        When the API says that no worker seen recently can run the calls (their Python version,
+        cores, memory or datacenters), each reason is shown as a ``UserWarning`` once all are
+        registered; the tasks stay queued.
 
         Args:
             tag: full tag name.
@@ -305,26 +310,35 @@ class API:
             memory: address space per call, bytes or a size like ``"4GiB"``; ``None``: no limit.
             retries: how many times a call that failed runs again.
             function_name: the function's name, which workers' messages about it use.
+            warnings: a list that receives those reasons instead of them being shown.
 
         Returns:
             The task ids, in submission order (empty when a ``sink`` took them).
         """
-        from hmq._submit import Submission
+        from hmq._submit import Submission, warn_placement
         from hmq.limits import Limits
 
         limits = Limits.of(timeout, memory, retries)
         submission = Submission(self, tag, digest, ncores, datacenters, packages, limits, function_name)
-        return submission.run(calls, progress, sink)
+        ids = submission.run(calls, progress, sink)
+        if warnings is None:
+            warn_placement(tag, submission.warnings)
+        else:
+            warnings += submission.warnings
+        return ids
 
     # --- tags and tasks ------------------------------------------------------------------
-    def get_tag_status(self, tag: str) -> dict[str, int]:
+    def get_tag_status(self, tag: str) -> dict[str, Any]:
         """Fetch task statistics for a given tag.
 
         Args:
             tag: The tag to inspect.
 
         Returns:
-            Task status counts (pending, running, completed, failed, cancelled, total).
+            Task status counts (``pending``, ``running``, ``completed``, ``failed``,
+            ``cancelled``, ``total``) and ``warnings``: why pending tasks wait (no worker seen
+            recently can run them, and what is missing) and the package environments workers
+            are building for them, as sentences.
         """
         return self._call("GET", f"/v1/tags/{tag}", model=wire.TagStatus).model_dump(exclude={"tag"})
 

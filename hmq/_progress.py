@@ -33,23 +33,11 @@ MAX_NOTE_CHARS = 60
 """A note longer than this is cut in the bar (``hmq status TAG`` shows it whole)."""
 
 
-def status_notes(status: Any) -> list[str]:
-    """The human-readable notes in a tag's status (what the API says about placement problems and
-    package environments being built, e.g. ``"building numpy env on 1 worker"``): its
-    ``warnings`` list, if it has one. ``status`` is the dict of ``API.get_tag_status`` or a
-    model; a status without the field (an older API) has no notes. Entries may be strings or
-    objects with a ``message``."""
-    raw = status.get("warnings") if isinstance(status, Mapping) else getattr(status, "warnings", None)
-    if not raw:
-        return []
-    if isinstance(raw, str):
-        return [raw]
-    notes = []
-    for item in raw if isinstance(raw, (list, tuple)) else ():
-        text = item.get("message") if isinstance(item, Mapping) else item
-        if isinstance(text, str) and text.strip():
-            notes.append(" ".join(text.split()))
-    return notes
+def status_notes(status: Mapping[str, Any]) -> list[str]:
+    """The human-readable notes of a tag's status (:meth:`hmq.API.get_tag_status`): why its
+    pending tasks wait and which package environments are being built for them, e.g.
+    ``"building numpy env on 1 worker (for 12 s)"``; none from an API without the field."""
+    return [str(note) for note in status.get("warnings") or ()]
 
 
 def _in_notebook() -> bool:

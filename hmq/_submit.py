@@ -2,12 +2,16 @@
 
 Per chunk (up to ``CHUNK_MAX_CALLS`` calls): one presigned PUT; per
 ``SUBMIT_CHUNKS_PER_REQUEST`` chunks: one API request. Task ids are made here, so a retried
-registration never duplicates a task.
+registration never duplicates a task. When the API answers that no worker seen recently can run
+the tasks (``SubmitOut.warnings``), each reason is shown as a ``UserWarning`` once every task is
+registered (so that warnings turned into errors cannot cut a submit short).
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +52,8 @@ class Submission:
         self.kid, self.compute_public = api.compute_key()
         self.function_name = function_name[:200]
         self._slots: deque[wire.UploadSlot] = deque()
+        self.warnings: list[str] = []
+        """What the API said keeps the tasks from running now, each once (see :func:`warn_placement`)."""
 
     def _writer(self) -> formats.ChunkWriter:
         return formats.ChunkWriter(
@@ -108,7 +114,8 @@ class Submission:
         # The ids go to the sink first: if the request is interrupted, the caller knows of every
         # task that may have been registered.
         sink([str(t[0]) for c in chunks for t in c.tasks])
-        self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        out = self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        self.warnings += [message for message in out.warnings if message not in self.warnings]
         if progress is not None:
             progress.update(sum(len(c.tasks) for c in chunks))
 
@@ -141,6 +148,21 @@ class Submission:
         if chunks == 0:
             raise UsageError("nothing to submit: no calls were recorded")
         return collected
+
+
+def warn_placement(tag: str, messages: Iterable[str]) -> None:
+    """Each of ``messages`` (from the submit answers) as a ``UserWarning`` naming the tag."""
+    for message in messages:
+        warn_outside_hmq(f"tag {tag}: {message}")
+
+
+def warn_outside_hmq(message: str) -> None:
+    """A ``UserWarning`` attributed to the first caller outside hmq (the user's submit line), so
+    that notebooks and scripts show it, and tests can catch it with ``pytest.warns``."""
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "hmq":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _pickle_call(n: int, call: Any) -> bytes:

@@ -17,6 +17,7 @@ import cloudpickle
 from hmq import _progress, wire
 from hmq import defaults as _defaults
 from hmq._errors import HmqError, NotFound, UsageError
+from hmq._submit import warn_placement
 from hmq.limits import Limits
 from hmq.tag import Tag, default_client
 
@@ -153,6 +154,9 @@ class TaskFunction:
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
 
+        When no worker seen recently can run the calls, a ``UserWarning`` says what is missing
+        (``get_tag_status(name)["warnings"]`` too); the tasks wait for such a worker.
+
         A submit that fails or is interrupted (Ctrl+C) part way deletes the tasks it had
         registered and raises the error; the calls stay recorded, so calling ``submit`` again
         sends them all. If they cannot be deleted (the API is down), the error says so, with the
@@ -173,14 +177,27 @@ class TaskFunction:
         out = Tag(name, api if api is not default else None)
         options = {"packages": packages, "function_name": self.__name__, **dataclasses.asdict(limits)}
         try:
-            with _progress.submit_bar(len(self._calls), name, quiet) as bar:
-                where = list(datacenters) if datacenters else None
-                api.submit_tasks(name, digest, self._calls, ncores, where, progress=bar, sink=out.add_tasks, **options)
+            placement = _send(api, out, digest, self._calls, ncores, datacenters, options, quiet)
         except BaseException as exc:
             _abandon(api, out, self.__name__, exc)
             raise
         self._calls = CallLog()
+        warn_placement(name, placement)  # once the tag is complete: a warning made an error loses nothing
         return out
+
+
+def _send(
+    api: Any, out: Tag, digest: str, calls: Any, ncores: int, datacenters: Any, options: dict[str, Any], quiet: Any
+) -> list[str]:
+    """Submit ``calls`` under ``out``'s name behind a progress bar; return the placement
+    warnings of the answers (what keeps the tasks from running now)."""
+    placement: list[str] = []
+    with _progress.submit_bar(len(calls), out.name, quiet) as bar:
+        where = list(datacenters) if datacenters else None
+        api.submit_tasks(
+            out.name, digest, calls, ncores, where, progress=bar, sink=out.add_tasks, warnings=placement, **options
+        )
+    return placement
 
 
 def task(func: Optional[Callable[..., Any]] = None, **defaults: Any) -> Any:

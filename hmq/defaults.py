@@ -118,6 +118,14 @@ PLACEMENT_TIMEOUT_SECONDS = 24 * 3600.0
 """A pending task that no worker seen in this long could run (none of its datacenters, its
 Python version, enough cores) fails with an error saying so. 0 waits forever."""
 
+PLACEMENT_WARNING_SECONDS = 600.0
+"""*Recently*, for placement warnings: the submit answer and the tag status warn when no worker
+seen in this long could run a tag's tasks (workers are seen at every claim and heartbeat, a
+heartbeat every ``LEASE_SECONDS / 4``, so any live worker was seen within this)."""
+
+WORKER_MAX_BUILDS = 64
+"""Most package environments a worker reports building at once (it builds one per runner)."""
+
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 

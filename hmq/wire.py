@@ -201,8 +201,12 @@ class SubmitIn(Model):
 
 
 class SubmitOut(Model):
+    """``warnings``: what keeps the submitted tasks from running now, e.g. no worker seen
+    recently has their Python version (human readable; the client shows them as a ``UserWarning``)."""
+
     created: int
     existing: int
+    warnings: list[str] = Field(default_factory=list)
 
 
 # --- tags and tasks ----------------------------------------------------------------------
@@ -217,6 +221,11 @@ class TagStatus(Model):
     failed: int = 0
     cancelled: int = 0
     total: int = 0
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="why pending tasks wait (no worker seen recently can run them) and the package "
+        "environments workers are building for them; human readable, recomputed on each request",
+    )
 
 
 class TagSummary(Model):
@@ -362,6 +371,15 @@ class MetricsOut(Model):
     points: list[MetricPoint]
     users: list[UserUsage]
     datacenters: list[DatacenterInfo]
+class EnvBuild(Model):
+    """A package environment a worker is building: its package set, and for how long."""
+
+    packages: list[PackageReq] = Field(max_length=defaults.TASK_MAX_PACKAGES)
+    seconds: float = Field(ge=0, le=1e7, description="since the build started")
+
+
+Builds = Optional[list[EnvBuild]]
+"""The environments a worker is building now; ``None`` (an older worker): not told."""
 
 
 class ClaimIn(Model):
@@ -372,6 +390,7 @@ class ClaimIn(Model):
     allocated: Count = 0
     running: Count = 0
     used: Count = 0
+    building: Builds = Field(default=None, max_length=defaults.WORKER_MAX_BUILDS)
 
 
 class ClaimTask(Model):
@@ -434,6 +453,7 @@ class CompleteOut(Model):
 
 class HeartbeatIn(Model):
     tasks: TaskList = Field(default_factory=list)
+    building: Builds = Field(default=None, max_length=defaults.WORKER_MAX_BUILDS)
 
 
 class HeartbeatOut(Model):

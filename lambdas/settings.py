@@ -95,6 +95,8 @@ class Settings:
             plus this margin, so a stuck worker cannot hold a task with a timeout.
         placement_timeout_seconds: a pending task no worker seen in this long could run fails;
             0 waits forever.
+        placement_warning_seconds: the submit answer and the tag status warn when no worker
+            seen in this long could run the tasks (what is missing, e.g. their Python version).
         presign_expiry_seconds: lifetime of a presigned URL (at most 7 days).
         max_object_bytes: largest object the store accepts.
         max_request_bytes: largest JSON request body.
@@ -130,6 +132,7 @@ class Settings:
     max_attempts: int = defaults.MAX_ATTEMPTS
     timeout_margin_seconds: float = defaults.TIMEOUT_MARGIN_SECONDS
     placement_timeout_seconds: float = defaults.PLACEMENT_TIMEOUT_SECONDS
+    placement_warning_seconds: float = defaults.PLACEMENT_WARNING_SECONDS
     presign_expiry_seconds: int = defaults.PRESIGN_EXPIRY_SECONDS
     max_object_bytes: int = defaults.MAX_OBJECT_BYTES
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
@@ -165,8 +168,10 @@ class Settings:
             raise ConfigurationError("tag_page_tasks and select_page must be at least 1")
         if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
             raise ConfigurationError("sweep and purge intervals cannot be negative")
-        if self.timeout_margin_seconds < 0:
-            raise ConfigurationError("timeout_margin_seconds cannot be negative")
+        if self.timeout_margin_seconds < 0 or self.placement_warning_seconds <= 0:
+            raise ConfigurationError(
+                "timeout_margin_seconds cannot be negative and placement_warning_seconds must be positive"
+            )
         if self.upload_grace_seconds <= self.presign_expiry_seconds or self.upload_sweep_seconds < 0:
             raise ConfigurationError("upload_grace_seconds must exceed presign_expiry_seconds; sweeps are not negative")
         if self.max_pending_uploads < 1:
@@ -196,6 +201,7 @@ class Settings:
             "max_attempts": (int, get("MAX_ATTEMPTS")),
             "timeout_margin_seconds": (float, get("TIMEOUT_MARGIN_SECONDS")),
             "placement_timeout_seconds": (float, get("PLACEMENT_TIMEOUT_SECONDS")),
+            "placement_warning_seconds": (float, get("PLACEMENT_WARNING_SECONDS")),
             "presign_expiry_seconds": (int, get("PRESIGN_EXPIRY_SECONDS")),
             "max_object_bytes": (int, get("MAX_OBJECT_BYTES")),
             "max_request_bytes": (int, get("MAX_REQUEST_BYTES")),

@@ -306,11 +306,12 @@ class ManualWorker:
         datacenter: str = "default",
         cores: int = 1,
         memory: Optional[int] = None,
+        python: Optional[str] = None,
     ) -> None:
         self.creds = WorkerCredentials.load(server.worker_credentials(directory))
         self.api = server.client(self.creds.identity)
         self.session: WorkerSession = self.api._worker_session()
-        self.session.register(datacenter, cores, memory=memory)
+        self.session.register(datacenter, cores, python, memory=memory)
 
     def claim(self, n: int = 100, available: int = 1) -> list[Any]:
         return self.session.claim(n, available).groups

@@ -9,6 +9,10 @@ less its private variables (``HMQ_*``, ``AWS_*``: no credentials path, no cloud 
 bwrap isolation, in a sandbox where only the environment being built and a private /tmp are
 writable (``Sandbox.build_command``).
 
+While a build runs, :meth:`EnvManager.building` names it (package set, seconds so far); the
+worker reports that in its heartbeats and claims, and tells the API at once when a build starts
+and ends (``on_change``), so that the tag status of tasks waiting for it says so.
+
 Under ``uid`` isolation the worker is root, and a build runs as the executor account instead:
 pip and the packages' build code write the environment, owned by that account, with a private
 HOME (a copy of the worker's own pip configuration in it). The worker then copies the tree into
@@ -35,6 +39,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -68,7 +73,13 @@ def _cloudpickle_requirement() -> str:
 class EnvManager:
     """Finds or builds the interpreter for a package set."""
 
-    def __init__(self, root: Path, pip_args: tuple[str, ...] = (), sandbox: Optional[Sandbox] = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        pip_args: tuple[str, ...] = (),
+        sandbox: Optional[Sandbox] = None,
+        on_change: Optional[Callable[[], None]] = None,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.pip_args = pip_args
@@ -78,6 +89,10 @@ class EnvManager:
         self.builder = pwd.getpwnam(self.sandbox.user) if uid_mode else None  # type: ignore[arg-type]
         """The account builds run as (the executor account, under ``uid``); None: the worker's."""
         self._failures: dict[str, tuple[float, str]] = {}
+        self._building: dict[str, tuple[list[str], float]] = {}  # key -> packages, time.monotonic at start
+        self._on_change = on_change
+        """Called (from the building thread) when a build starts and when it ends: the worker
+        tells the API at once, for the tag status."""
         self._lock = threading.Lock()
 
     def python(self, packages: list[str]) -> str:
@@ -125,20 +140,46 @@ class EnvManager:
             who = f" as {self.builder.pw_name}" if self.builder is not None else ""
             log.info("building environment %s for %s%s", path.name, " ".join(packages), who)
             started = time.monotonic()
-            path.mkdir()
-            home = self._builder_home(path)
+            self._announce(path.name, (packages, started))
             try:
-                self._install(path, packages, home)
-                if self.builder is not None:
-                    self._promote(path)
-            except PackageEnvError:
-                shutil.rmtree(path, ignore_errors=True)
-                raise
+                self._build_here(path, packages)
             finally:
-                if home is not None:
-                    shutil.rmtree(home, ignore_errors=True)
+                self._announce(path.name, None)
             (path / READY).write_text(json.dumps({"packages": packages, "seconds": time.monotonic() - started}))
             log.info("environment %s ready in %.1f s", path.name, time.monotonic() - started)
+
+    def _build_here(self, path: Path, packages: list[str]) -> None:
+        path.mkdir()
+        home = self._builder_home(path)
+        try:
+            self._install(path, packages, home)
+            if self.builder is not None:
+                self._promote(path)
+        except PackageEnvError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        finally:
+            if home is not None:
+                shutil.rmtree(home, ignore_errors=True)
+
+    def _announce(self, key: str, build: Optional[tuple[list[str], float]]) -> None:
+        """Record that the build of ``key`` started (``build``: packages, start) or ended (None)."""
+        with self._lock:
+            if build is None:
+                self._building.pop(key, None)
+            else:
+                self._building[key] = build
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:  # telling the API is a courtesy: never let it stop a build
+                log.exception("could not report the environment build")
+
+    def building(self) -> list[tuple[list[str], float]]:
+        """The environments being built now: package set and seconds since the build started."""
+        now = time.monotonic()
+        with self._lock:
+            return [(packages, now - started) for packages, started in self._building.values()]
 
     def _install(self, path: Path, packages: list[str], home: Optional[Path]) -> None:
         """Create the virtual environment at ``path`` and install ``packages`` into it."""

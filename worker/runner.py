@@ -75,7 +75,9 @@ class CachedWorker:
             sandbox=settings.isolation,
             max_log=settings.max_log_bytes,
         )
-        self.envs = EnvManager(settings.cache_dir / "envs", settings.pip_args, sandbox=self.pool.sandbox)
+        self.envs = EnvManager(
+            settings.cache_dir / "envs", settings.pip_args, sandbox=self.pool.sandbox, on_change=self._beat_soon
+        )
         self.preparer = Preparer(self.session, credentials, settings.header_cache)
         self._cv = threading.Condition()
         self._held: set[str] = set()
@@ -214,7 +216,9 @@ class CachedWorker:
     def _claim(self, want: int) -> int:
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
-        claim = self.session.claim(want, self.cores, allocated=self.cores, running=running, used=used)
+        claim = self.session.claim(
+            want, self.cores, allocated=self.cores, running=running, used=used, building=self.envs.building()
+        )
         if self._claims_failing:
             log.warning("claiming works again")
             self._claims_failing = False
@@ -432,15 +436,31 @@ class CachedWorker:
     # --- heartbeat ---------------------------------------------------------------------------
     def _heartbeat(self, every: float) -> None:
         while not self._stop.wait(every):
-            with self._cv:
-                held = sorted(self._held)
-            try:
-                drop = set(self.session.heartbeat(held))
-            except HmqError as exc:
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            if drop:
-                self._drop(drop)
+            self._beat()
+
+    def _beat(self) -> None:
+        """One heartbeat: the tasks held, the environments being built; drop what the API says."""
+        with self._cv:
+            held = sorted(self._held)
+        try:
+            drop = set(self.session.heartbeat(held, self.envs.building()))
+        except HmqError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        if drop:
+            self._drop(drop)
+
+    def _beat_soon(self) -> None:
+        """A heartbeat now, beside the building thread (a package build started or ended: the
+        tag status of the tasks that wait for it says so without waiting a quarter lease)."""
+        if not self._stop.is_set() and self.session.worker_id is not None:
+            threading.Thread(target=self._beat_quietly, name="hmq-heartbeat-now", daemon=True).start()
+
+    def _beat_quietly(self) -> None:
+        try:
+            self._beat()
+        except Exception as exc:  # the session closed meanwhile (shutdown): the next claim says it
+            log.debug("extra heartbeat failed: %s", exc)
 
     def _drop(self, drop: set[str]) -> None:
         """Forget tasks the queue no longer wants from us; stop the ones already running."""

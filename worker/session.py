@@ -2,8 +2,8 @@
 
 The session holds what the API knows the worker by (its worker id, given at registration), the
 signed transport, and the one cache of verified functions. It speaks every worker request:
-register, claim, heartbeat, result upload slots, complete, the package sets pending tasks
-need, and the queue depth autoscalers poll. :class:`worker.runner.CachedWorker`, :class:`worker.prepare.Preparer` and
+register, claim, heartbeat (both carry the package environments the worker is building), result
+upload slots, complete, the package sets pending tasks need, and the queue depth autoscalers poll. :class:`worker.runner.CachedWorker`, :class:`worker.prepare.Preparer` and
 :func:`worker.report.report` use it; the worker methods the user guide documents on ``hmq.API``
 (``dequeue_tasks``, ``sync_tasks``, ``store_results``, ...) delegate to one.
 """
@@ -137,24 +137,33 @@ class WorkerSession:
         return out
 
     def claim(
-        self, max_tasks: int, available: int, *, allocated: int = 0, running: int = 0, used: int = 0
+        self,
+        max_tasks: int,
+        available: int,
+        *,
+        allocated: int = 0,
+        running: int = 0,
+        used: int = 0,
+        building: Optional[Builds] = None,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
         a repeated claim would lease other tasks). ``allocated``, ``running`` and ``used``
-        describe the worker's load, for operators."""
+        describe the worker's load, for operators; ``building`` the package environments it
+        builds now (package set, seconds so far), for the tag status (``None``: not told)."""
         body = wire.ClaimIn(
             max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
             available=max(available, 1),
             allocated=allocated,
             running=running,
             used=used,
+            building=_builds(building),
         )
         return self.transport.call("POST", self._path("claim"), body, model=wire.ClaimOut, retry=False)
 
-    def heartbeat(self, held: Iterable[str]) -> list[str]:
+    def heartbeat(self, held: Iterable[str], building: Optional[Builds] = None) -> list[str]:
         """Extend the leases of the ``held`` tasks; returns those to drop (cancelled, deleted or
-        leased to another worker)."""
-        body = wire.HeartbeatIn(tasks=[uuid.UUID(str(t)) for t in held])
+        leased to another worker). ``building``: as for :meth:`claim`."""
+        body = wire.HeartbeatIn(tasks=[uuid.UUID(str(t)) for t in held], building=_builds(building))
         out = self.transport.call("POST", self._path("heartbeat"), body, model=wire.HeartbeatOut)
         return [str(t) for t in out.drop]
 
@@ -193,6 +202,16 @@ class WorkerSession:
             model=wire.PackageSetsOut,
         )
         return [s for s in out.packagesets if tuple(sorted(s)) not in installed]
+
+
+Builds = Sequence[tuple[Sequence[str], float]]
+"""Package environments being built: package set and seconds since the build started."""
+
+
+def _builds(building: Optional[Builds]) -> wire.Builds:
+    if building is None:
+        return None
+    return [wire.EnvBuild(packages=list(p), seconds=max(0.0, s)) for p, s in building][: defaults.WORKER_MAX_BUILDS]
 
 
 def _package_sets(installlist: Sequence[Sequence[str]] | str | os.PathLike[str]) -> list[Sequence[str]]:

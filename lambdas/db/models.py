@@ -108,6 +108,10 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))
     created: Mapped[float] = mapped_column(Float)
+    placements: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    """JSON: the placements its tasks were submitted with (``[python, datacenters, ncores,
+    memory, packages]`` each), so the tag status reads them without scanning its tasks. NULL:
+    a tag made before they were kept (its pending tasks are scanned instead)."""
 
 
 class Chunk(Base):
@@ -236,3 +240,6 @@ class MetricQueue(Base):
     minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     pending: Mapped[int] = mapped_column(BigInteger)
     running: Mapped[int] = mapped_column(BigInteger)
+    building: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    """JSON: the package environments it reported building, ``[{"packages": [...], "since":
+    API time}]``; NULL: none reported."""

@@ -84,13 +84,48 @@ def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Opti
     return f"Python {python} with {ncores} core(s){needs} {where}"
 
 
-def _can_run(worker: Any, python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> bool:
+def can_run(worker: Any, python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> bool:
     """Whether a worker row (python, datacenter, cores, memory) can run tasks of this kind."""
     wanted = decode_datacenters(datacenters)
     fits = memory is None or worker.memory is None or memory <= worker.memory
     return (
         worker.python == python and worker.cores >= ncores and fits and (wanted is None or worker.datacenter in wanted)
     )
+
+
+def span(seconds: float) -> str:
+    """``"10 min"``, ``"24 h"``, ``"45 s"``: a duration as placement messages give it."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def missing(
+    workers: Sequence[Any], python: str, datacenters: Optional[str], ncores: int, memory: Optional[int], window: str
+) -> Optional[str]:
+    """What no worker row of ``workers`` (python, datacenter, cores, memory; those seen within
+    ``window``, e.g. ``"10 min"``) has for tasks of this kind; ``None`` when one can run them.
+    Each requirement that no worker meets is named, with what the workers have."""
+    if any(can_run(w, python, datacenters, ncores, memory) for w in workers):
+        return None
+    seen = f"no worker seen in the last {window}"
+    if not workers:
+        return seen
+    lacks = []
+    pythons = sorted({w.python for w in workers})
+    if python not in pythons:
+        lacks.append(f"has Python {python} (workers have {', '.join(pythons)})")
+    wanted, names = decode_datacenters(datacenters), sorted({w.datacenter for w in workers})
+    if wanted is not None and not set(wanted) & set(names):
+        lacks.append(f"is in datacenter {' or '.join(wanted)} (seen: {', '.join(names)})")
+    if ncores > max(w.cores for w in workers):
+        lacks.append(f"has {ncores} cores (largest: {max(w.cores for w in workers)})")
+    told = [w.memory for w in workers if w.memory is not None]
+    if memory is not None and len(told) == len(workers) and memory > max(told):
+        lacks.append(f"has {format_memory(memory)} of memory (largest: {format_memory(max(told))})")
+    if not lacks:  # each is on some worker, never all on one
+        lacks.append(f"has all of {_describe(python, datacenters, ncores, memory)}")
+    return f"{seen} {lacks[0]}" + "".join(f"; none {more}" for more in lacks[1:])
 
 
 def _same(column: Any, value: Any) -> ColumnElement[bool]:
@@ -391,7 +426,7 @@ class Lifecycle:
         ).all()
         failed = 0
         for kind in kinds:
-            if any(_can_run(w, *kind) for w in workers):
+            if any(can_run(w, *kind) for w in workers):
                 continue
             python, datacenters, ncores, memory = kind
             same = (_same(Task.datacenters, datacenters), _same(Task.memory, memory))
@@ -400,7 +435,8 @@ class Lifecycle:
             ).all()
             message = (
                 f"task failed: no worker able to run it ({_describe(*kind)}) has been seen "
-                f"for {timeout / 3600:.1f} h. Start such a worker and submit again, or submit without the restriction."
+                f"for {timeout / 3600:.1f} h ({missing(workers, *kind, span(timeout))}). "
+                f"Start such a worker and submit again, or submit without the restriction."
             )
             failed += self._close(session, rows, [old[0]], status=TaskStatus.FAILED, error=message)
         return failed

@@ -20,7 +20,7 @@ from hmq import wire
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Task, TaskStatus, Worker
 from lambdas.service import Context
-from lambdas.service.lifecycle import decode_datacenters, runs_in
+from lambdas.service.lifecycle import can_run, decode_datacenters, encode_datacenters, runs_in
 
 
 def _placement() -> list[Any]:
@@ -45,10 +45,13 @@ def depth(
     with ctx.index.read() as session:
         groups = _groups(session, where)
         workers = session.execute(
-            select(Worker.datacenter, Worker.python, Worker.cores).where(Worker.last_seen >= ctx.now() - live_seconds)
+            select(Worker.datacenter, Worker.python, Worker.cores, Worker.memory).where(
+                Worker.last_seen >= ctx.now() - live_seconds
+            )
         ).all()
     for group in groups:
-        group.workers = sum(1 for w in workers if _can_run(w, group))
+        placed = (group.python, encode_datacenters(group.datacenters), group.ncores, group.memory)
+        group.workers = sum(1 for w in workers if can_run(w, *placed))
     return wire.QueueDepth(groups=groups, workers=len(workers), live_seconds=live_seconds)
 
 
@@ -90,12 +93,4 @@ def _group(key: Sequence[Any]) -> wire.QueueGroup:
         running=0,
         cores_needed=0,
         workers=0,
-    )
-
-
-def _can_run(worker: Any, group: wire.QueueGroup) -> bool:
-    return (
-        worker.python == group.python
-        and worker.cores >= group.ncores
-        and (group.datacenters is None or worker.datacenter in group.datacenters)
     )

@@ -13,7 +13,7 @@ from hmq import wire
 from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
-from lambdas.service import Context, delete_objects
+from lambdas.service import Context, delete_objects, placement
 from lambdas.service.lifecycle import encode_datacenters
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
@@ -107,7 +107,8 @@ def get_function(ctx: Context, principal: Principal, digest: str, base_url: str)
 
 
 def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.SubmitOut:
-    """Register the tasks of uploaded chunks as pending. Idempotent: task ids already known are skipped."""
+    """Register the tasks of uploaded chunks as pending. Idempotent: task ids already known are
+    skipped. The answer warns when no worker seen recently can run them (:mod:`.placement`)."""
     principal.require("user")
     for chunk in body.chunks:
         _check_chunk(ctx, principal, chunk)
@@ -116,6 +117,8 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
             raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
         tag = _own_or_new_tag(ctx, session, principal, body.tag)
+        placements = placement.of_chunks(body.chunks)
+        placement.remember(session, tag, placements)
         registered(session, [c.key for c in body.chunks])
         functions = dict(
             session.execute(
@@ -131,7 +134,8 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             inserted = _insert_new(session, rows)
             created += inserted
             existing += len(rows) - inserted
-    return wire.SubmitOut(created=created, existing=existing)
+        warnings = placement.submit_warnings(ctx, session, placements)
+    return wire.SubmitOut(created=created, existing=existing, warnings=warnings)
 
 
 def _check_chunk(ctx: Context, principal: Principal, chunk: wire.ChunkIn) -> None:
@@ -147,7 +151,7 @@ def _own_or_new_tag(ctx: Context, session: Session, principal: Principal, name: 
     the same name is another tag)."""
     tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
     if tag is None:
-        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now())
+        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now(), placements="[]")
         session.add(tag)
         session.flush()
     return tag

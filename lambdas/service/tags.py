@@ -18,7 +18,7 @@ from hmq._batching import batched
 from hmq._errors import BadRequest, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
-from lambdas.service import Context, delete_objects
+from lambdas.service import Context, delete_objects, placement
 
 
 def _state(status: int) -> wire.TaskState:
@@ -36,12 +36,15 @@ def own_tag(session: Session, principal: Principal, name: str) -> Tag:
 
 
 def tag_status(ctx: Context, principal: Principal, name: str) -> wire.TagStatus:
+    """Counts by state, and warnings: why pending tasks wait, environments being built for them."""
     with ctx.index.read() as session:
         tag = own_tag(session, principal, name)
         counts = dict(
             session.execute(select(Task.status, func.count()).where(Task.tag_id == tag.id).group_by(Task.status)).all()
         )
-    out = wire.TagStatus(tag=name, **{TaskStatus(s).label: n for s, n in counts.items()})
+        pending = counts.get(TaskStatus.PENDING, 0)
+        warnings = placement.tag_warnings(ctx, session, tag, pending, pending + counts.get(TaskStatus.RUNNING, 0))
+    out = wire.TagStatus(tag=name, warnings=warnings, **{TaskStatus(s).label: n for s, n in counts.items()})
     out.total = sum(counts.values())
     return out
 

@@ -19,7 +19,7 @@ from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, delete_objects
+from lambdas.service import Context, delete_objects, placement
 from lambdas.service.lifecycle import runs_in
 from lambdas.service.submit import registered, upload_prefix
 
@@ -68,6 +68,7 @@ def claim(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.C
         worker = _seen(ctx, session, principal, worker_id)
         worker.allocated, worker.running, worker.used = body.allocated, body.running, body.used
         ctx.metrics.sample(session, worker, ctx.now())
+        placement.record_builds(ctx, worker, body.building)
         lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks)
         rows = _claimed(session, lease.seqs)
         certificates = dict(
@@ -126,10 +127,11 @@ def _groups(ctx: Context, rows: Sequence[Any], certificates: dict[int, str], bas
 def heartbeat(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.HeartbeatIn) -> wire.HeartbeatOut:
     """Extend the leases of the tasks the worker names (only those: a task it lost track of runs
     out of lease and returns to the queue); name those it should drop (cancelled, deleted, or
-    re-leased after this worker was presumed dead)."""
+    re-leased after this worker was presumed dead). Keep the environments it says it builds."""
     with ctx.index.write() as session:
         worker = _seen(ctx, session, principal, worker_id)
         ctx.metrics.sample(session, worker, ctx.now())
+        placement.record_builds(ctx, worker, body.building)
         held, lease_until = ctx.lifecycle.extend(session, worker_id, body.tasks)
     return wire.HeartbeatOut(lease_until=lease_until, drop=[t for t in body.tasks if t not in held])
 
