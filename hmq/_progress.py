@@ -89,6 +89,7 @@ def summarise(bar: Any, line: str) -> None:
     if bar is None:
         return
     out = getattr(bar, "fp", None) or sys.stderr  # where the bar was drawn
+    bar.refresh()  # its final count, even when the last updates came faster than tqdm redraws
     bar.close()
     bar.write(line, file=out)
 

@@ -142,9 +142,8 @@ class TaskFunction:
             datacenters: datacenter name(s) allowed to run the calls (default: any).
             packages: PEP 508 requirements of packages on the workers' index to install in the
                 calls' environment (no direct references, URLs, paths or pip options).
-            quiet: ``True``: no progress bar; ``False``: a bar even when stderr is not a terminal;
-                ``None`` (default): a bar on a terminal or in a notebook only (see ``hmq._progress``).
-                Where a bar is drawn, a one-line summary stays.
+            quiet: ``True``: no progress bar; ``False``: a bar even off a terminal; ``None``: a bar
+                on a terminal or in a notebook only. Where a bar is drawn, a summary line stays.
             api: the :class:`hmq.API` to use (default ``hmq.api``).
             timeout: wall time per call in seconds (default 6 h), then it is killed; ``None``: no limit.
             memory: address space per call, bytes or a size like ``"4GiB"`` (B, KiB, MiB, GiB,
@@ -168,8 +167,7 @@ class TaskFunction:
             raise UsageError(f"nothing to submit: call {self.__name__}(...) first to record calls")
         limits = Limits.of(timeout, memory, retries)  # before anything is stored
         name = _tag_name(tag if tag is not None else self.__name__)
-        if isinstance(datacenters, str):
-            datacenters = [datacenters]
+        datacenters = [datacenters] if isinstance(datacenters, str) else datacenters
         packages = _checked_packages(packages)  # before anything is stored, as the limits
         payload = self._payload()
         digest = hashlib.sha256(payload).hexdigest()

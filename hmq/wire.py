@@ -371,6 +371,8 @@ class MetricsOut(Model):
     points: list[MetricPoint]
     users: list[UserUsage]
     datacenters: list[DatacenterInfo]
+
+
 class EnvBuild(Model):
     """A package environment a worker is building: its package set, and for how long."""
 

@@ -207,6 +207,9 @@ class Worker(Base):
     used: Mapped[int] = mapped_column(Integer, default=0)
     sampled: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """The last minute (unix time // 60) this worker's load was sampled in (``metric_samples``)."""
+    building: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    """JSON: the package environments it reported building, ``[{"packages": [...], "since":
+    API time}]``; NULL: none reported."""
 
 
 class MetricSample(Base):
@@ -240,6 +243,3 @@ class MetricQueue(Base):
     minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     pending: Mapped[int] = mapped_column(BigInteger)
     running: Mapped[int] = mapped_column(BigInteger)
-    building: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
-    """JSON: the package environments it reported building, ``[{"packages": [...], "since":
-    API time}]``; NULL: none reported."""
