@@ -121,6 +121,10 @@ Python version, enough cores) fails with an error saying so. 0 waits forever."""
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 
+CLAIM_MAX_USERS = 256
+"""Most users a claim may name with a limit of their own (``ClaimIn.per_user``)."""
+
+
 COMPLETE_MAX_OBJECTS = 100
 """Most result objects a worker reports in one request."""
 

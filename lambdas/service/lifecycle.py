@@ -56,7 +56,7 @@ from hmq._batching import batched
 from hmq.limits import format_memory
 from lambdas.db.models import OPEN_STATES, Batch, Placement, Tag, Task, TaskStatus, Worker
 from lambdas.db import skip_locked
-from lambdas.service.shares import choose
+from lambdas.service.shares import Caps, choose
 from lambdas.settings import Settings
 
 Clock = Callable[[], float]
@@ -194,14 +194,15 @@ class Lifecycle:
         self.clock = clock
 
     # --- worker side ---------------------------------------------------------------------------
-    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int) -> Lease:
+    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int, caps: Caps = None) -> Lease:
         """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
         ``available`` cores, memory), shared between the users waiting by their shares and in
-        submission order within a user (:mod:`lambdas.service.shares`); revoked users' tasks
-        are skipped. A task with a timeout gets its deadline: the lease ends then at the latest."""
+        submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
+        revoked users' tasks are skipped. A task with a timeout gets its deadline: the lease
+        ends then at the latest."""
         now = self.clock()
         until = now + self.settings.lease_seconds
-        rows = choose(session, _runnable(session, worker, available), max_tasks)
+        rows = choose(session, _runnable(session, worker, available), max_tasks, caps)
         seqs = _one_per_id(session, worker.id, rows)
         if seqs:
             deadline = Task.timeout + (now + self.settings.timeout_margin_seconds)  # NULL without a timeout

@@ -26,11 +26,11 @@ The state change itself (pending to running) is :meth:`lambdas.service.lifecycle
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-from sqlalchemy import func, literal_column, select, text
+from sqlalchemy import Integer, bindparam, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from lambdas.db import skip_locked
@@ -38,9 +38,16 @@ from lambdas.db.models import Task, TaskStatus, User
 
 _PENDING = int(TaskStatus.PENDING)
 
+Caps = Optional[tuple[Mapping[str, int], Optional[int]]]
+"""What a claiming worker can start soon, by user: ``(per_user, others)``, most tasks of each
+user by key id and of every other user; ``None`` limits no user."""
+
 # A loose index scan (the next user id after the last one, one index probe each): the users
 # with pending tasks of one placement, with the seq of their oldest one there. The status is a
-# literal so that the partial index ix_tasks_pending applies (see models.PENDING_ONLY).
+# literal so that the partial index ix_tasks_pending applies (see models.PENDING_ONLY), and so
+# is the placement (rendered into the statement, an integer of our own): a plan made for "any
+# placement" (PostgreSQL's generic plan of a prepared statement) may walk another index past
+# every pending task of a busy placement to find none of a quiet one.
 _WAITING = text(
     f"""
     WITH RECURSIVE waiting(user_id) AS (
@@ -58,29 +65,39 @@ _WAITING = text(
     ) AS first
     FROM waiting WHERE waiting.user_id IS NOT NULL
     """
-)
+).bindparams(bindparam("placement", type_=Integer, literal_execute=True))
 
 
 @dataclass
 class Waiting:
     """A user with pending tasks a claim could take: their share, the seq of their oldest
-    such task, and how many tasks they hold (running, and given by this claim)."""
+    such task, how many tasks they hold (running, and given by this claim), and how many more
+    the claiming worker takes of theirs (``None``: no limit of their own)."""
 
     share: float
     first: int
     held: int = 0
+    cap: Optional[int] = None  # most tasks this claim may give them (what the worker can start soon)
 
 
-def waiting_users(session: Session, placements: Sequence[int]) -> dict[int, Waiting]:
-    """The users (not revoked) with pending tasks of ``placements``, by user id."""
+def waiting_users(session: Session, placements: Sequence[int], caps: Caps = None) -> dict[int, Waiting]:
+    """The users (not revoked) with pending tasks of ``placements``, by user id, each with the
+    limit ``caps`` sets them (see :func:`choose`)."""
     first: dict[int, int] = {}
     for placement in placements:
         for user_id, seq in session.execute(_WAITING, {"placement": placement}).all():
             first[user_id] = min(seq, first.get(user_id, seq))
     if not first:
         return {}
-    users = session.execute(select(User.id, User.share).where(User.id.in_(list(first)), User.revoked.is_(None))).all()
-    waiting = {row.id: Waiting(share=row.share, first=first[row.id]) for row in users}
+    query = select(User.id, User.share, User.key_id).where(User.id.in_(list(first)), User.revoked.is_(None))
+    per_user, others = caps or ({}, None)
+    waiting = {
+        row.id: Waiting(share=row.share, first=first[row.id], cap=per_user.get(row.key_id, others))
+        for row in session.execute(query)
+    }
+    waiting = {user_id: w for user_id, w in waiting.items() if w.cap != 0}
+    if not waiting:
+        return {}
     held = session.execute(
         select(Task.user_id, func.count())
         .where(Task.user_id.in_(list(waiting)), Task.status == TaskStatus.RUNNING)
@@ -93,15 +110,17 @@ def waiting_users(session: Session, placements: Sequence[int]) -> dict[int, Wait
 
 def divide(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
     """How many of ``n`` tasks each waiting user gets: one at a time to the user holding the
-    fewest per unit of share (ties: the oldest pending task first)."""
+    fewest per unit of share (ties: the oldest pending task first), none past a user's cap."""
     heap = [(w.held / w.share, w.first, user_id) for user_id, w in waiting.items()]
     heapq.heapify(heap)
     given = dict.fromkeys(waiting, 0)
-    for _ in range(n if heap else 0):
+    while n > 0 and heap:
         _, first, user_id = heapq.heappop(heap)
         given[user_id] += 1
+        n -= 1
         w = waiting[user_id]
-        heapq.heappush(heap, ((w.held + given[user_id]) / w.share, first, user_id))
+        if w.cap is None or given[user_id] < w.cap:
+            heapq.heappush(heap, ((w.held + given[user_id]) / w.share, first, user_id))
     return {user_id: count for user_id, count in given.items() if count}
 
 
@@ -114,8 +133,8 @@ def _take(session: Session, placements: Sequence[int], user_id: int, n: int, aft
             select(Task.seq, Task.id)
             .where(
                 Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
-                Task.placement_id == placement,
-                Task.user_id == user_id,
+                Task.placement_id == bindparam("placement", placement, literal_execute=True),  # as in _WAITING
+                Task.user_id == bindparam("user", user_id, literal_execute=True),
                 Task.seq > after,
             )
             .order_by(Task.seq)
@@ -125,10 +144,11 @@ def _take(session: Session, placements: Sequence[int], user_id: int, n: int, aft
     return sorted(rows, key=lambda row: row.seq)[:n]
 
 
-def choose(session: Session, placements: Sequence[int], n: int) -> list[Any]:
+def choose(session: Session, placements: Sequence[int], n: int, caps: Caps = None) -> list[Any]:
     """Up to ``n`` pending tasks of ``placements``, shared between the waiting users, as
-    ``(seq, id)`` rows in seq order (locked on PostgreSQL)."""
-    waiting = waiting_users(session, placements)
+    ``(seq, id)`` rows in seq order (locked on PostgreSQL). ``caps`` is ``(per_user, others)``:
+    most tasks of each user by key id, and of every other user (``None``: no limit)."""
+    waiting = waiting_users(session, placements, caps)
     after = dict.fromkeys(waiting, 0)
     rows: list[Any] = []
     while n > 0 and waiting:
@@ -136,9 +156,11 @@ def choose(session: Session, placements: Sequence[int], n: int) -> list[Any]:
             got = _take(session, placements, user_id, count, after[user_id])
             rows += got
             n -= len(got)
-            if len(got) < count:  # none left (or the rest is another claim's): out of this one
-                del waiting[user_id]
+            w = waiting[user_id]
+            if len(got) < count or (w.cap is not None and w.cap <= len(got)):
+                del waiting[user_id]  # none left (or the rest is another claim's), or all they may have
             else:
-                waiting[user_id].held += len(got)
+                w.held += len(got)
                 after[user_id] = got[-1].seq
+                w.cap = None if w.cap is None else w.cap - len(got)
     return sorted(rows, key=lambda row: row.seq)
