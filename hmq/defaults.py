@@ -121,6 +121,9 @@ Python version, enough cores) fails with an error saying so. 0 waits forever."""
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 
+MAX_SHARE = 1_000_000.0
+"""Largest share an admin may give a user (shares weigh users against each other; 1 is the default)."""
+
 CLAIM_MAX_USERS = 256
 """Most users a claim may name with a limit of their own (``ClaimIn.per_user``)."""
 

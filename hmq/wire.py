@@ -140,6 +140,15 @@ class UserOut(Model):
     key_id: str
     revoked: bool
     created: float
+    share: float = 1.0
+
+
+class ShareIn(Model):
+    share: float = Field(
+        gt=0,
+        le=defaults.MAX_SHARE,
+        description="the user's weight when claims are shared between users with pending tasks (default 1)",
+    )
 
 
 class RevokeOut(Model):

@@ -54,8 +54,8 @@ from sqlalchemy.orm import Session
 from hmq import wire
 from hmq._batching import batched
 from hmq.limits import format_memory
-from lambdas.db.models import OPEN_STATES, Batch, Placement, Tag, Task, TaskStatus, Worker
 from lambdas.db import skip_locked
+from lambdas.db.models import OPEN_STATES, Batch, Placement, Tag, Task, TaskStatus, Worker
 from lambdas.service.shares import Caps, choose
 from lambdas.settings import Settings
 
