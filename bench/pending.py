@@ -117,7 +117,7 @@ def _timed(engine: Any, claim: Callable[[Any], int], repeats: int) -> tuple[floa
     return min(times), taken
 
 
-def measure(database_url: str, n: int = 1_000_000, repeats: int = 21) -> dict[str, Any]:
+def measure(database_url: str, n: int = 1_000_000, repeats: int = 51) -> dict[str, Any]:
     """Time an empty claim and a claim finding 10 tasks, with and without ``n`` pending tasks
     pinned to a datacenter no worker has; returns the figures in milliseconds and their ratios."""
     settings = _settings(database_url)
