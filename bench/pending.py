@@ -117,6 +117,33 @@ def _timed(engine: Any, claim: Callable[[Any], int], repeats: int) -> tuple[floa
     return min(times), taken
 
 
+def _blocks(engine: Any, claim: Callable[[Any], int]) -> int:
+    """PostgreSQL: the buffers (8 KiB pages, from cache or disk) the statements of one claim
+    touch, by ``EXPLAIN (ANALYZE, BUFFERS)`` of each: a cost that other work on the machine
+    does not change."""
+    from sqlalchemy import event
+
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "EXPLAIN")):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        _timed(engine, claim, 1)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    total = 0
+    with engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters).scalar()
+            top = plan[0]["Plan"]
+            total += top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
+        conn.rollback()
+    return total
+
+
 def measure(database_url: str, n: int = 1_000_000, repeats: int = 51) -> dict[str, Any]:
     """Time an empty claim and a claim finding 10 tasks, with and without ``n`` pending tasks
     pinned to a datacenter no worker has; returns the figures in milliseconds and their ratios."""
@@ -144,18 +171,21 @@ def measure(database_url: str, n: int = 1_000_000, repeats: int = 51) -> dict[st
     def claim(count: int) -> Callable[[Any], int]:
         return lambda session: len(lifecycle.lease(session, session.get(Worker, worker_id), 8, count).seqs)
 
-    def figures() -> dict[str, float]:
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("ANALYZE"))
+    def figures() -> dict[str, Any]:
+        if engine.dialect.name == "postgresql":  # as autovacuum leaves it, and not while we measure
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))
         empty, got_none = _timed(engine, claim(10), repeats)
         with Session(engine) as session, session.begin():
             _insert_pending(session, bob, f"ten-{uuid.uuid4().hex[:6]}", 10, ["here"])
         ten, got_ten = _timed(engine, claim(10), repeats)
         assert (got_none, got_ten) == (0, 10), (got_none, got_ten)
+        blocks = {}
+        if engine.dialect.name == "postgresql":
+            blocks = {"ten_blocks": _blocks(engine, claim(10))}
         with Session(engine) as session, session.begin():  # the ten go: the next round starts empty again
             session.execute(text("DELETE FROM tasks WHERE datacenters = :d"), {"d": encode_datacenters(["here"])})
-        return {"empty_ms": empty * 1000, "ten_ms": ten * 1000}
+        return {"empty_ms": empty * 1000, "ten_ms": ten * 1000, **blocks}
 
     before = figures()
     t0 = time.perf_counter()
