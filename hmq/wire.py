@@ -146,6 +146,7 @@ class UserOut(Model):
 class ShareIn(Model):
     share: float = Field(
         gt=0,
+        allow_inf_nan=False,
         le=defaults.MAX_SHARE,
         description="the user's weight when claims are shared between users with pending tasks (default 1)",
     )
