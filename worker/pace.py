@@ -24,11 +24,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional
 
+from hmq import defaults
 from worker.prepare import Job
 
-USERS = 256
-"""Users whose latest function a worker remembers (the least recently claimed go first);
-also the most a claim names (``hmq.defaults.CLAIM_MAX_USERS``)."""
+USERS = defaults.CLAIM_MAX_USERS
+"""Users whose latest function a worker remembers (the least recently claimed go first): the
+most a claim may name."""
 
 FUNCTIONS = 1024
 """Functions whose call durations a worker remembers (the least recently measured go first)."""
