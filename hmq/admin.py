@@ -64,6 +64,12 @@ class Admin:
     def revoke(self, username: str) -> wire.RevokeOut:
         return self.transport.call("POST", f"/v1/users/{username}/revoke", {}, model=wire.RevokeOut)
 
+    def share(self, username: str, share: float) -> wire.UserOut:
+        """Set ``username``'s share of the claims: their weight against the other users with
+        pending tasks (default 1; 2 gets twice the workers' slots of a user with 1)."""
+        body = wire.ShareIn(share=share)
+        return self.transport.call("POST", f"/v1/users/{username}/share", body, model=wire.UserOut)
+
     def users(self) -> list[wire.UserOut]:
         return [wire.UserOut.model_validate(u) for u in self.transport.call("GET", "/v1/users")]
 

@@ -129,6 +129,13 @@ WORKER_MAX_BUILDS = 64
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 
+MAX_SHARE = 1_000_000.0
+"""Largest share an admin may give a user (shares weigh users against each other; 1 is the default)."""
+
+CLAIM_MAX_USERS = 256
+"""Most users a claim may name with a limit of their own (``ClaimIn.per_user``)."""
+
+
 COMPLETE_MAX_OBJECTS = 100
 """Most result objects a worker reports in one request."""
 

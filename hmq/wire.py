@@ -140,6 +140,16 @@ class UserOut(Model):
     key_id: str
     revoked: bool
     created: float
+    share: float = 1.0
+
+
+class ShareIn(Model):
+    share: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        le=defaults.MAX_SHARE,
+        description="the user's weight when claims are shared between users with pending tasks (default 1)",
+    )
 
 
 class RevokeOut(Model):
@@ -388,6 +398,16 @@ class ClaimIn(Model):
     max_tasks: int = Field(ge=1, le=defaults.CLAIM_MAX_TASKS)
     available: int = Field(
         ge=1, le=100_000, description="free cores: only tasks with ncores <= available are handed out"
+    )
+    per_user: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=defaults.CLAIM_MAX_TASKS)]] = (
+        Field(
+            default_factory=dict,
+            max_length=defaults.CLAIM_MAX_USERS,
+            description="most tasks of each user (by key id) to take: what the worker can start soon of their calls",
+        )
+    )
+    others: Optional[int] = Field(
+        default=None, ge=0, le=defaults.CLAIM_MAX_TASKS, description="most tasks of each user not in per_user"
     )
     allocated: Count = 0
     running: Count = 0

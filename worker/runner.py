@@ -23,7 +23,6 @@ results that cannot be reported are kept and reported later.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import threading
@@ -38,6 +37,7 @@ from hmq._transport import backoff_delay
 from hmq.credentials import WorkerCredentials
 from worker.envs import EnvManager
 from worker.life import Life
+from worker.pace import ClaimSize, Pace
 from worker.pool import ExecutorDied, ExecutorPool, ExecutorProcess, Outcome
 from worker.prepare import Job, Preparer
 from worker.report import report
@@ -84,6 +84,7 @@ class CachedWorker:
         self._handback: set[str] = set()  # held, not started, to be released with the next report
         self._terminated: set[str] = set()  # their executor was terminated from outside once
         self.life = Life(settings)
+        self.pace = Pace(settings.claim_horizon_seconds, settings.start_within_seconds, settings.claim_max_tasks)
         self._queue: deque[Job] = deque()
         self._running: dict[str, tuple[Job, ExecutorProcess]] = {}
         self._outcomes: list[tuple[Job, Outcome]] = []
@@ -157,10 +158,11 @@ class CachedWorker:
     def _work(self, delay: float) -> float:
         """One round of claiming (or waiting for work); returns the next idle wait."""
         poll_min, poll_max = self.settings.poll_min_seconds, self.settings.poll_max_seconds
-        want = self.life.budget(self._want()) if time.monotonic() >= self._resume_at else 0
-        if want > 0:
+        size = self._want() if time.monotonic() >= self._resume_at else None
+        want = self.life.budget(size.total) if size is not None and size.total > 0 else 0
+        if size is not None and want > 0:
             try:
-                claimed = self._claim(want)
+                claimed = self._claim(replace(size, total=want))
             except HmqError as exc:
                 if not self._claims_failing:  # once per outage
                     log.warning("claiming failed, trying again every %.0f s: %s", poll_max, exc)
@@ -201,23 +203,35 @@ class CachedWorker:
         log.info("worker stopped after %d tasks", self.completed)
 
     # --- claiming ----------------------------------------------------------------------------
-    def _want(self) -> int:
-        """How many more tasks to hold: no more than the cores can start soon, about two
-        seconds of work per core by the average call so far (two calls while that is unknown).
-        A core whose call has run ``start_within_seconds`` starts nothing soon: it is not counted."""
-        per_core = 1 if self._avg_seconds is None else max(1, min(64, math.ceil(1.0 / max(self._avg_seconds, 1e-4))))
+    def _want(self) -> ClaimSize:
+        """What to claim: what the free cores can start within the claim horizon, by the
+        durations measured so far (:class:`worker.pace.Pace`), less what is queued; nothing
+        while more than half of the last claim's worth still waits to start. A core whose call
+        is not measured yet, runs past the horizon or has run ``start_within_seconds`` is busy."""
         with self._cv:
-            now, slow = time.monotonic(), self.settings.start_within_seconds
-            busy = {id(ex): (job, ex) for job, ex in self._running.values()}
-            stuck = sum(min(job.ncores, self.cores) for job, ex in busy.values() if now - ex.call_started >= slow)
-            target = min(self.settings.claim_max_tasks, (self.cores - stuck) * per_core * 2)
-            return target - len(self._queue) - len(self._running)
+            now = time.monotonic()
+            calls = {id(ex): (job, ex) for job, ex in self._running.values()}
+            busy = sum(
+                min(job.ncores, self.cores) for job, ex in calls.values() if self.pace.busy(job, now - ex.call_started)
+            )
+            size = self.pace.size(max(0, self.cores - busy), self._queue)
+            queued = len(self._queue)
+        if queued > size.total // 2:
+            return replace(size, total=0)
+        return replace(size, total=size.total - queued)
 
-    def _claim(self, want: int) -> int:
+    def _claim(self, size: ClaimSize) -> int:
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
         claim = self.session.claim(
-            want, self.cores, allocated=self.cores, running=running, used=used, building=self.envs.building()
+            size.total,
+            self.cores,
+            allocated=self.cores,
+            running=running,
+            used=used,
+            per_user=size.per_user,
+            others=size.others,
+            building=self.envs.building(),
         )
         if self._claims_failing:
             log.warning("claiming works again")
@@ -230,6 +244,7 @@ class CachedWorker:
         released: list[str] = []
         for group in claim.groups:
             ok, bad, back = self.preparer.prepare(group)
+            self.pace.claimed(ok)
             jobs += ok
             rejected += bad
             released += back
@@ -365,6 +380,8 @@ class CachedWorker:
                 if not outcome.ok and job.limits.retries:  # the error says which attempt this was
                     outcome = replace(outcome, payload=job.attempt_line().encode() + outcome.payload)
                 self._outcomes.append((job, outcome))
+                if outcome.seconds > 0:
+                    self.pace.record(job, outcome.seconds)
                 self._avg_seconds = (
                     outcome.seconds if self._avg_seconds is None else 0.9 * self._avg_seconds + 0.1 * outcome.seconds
                 )

@@ -144,15 +144,21 @@ class WorkerSession:
         allocated: int = 0,
         running: int = 0,
         used: int = 0,
+        per_user: Optional[dict[str, int]] = None,
+        others: Optional[int] = None,
         building: Optional[Builds] = None,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
-        a repeated claim would lease other tasks). ``allocated``, ``running`` and ``used``
-        describe the worker's load, for operators; ``building`` the package environments it
-        builds now (package set, seconds so far), for the tag status (``None``: not told)."""
+        a repeated claim would lease other tasks), at most ``per_user[key id]`` of a user named
+        there and ``others`` of any other (``None``: no limit per user). ``allocated``,
+        ``running`` and ``used`` describe the worker's load, for operators; ``building`` the
+        package environments it builds now (package set, seconds so far), for the tag status
+        (``None``: not told)."""
         body = wire.ClaimIn(
             max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
             available=max(available, 1),
+            per_user=dict(per_user or {}),
+            others=others,
             allocated=allocated,
             running=running,
             used=used,

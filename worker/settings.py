@@ -102,6 +102,11 @@ class WorkerSettings:
     """A claimed call that has not started this long after its claim is handed back (released)
     for another worker; a core whose call has run this long counts as busy when claiming."""
 
+    claim_horizon_seconds: float = 2.0
+    """A claim asks for what the free cores can start within this long, by the durations
+    measured so far (see ``worker/pace.py``): one call per free core while a function's calls
+    are not measured, or take longer; as many as fit in this time when they are short."""
+
     claim_max_tasks: int = defaults.CLAIM_MAX_TASKS
     """Most tasks the worker holds and asks for in one claim (at most the protocol's limit)."""
 
@@ -162,6 +167,8 @@ class WorkerSettings:
             raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or backoff interval'}")
         if self.flush_seconds <= 0 or self.retry_deadline_seconds < 0:
             raise ConfigurationError("invalid worker settings: flush interval or retry deadline")
+        if self.claim_horizon_seconds <= 0:
+            raise ConfigurationError("claim_horizon_seconds must be positive")
         if self.executor_batch_seconds < 0 or self.start_within_seconds <= 0:
             raise ConfigurationError("executor_batch_seconds cannot be negative, start_within_seconds must be positive")
 

@@ -7,7 +7,7 @@ One module per group of commands, each adding its commands to :data:`main`:
     status.py     status [TAG]: the local queue, a shared deployment, or one tag
     tags.py       your tags in the queue: ls (tags), cancel, delete, logs
     files.py      tag files: pull TAG [FILE], describe FILE
-    access.py     request-access, grant-access, revoke, add-worker, admin-key
+    access.py     request-access, grant-access, revoke, share, add-worker, admin-key
     fleet.py      workers (the fleet) and worker (run one; its options are worker/__main__.py's)
     autoscale.py  autoscale PROVIDER
     (lazy)        dashboard: hmq/dashboard/command.py

@@ -8,6 +8,7 @@ from typing import Optional
 
 import click
 
+from hmq import defaults
 from hmq._errors import HmqError
 from hmq.cli._app import admin_key_text, fail, main
 
@@ -59,6 +60,37 @@ def revoke(username: str, url: str, admin_key_file: Optional[Path]) -> None:
     except HmqError as exc:
         fail(exc)
     click.echo(f"revoked {out.name!r}; cancelled {out.cancelled} open task(s)")
+
+
+@main.command()
+@click.argument("username")
+@click.argument("weight", type=click.FloatRange(min=0, min_open=True, max=defaults.MAX_SHARE))
+@click.option("--api", "url", default=None, help="API URL (default: the one in $HMQ_HOME/client.json).")
+@click.option(
+    "--admin-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the admin key (default: $HMQ_HOME/admin.key when it exists, else a prompt).",
+)
+def share(username: str, weight: float, url: Optional[str], admin_key_file: Optional[Path]) -> None:
+    """Admin: set USERNAME's share of the workers to WEIGHT (default 1 for everyone).
+
+    While several users have tasks waiting, claims go to them in turn, each holding running
+    tasks in proportion to their share: a user with 2 gets twice the slots of a user with 1.
+    """
+    from hmq.admin import Admin
+    from hmq.config import ClientConfig, hmq_home
+
+    home = hmq_home()
+    default_key = home / "admin.key"
+    try:
+        url = url or ClientConfig.load(home).url
+        key = admin_key_text(admin_key_file or (default_key if default_key.is_file() else None))
+        with Admin(url, key) as admin:
+            out = admin.share(username, weight)
+    except HmqError as exc:
+        fail(exc)
+    click.echo(f"share of {out.name!r} is now {out.share:g}")
 
 
 @main.command("add-worker")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Select, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -19,8 +19,18 @@ from lambdas.db.secret import DatabaseSecret
 if TYPE_CHECKING:
     from lambdas.settings import DatabaseSettings
 
+_Query = TypeVar("_Query", bound=Select)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x686D71  # pg_advisory_lock key: "hmq"
+
+
+def skip_locked(session: Session, query: _Query) -> _Query:
+    """PostgreSQL: concurrent callers pass rows another transaction locked; SQLite: the
+    transaction already holds the database's write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
 
 
 def _sqlite_engine(url: str) -> Engine:

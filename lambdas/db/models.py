@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -67,6 +68,8 @@ class User(Base):
     certificate: Mapped[str] = mapped_column(Text)
     created: Mapped[float] = mapped_column(Float)
     revoked: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    share: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    """The user's weight when claims are shared between users with pending tasks (admin-set, default 1)."""
 
 
 class Nonce(Base):
@@ -136,6 +139,26 @@ class Batch(Base):
     created: Mapped[float] = mapped_column(Float)
 
 
+class Placement(Base):
+    """Where tasks may run: one row per distinct Python version, cores, memory and datacenters
+    of submitted tasks (``key`` is their canonical text). A claim finds the placements its worker
+    can run among these few rows, then takes pending tasks of those through ``ix_tasks_pending``,
+    so tasks no worker can run cost it nothing."""
+
+    __tablename__ = "placements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    python: Mapped[str] = mapped_column(String(16))
+    ncores: Mapped[int] = mapped_column(Integer)
+    memory: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)  # bytes per call; NULL: no limit
+    datacenters: Mapped[Optional[str]] = mapped_column(Text, nullable=True)  # ",dc1,dc2,"; NULL: anywhere
+
+
+PENDING_ONLY = text(f"status = {int(TaskStatus.PENDING)}")
+"""The predicate of the partial index of pending tasks; a query uses that index only when its
+own condition is written the same way (a literal, not a bound parameter)."""
+
+
 class Task(Base):
     """A task. Its id (made by the submitting client) is unique per user, so that no one learns
     whether another user's task has some id; a worker never holds two tasks of one id."""
@@ -144,7 +167,14 @@ class Task(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "id"),
         Index("ix_tasks_id", "id"),
-        Index("ix_tasks_claim", "status", "python", "seq"),
+        Index(
+            "ix_tasks_pending",
+            "placement_id",
+            "user_id",
+            "seq",
+            sqlite_where=PENDING_ONLY,
+            postgresql_where=PENDING_ONLY,
+        ),
         Index("ix_tasks_tag_seq", "tag_id", "seq"),
         Index("ix_tasks_tag_batch", "tag_id", "batch_id", "seq"),
         Index("ix_tasks_tag_status", "tag_id", "status"),
@@ -159,6 +189,7 @@ class Task(Base):
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id"))
+    placement_id: Mapped[int] = mapped_column(ForeignKey("placements.id"))
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
     ncores: Mapped[int] = mapped_column(Integer)

@@ -44,3 +44,9 @@ def list_users(p: Principal = Depends(principal), c: Context = Depends(ctx)) -> 
 def revoke(name: str, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.RevokeOut:
     """Admin: revoke a user; their open tasks are cancelled and their requests refused."""
     return users.revoke(c, p, name)
+
+
+@router.post("/users/{name}/share", response_model=wire.UserOut, responses=errors(*SIGNED, 404))
+def share(name: str, body: wire.ShareIn, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.UserOut:
+    """Admin: set a user's share of the claims (their weight against other users with pending tasks)."""
+    return users.set_share(c, p, name, body)

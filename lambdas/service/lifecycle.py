@@ -22,7 +22,11 @@ in, or a closure without one. Batch ids increase, and pulls page through a tag b
 
 Placement: the datacenters a task may run in are stored as ``",dc1,dc2,"``
 (:func:`encode_datacenters`, :func:`decode_datacenters`; :func:`runs_in` is the SQL test); a
-task with a memory limit goes only to workers with at least that much memory.
+task with a memory limit goes only to workers with at least that much memory. Each task points
+at the row of its kind in ``placements`` (:func:`place`): a claim tests the few placement rows,
+not the tasks, and takes pending tasks of the placements its worker can run through an index
+(:func:`_runnable`, then :func:`lambdas.service.shares.choose`, which shares claims between
+users).
 
 Limits: a lease never extends past the task's *deadline*, its start plus the task's timeout plus
 ``timeout_margin_seconds``, so a worker that does not end a call in time cannot hold the task
@@ -42,21 +46,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar, cast
+from typing import Any, Optional, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Select, case, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._batching import batched
 from hmq.limits import format_memory
-from lambdas.db.models import OPEN_STATES, Batch, Tag, Task, TaskStatus, User, Worker
+from lambdas.db import skip_locked
+from lambdas.db.models import OPEN_STATES, Batch, Placement, Tag, Task, TaskStatus, Worker
+from lambdas.service.shares import Caps, choose
 from lambdas.settings import Settings
 
 Clock = Callable[[], float]
 """Seconds since the epoch, like :func:`time.time` (the default everywhere)."""
-
-_Query = TypeVar("_Query", bound=Select)
 
 
 # --- placement ---------------------------------------------------------------------------------
@@ -71,10 +75,44 @@ def decode_datacenters(stored: Optional[str]) -> Optional[list[str]]:
     return stored.strip(",").split(",") if stored else None
 
 
-def runs_in(datacenter: str) -> ColumnElement[bool]:
-    """SQL condition: the task may run in ``datacenter``."""
+def runs_in(datacenter: str, column: Any = Task.datacenters) -> ColumnElement[bool]:
+    """SQL condition: the task (or the placement, given ``Placement.datacenters``) may run in ``datacenter``."""
     needle = cast(str, encode_datacenters([datacenter]))
-    return Task.datacenters.is_(None) | Task.datacenters.contains(needle, autoescape=True)
+    return column.is_(None) | column.contains(needle, autoescape=True)
+
+
+def placement_key(python: str, ncores: int, memory: Optional[int], datacenters: Optional[str]) -> str:
+    """The canonical text of a placement (``datacenters`` in its stored form)."""
+    return f"{python}|{ncores}|{'' if memory is None else memory}|{datacenters or ''}"
+
+
+def place(session: Session, python: str, ncores: int, memory: Optional[int], datacenters: Optional[str]) -> int:
+    """The id of the placement row of tasks of this kind, made on first use (concurrent
+    submits of a new kind both find the one row: INSERT ... ON CONFLICT DO NOTHING)."""
+    key = placement_key(python, ncores, memory, datacenters)
+    found = session.scalar(select(Placement.id).where(Placement.key == key))
+    if found is not None:
+        return found
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    row = {"key": key, "python": python, "ncores": ncores, "memory": memory, "datacenters": datacenters}
+    session.execute(insert(Placement).values(**row).on_conflict_do_nothing())
+    return session.scalars(select(Placement.id).where(Placement.key == key)).one()
+
+
+def _runnable(session: Session, worker: Worker, available: int) -> list[int]:
+    """The placements ``worker`` can run with ``available`` cores: its Python, datacenter and
+    memory (a scan of the few placement rows, never of tasks)."""
+    fits = [] if worker.memory is None else [Placement.memory.is_(None) | (Placement.memory <= worker.memory)]
+    query = select(Placement.id).where(
+        Placement.python == worker.python,
+        Placement.ncores <= min(available, worker.cores),
+        runs_in(worker.datacenter, Placement.datacenters),
+        *fits,
+    )
+    return list(session.scalars(query))
 
 
 def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> str:
@@ -151,14 +189,6 @@ def _held_by(worker_id: uuid.UUID) -> list[ColumnElement[bool]]:
     return [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING]
 
 
-def _skip_locked(session: Session, query: _Query) -> _Query:
-    """PostgreSQL: concurrent callers pass rows another transaction locked; SQLite: the
-    transaction already holds the database's write lock."""
-    if session.get_bind().dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True)
-    return query
-
-
 def _one_per_id(session: Session, worker_id: uuid.UUID, rows: Sequence[Any]) -> list[int]:
     """The ``seq`` of the candidate ``(seq, id)`` rows a worker may lease: task ids are unique
     per user only, and a worker's reports name tasks by id, so it never holds two of one id."""
@@ -199,27 +229,16 @@ class Lifecycle:
         self.clock = clock
 
     # --- worker side ---------------------------------------------------------------------------
-    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int) -> Lease:
+    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int, caps: Caps = None) -> Lease:
         """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
-        ``available`` cores, memory), oldest first, skipping the tasks of revoked users. A task
-        with a timeout gets its deadline: the lease ends then at the latest."""
+        ``available`` cores, memory), shared between the users waiting by their shares and in
+        submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
+        revoked users' tasks are skipped. A task with a timeout gets its deadline: the lease
+        ends then at the latest."""
         now = self.clock()
         until = now + self.settings.lease_seconds
-        fits = [] if worker.memory is None else [Task.memory.is_(None) | (Task.memory <= worker.memory)]
-        query = (
-            select(Task.seq, Task.id)
-            .where(
-                Task.status == TaskStatus.PENDING,
-                Task.python == worker.python,
-                Task.ncores <= min(available, worker.cores),
-                runs_in(worker.datacenter),
-                *fits,
-                Task.user_id.not_in(select(User.id).where(User.revoked.is_not(None))),
-            )
-            .order_by(Task.seq)
-            .limit(max_tasks)
-        )
-        seqs = _one_per_id(session, worker.id, session.execute(_skip_locked(session, query)).all())
+        rows = choose(session, _runnable(session, worker, available), max_tasks, caps)
+        seqs = _one_per_id(session, worker.id, rows)
         if seqs:
             deadline = Task.timeout + (now + self.settings.timeout_margin_seconds)  # NULL without a timeout
             session.execute(
@@ -390,7 +409,7 @@ class Lifecycle:
         Return how many were touched."""
         running = Task.status == TaskStatus.RUNNING
         query = select(Task.seq, Task.tag_id, Task.attempt).where(running, Task.lease_until < self.clock())
-        expired = session.execute(_skip_locked(session, query)).all()
+        expired = session.execute(skip_locked(session, query)).all()
         limit = self.settings.max_attempts
         requeue = [row.seq for row in expired if row.attempt + 1 < limit]
         for part in batched(requeue, self.settings.select_page):

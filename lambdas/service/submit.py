@@ -14,7 +14,7 @@ from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Permiss
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
 from lambdas.service import Context, delete_objects, placement
-from lambdas.service.lifecycle import encode_datacenters
+from lambdas.service.lifecycle import encode_datacenters, place
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
 
@@ -130,7 +130,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         for chunk in body.chunks:
             if chunk.function not in functions:
                 raise BadRequest("unknown_function", f"function {chunk.function} is not registered")
-            rows = _task_rows(ctx, chunk, _chunk_id(session, tag, functions[chunk.function], chunk), tag)
+            rows = _task_rows(ctx, session, chunk, _chunk_id(session, tag, functions[chunk.function], chunk), tag)
             inserted = _insert_new(session, rows)
             created += inserted
             existing += len(rows) - inserted
@@ -169,7 +169,8 @@ def _chunk_id(session: Session, tag: Tag, function_id: int, chunk: wire.ChunkIn)
     return row.id
 
 
-def _task_rows(ctx: Context, chunk: wire.ChunkIn, chunk_id: int, tag: Tag) -> list[dict[str, Any]]:
+def _task_rows(ctx: Context, session: Session, chunk: wire.ChunkIn, chunk_id: int, tag: Tag) -> list[dict[str, Any]]:
+    datacenters = encode_datacenters(chunk.datacenters)
     shared = {
         "tag_id": tag.id,
         "user_id": tag.user_id,
@@ -177,7 +178,8 @@ def _task_rows(ctx: Context, chunk: wire.ChunkIn, chunk_id: int, tag: Tag) -> li
         "ncores": chunk.ncores,
         "python": chunk.python,
         "packages": json.dumps(wire.normalise_packages(chunk.packages)),
-        "datacenters": encode_datacenters(chunk.datacenters),
+        "datacenters": datacenters,
+        "placement_id": place(session, chunk.python, chunk.ncores, chunk.memory, datacenters),
         "timeout": chunk.timeout,
         "memory": chunk.memory,
         "retries": chunk.retries,

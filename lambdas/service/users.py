@@ -96,6 +96,21 @@ def revoke(ctx: Context, principal: Principal, name: str) -> wire.RevokeOut:
     return wire.RevokeOut(name=name, revoked=True, cancelled=cancelled)
 
 
+def set_share(ctx: Context, principal: Principal, name: str, body: wire.ShareIn) -> wire.UserOut:
+    """Admin: the weight of user ``name`` when claims are shared between users with pending
+    tasks (see :mod:`lambdas.service.shares`); it applies from the next claim on."""
+    principal.require("admin")
+    with ctx.index.write() as session:
+        user = session.scalars(select(User).where(User.name == name)).one_or_none()
+        if user is None:
+            raise NotFound("unknown_user", f"unknown user {name!r}")
+        if user.role != "user":
+            raise BadRequest("not_a_user", f"{name!r} is a {user.role}: only users submit tasks and have a share")
+        user.share = body.share
+        session.flush()
+        return _user_out(user)
+
+
 def list_users(ctx: Context, principal: Principal) -> list[wire.UserOut]:
     principal.require("admin")
     with ctx.index.read() as session:
@@ -108,5 +123,10 @@ def whoami(principal: Principal) -> dict[str, str]:
 
 def _user_out(user: User) -> wire.UserOut:
     return wire.UserOut(
-        name=user.name, role=user.role, key_id=user.key_id, revoked=user.revoked is not None, created=user.created
+        name=user.name,
+        role=user.role,
+        key_id=user.key_id,
+        revoked=user.revoked is not None,
+        created=user.created,
+        share=1.0 if user.share is None else user.share,
     )

@@ -69,7 +69,8 @@ def claim(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.C
         worker.allocated, worker.running, worker.used = body.allocated, body.running, body.used
         ctx.metrics.sample(session, worker, ctx.now())
         placement.record_builds(ctx, worker, body.building)
-        lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks)
+        caps = (body.per_user, body.others) if body.per_user or body.others is not None else None
+        lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks, caps)
         rows = _claimed(session, lease.seqs)
         certificates = dict(
             session.execute(select(User.id, User.certificate).where(User.id.in_({r.user_id for r in rows}))).all()

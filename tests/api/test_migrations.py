@@ -94,3 +94,45 @@ def test_tasks_from_before_limits_have_none(database_url: str) -> None:
         assert tuple(task) == (None, None, 0, 0, None, 1)  # no limits, as their chunk headers say
         assert conn.execute(text("SELECT memory FROM workers")).scalar() is None  # not told
     engine.dispose()
+
+
+def test_tasks_from_before_placements_get_theirs(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine, "0005")
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (name, role, key_id, sign_pub, enc_pub, certificate, created) "
+                "VALUES ('ada', 'user', 'k1', :b, :b, '{}', :t)"
+            ),
+            {"b": b"x" * 32, "t": now},
+        )
+        conn.execute(text("INSERT INTO tags (user_id, name, created) VALUES (1, 't_1', :t)"), {"t": now})
+        conn.execute(
+            text("INSERT INTO functions (user_id, digest, key, size, created) VALUES (1, :d, 'u/k/f/1', 10, :t)"),
+            {"d": "0" * 64, "t": now},
+        )
+        conn.execute(text("INSERT INTO chunks (tag_id, function_id, key, header_len) VALUES (1, 1, 'u/k/c/1', 100)"))
+        kinds = [(None, None), (",hpc,", None), (",hpc,", None), (None, 2**30), (None, None)]
+        for status, (datacenters, memory) in enumerate(kinds):
+            conn.execute(
+                text(
+                    'INSERT INTO tasks (id, tag_id, user_id, chunk_id, "offset", length, ncores, python, packages, '
+                    "datacenters, memory, status, attempt, created) "
+                    "VALUES (:id, 1, 1, 1, 100, 10, 1, '3.11', '[]', :dc, :mem, :status, 0, :t)"
+                ),
+                {"id": uuid.uuid4().hex, "dc": datacenters, "mem": memory, "status": status, "t": now},
+            )
+    migrate(engine)
+    with engine.connect() as conn:
+        placements = conn.execute(text("SELECT id, key, datacenters, memory FROM placements ORDER BY key")).all()
+        assert sorted((p.key, p.datacenters, p.memory) for p in placements) == sorted(
+            [("3.11|1||", None, None), ("3.11|1||,hpc,", ",hpc,", None), (f"3.11|1|{2**30}|", None, 2**30)]
+        )
+        by_key = {p.key: p.id for p in placements}
+        got = conn.execute(text("SELECT status, placement_id FROM tasks ORDER BY status")).all()
+        expected = ["3.11|1||", "3.11|1||,hpc,", "3.11|1||,hpc,", f"3.11|1|{2**30}|", "3.11|1||"]
+        assert [row.placement_id for row in got] == [by_key[k] for k in expected]
+        assert conn.execute(text("SELECT share FROM users")).scalar() == 1  # every user's default
+    engine.dispose()

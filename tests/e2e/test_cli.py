@@ -235,3 +235,21 @@ def test_up_passes_the_isolation_to_its_workers(tmp_path: Path) -> None:
         _run(["down"], home)
     wrong = _run(["up", "--isolation", "sometimes"], home, check=False)
     assert wrong.returncode == 2 and "sometimes" in wrong.stderr
+
+
+def test_share_sets_a_users_weight_and_refuses_what_it_cannot(embedded: Stack) -> None:
+    from hmq.admin import Admin
+
+    with Admin(embedded.state.url, (embedded.home / "admin.key").read_text()) as admin:
+        name = next(u.name for u in admin.users() if u.role == "user")
+        before = {u.name: u.share for u in admin.users()}
+        unknown = _hmq(embedded, "share", "nobody", "2")
+        assert (unknown.returncode, unknown.stdout) == (1, "")
+        assert unknown.stderr == "Error: unknown user 'nobody' (HTTP 404, unknown_user)\n"
+        zero = _hmq(embedded, "share", name, "0")
+        assert zero.returncode == 2 and "Invalid value for 'WEIGHT'" in zero.stderr
+        assert {u.name: u.share for u in admin.users()} == before  # nothing changed
+        done = _hmq(embedded, "share", name, "2.5")
+        assert (done.returncode, done.stdout, done.stderr) == (0, f"share of {name!r} is now 2.5\n", "")
+        assert {u.name: u.share for u in admin.users()}[name] == 2.5
+        assert _hmq(embedded, "share", name, "1").returncode == 0  # as it was, for the other tests

@@ -1,0 +1,166 @@
+"""How claims are shared between users: which pending tasks one claim takes.
+
+Users with pending tasks that the claiming worker can run share each claim by their *share*
+(a weight the admin sets, default 1): the claim's tasks go one at a time to the user holding
+the fewest leased (running) tasks per unit of share, counting those the claim has given so far;
+a tie goes to the user whose oldest pending task is the oldest. With equal shares this is round
+robin, and a user who has just submitted, holding nothing, is served first until they hold as
+many as the others. Within one user, tasks go in submission order, so their tags are served in
+the order they were submitted. Nothing is stored for this: it is decided from the tasks' own
+state, so an idle user earns no credit and a claim takes no lock but the tasks' own.
+
+What a claim reads, however many tasks wait that the worker cannot run (1,000,000 pinned to a
+datacenter nobody serves cost it nothing):
+
+- the placements it can run: a scan of the few rows of ``placements``;
+- the users waiting in each: a loose scan of ``ix_tasks_pending`` (``placement_id, user_id,
+  seq`` over pending tasks), one probe per waiting user;
+- their running tasks, counted through ``ix_tasks_user_status`` (what workers hold, not what
+  waits);
+- the tasks taken: ordered range reads of ``ix_tasks_pending``, ``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL, so that concurrent claims take different tasks and never wait for each other.
+
+The state change itself (pending to running) is :meth:`lambdas.service.lifecycle.Lifecycle.lease`'s.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from sqlalchemy import Integer, bindparam, func, literal_column, select, text
+from sqlalchemy.orm import Session
+
+from lambdas.db import skip_locked
+from lambdas.db.models import Task, TaskStatus, User
+
+_PENDING = int(TaskStatus.PENDING)
+
+Caps = Optional[tuple[Mapping[str, int], Optional[int]]]
+"""What a claiming worker can start soon, by user: ``(per_user, others)``, most tasks of each
+user by key id and of every other user; ``None`` limits no user."""
+
+# A loose index scan (the next user id after the last one, one index probe each): the users
+# with pending tasks of one placement, with the seq of their oldest one there. The status is a
+# literal so that the partial index ix_tasks_pending applies (see models.PENDING_ONLY), and so
+# is the placement (rendered into the statement, an integer of our own): a plan made for "any
+# placement" (PostgreSQL's generic plan of a prepared statement) may walk another index past
+# every pending task of a busy placement to find none of a quiet one.
+_WAITING = text(
+    f"""
+    WITH RECURSIVE waiting(user_id) AS (
+        SELECT min(user_id) FROM tasks WHERE status = {_PENDING} AND placement_id = :placement
+        UNION ALL
+        SELECT (
+            SELECT min(t.user_id) FROM tasks t
+            WHERE t.status = {_PENDING} AND t.placement_id = :placement AND t.user_id > waiting.user_id
+        )
+        FROM waiting WHERE waiting.user_id IS NOT NULL
+    )
+    SELECT waiting.user_id, (
+        SELECT min(t.seq) FROM tasks t
+        WHERE t.status = {_PENDING} AND t.placement_id = :placement AND t.user_id = waiting.user_id
+    ) AS first
+    FROM waiting WHERE waiting.user_id IS NOT NULL
+    """
+).bindparams(bindparam("placement", type_=Integer, literal_execute=True))
+
+
+@dataclass
+class Waiting:
+    """A user with pending tasks a claim could take: their share, the seq of their oldest
+    such task, how many tasks they hold (running, and given by this claim), and how many more
+    the claiming worker takes of theirs (``None``: no limit of their own)."""
+
+    share: float
+    first: int
+    held: int = 0
+    cap: Optional[int] = None  # most tasks this claim may give them (what the worker can start soon)
+
+
+def waiting_users(session: Session, placements: Sequence[int], caps: Caps = None) -> dict[int, Waiting]:
+    """The users (not revoked) with pending tasks of ``placements``, by user id, each with the
+    limit ``caps`` sets them (see :func:`choose`)."""
+    first: dict[int, int] = {}
+    for placement in placements:
+        for user_id, seq in session.execute(_WAITING, {"placement": placement}).all():
+            first[user_id] = min(seq, first.get(user_id, seq))
+    if not first:
+        return {}
+    query = select(User.id, User.share, User.key_id).where(User.id.in_(list(first)), User.revoked.is_(None))
+    per_user, others = caps or ({}, None)
+    waiting = {
+        row.id: Waiting(share=row.share, first=first[row.id], cap=per_user.get(row.key_id, others))
+        for row in session.execute(query)
+    }
+    waiting = {user_id: w for user_id, w in waiting.items() if w.cap != 0}
+    if not waiting:
+        return {}
+    held = session.execute(
+        select(Task.user_id, func.count())
+        .where(Task.user_id.in_(list(waiting)), Task.status == TaskStatus.RUNNING)
+        .group_by(Task.user_id)
+    ).all()
+    for user_id, count in held:
+        waiting[user_id].held = count
+    return waiting
+
+
+def divide(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
+    """How many of ``n`` tasks each waiting user gets: one at a time to the user holding the
+    fewest per unit of share (ties: the oldest pending task first), none past a user's cap."""
+    heap = [(w.held / w.share, w.first, user_id) for user_id, w in waiting.items()]
+    heapq.heapify(heap)
+    given = dict.fromkeys(waiting, 0)
+    while n > 0 and heap:
+        _, first, user_id = heapq.heappop(heap)
+        given[user_id] += 1
+        n -= 1
+        w = waiting[user_id]
+        if w.cap is None or given[user_id] < w.cap:
+            heapq.heappush(heap, ((w.held + given[user_id]) / w.share, first, user_id))
+    return {user_id: count for user_id, count in given.items() if count}
+
+
+def _take(session: Session, placements: Sequence[int], user_id: int, n: int, after: int) -> list[Any]:
+    """The user's ``n`` oldest pending tasks of ``placements`` after seq ``after`` that no
+    other transaction holds, as ``(seq, id)`` rows in seq order."""
+    rows: list[Any] = []
+    for placement in placements:
+        query = (
+            select(Task.seq, Task.id)
+            .where(
+                Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
+                Task.placement_id == bindparam("placement", placement, literal_execute=True),  # as in _WAITING
+                Task.user_id == bindparam("user", user_id, literal_execute=True),
+                Task.seq > after,
+            )
+            .order_by(Task.seq)
+            .limit(n)
+        )
+        rows += session.execute(skip_locked(session, query)).all()
+    return sorted(rows, key=lambda row: row.seq)[:n]
+
+
+def choose(session: Session, placements: Sequence[int], n: int, caps: Caps = None) -> list[Any]:
+    """Up to ``n`` pending tasks of ``placements``, shared between the waiting users, as
+    ``(seq, id)`` rows in seq order (locked on PostgreSQL). ``caps`` is ``(per_user, others)``:
+    most tasks of each user by key id, and of every other user (``None``: no limit)."""
+    waiting = waiting_users(session, placements, caps)
+    after = dict.fromkeys(waiting, 0)
+    rows: list[Any] = []
+    while n > 0 and waiting:
+        for user_id, count in divide(waiting, n).items():
+            got = _take(session, placements, user_id, count, after[user_id])
+            rows += got
+            n -= len(got)
+            w = waiting[user_id]
+            if len(got) < count or (w.cap is not None and w.cap <= len(got)):
+                del waiting[user_id]  # none left (or the rest is another claim's), or all they may have
+            else:
+                w.held += len(got)
+                after[user_id] = got[-1].seq
+                w.cap = None if w.cap is None else w.cap - len(got)
+    return sorted(rows, key=lambda row: row.seq)
