@@ -121,6 +121,18 @@ Python version, enough cores) fails with an error saying so. 0 waits forever."""
 CLAIM_MAX_TASKS = 500
 """Upper bound on tasks handed to a worker in one claim."""
 
+# --- waiting on the API (long polls) -------------------------------------------------------
+MAX_WAIT_SECONDS = 20.0
+"""Longest a claim or a pull may wait on the API for work or results: the API's default cap
+(``Settings.max_wait_seconds``) and the most a request may ask for. Well below the HTTP timeout
+(``REQUEST_TIMEOUT_SECONDS``) and API Gateway's 30 s."""
+
+CLAIM_WAIT_SECONDS = 10.0
+"""How long an idle worker's claim waits on the API for tasks (``WorkerSettings.claim_wait_seconds``)."""
+
+PULL_WAIT_SECONDS = 15.0
+"""How long one request of a blocking ``Tag.pull`` waits on the API for results."""
+
 COMPLETE_MAX_OBJECTS = 100
 """Most result objects a worker reports in one request."""
 
@@ -140,10 +152,11 @@ API says it exists) before its tasks fail with the reason; until then they stay 
 pull tries the object again."""
 
 PULL_POLL_MIN_SECONDS = 0.5
-"""First wait of a blocking pull when tasks are still open; doubles up to the maximum."""
+"""First pause of a blocking pull when tasks are still open and the API does not wait itself
+(an API older than waiting pulls, or a ``tasks_subset`` pull); doubles up to the maximum."""
 
 PULL_POLL_MAX_SECONDS = 10.0
-"""Longest wait between two rounds of a blocking pull."""
+"""Longest pause between two rounds of such a blocking pull."""
 
 # --- running calls (worker and executor) -----------------------------------------------------
 MAX_RESULT_BYTES = 256 * 1024**2

@@ -264,6 +264,7 @@ class DonePage(Model):
     more: bool
     open: int
     unknown: list[UUID] = Field(default_factory=list)
+    wait: float = Field(default=0.0, description="the longest the API would have waited (0: it does not wait)")
 
 
 class TaskSelection(Model):
@@ -324,6 +325,18 @@ class ClaimIn(Model):
     allocated: Count = 0
     running: Count = 0
     used: Count = 0
+    wait: float = Field(
+        default=0.0,
+        ge=0,
+        le=600,
+        description="seconds the API may hold the claim until tasks it can hand out are submitted "
+        "(cut to the API's limit); 0 answers at once",
+    )
+    held: Optional[TaskList] = Field(
+        default=None,
+        description="every task the worker holds: their leases are extended as by a heartbeat, and "
+        "the answer's drop names those to give up; null (not sent) leaves leases alone",
+    )
 
 
 class ClaimTask(Model):
@@ -348,6 +361,11 @@ class ClaimGroup(Model):
 class ClaimOut(Model):
     groups: list[ClaimGroup]
     lease_until: float
+    wait: float = Field(default=0.0, description="the longest the API would have waited (0: it does not wait)")
+    held_until: Optional[float] = Field(
+        default=None, description="new end of the leases of the held tasks (null: held was not sent or not read)"
+    )
+    drop: list[UUID] = Field(default_factory=list, description="held tasks to give up (cancelled, deleted, re-leased)")
 
 
 class StoredResults(Model):

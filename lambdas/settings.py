@@ -115,6 +115,13 @@ class Settings:
             of the grace period if that is shorter).
         max_pending_uploads: most upload URLs one user or worker may hold unregistered; each may
             carry up to ``max_object_bytes``, so this bounds what a caller can leave in the store.
+        max_wait_seconds: longest a claim or a pull may wait on the API for work or results
+            (the request's own ``wait`` is cut to this); 0 answers at once.
+        serverless_max_wait_seconds: the same on AWS Lambda (``create_app(serverless=True)``),
+            where a waiting invocation is billed: short by default.
+        wait_recheck_seconds: longest a waiting request goes without reading the index again
+            when no wake-up came (a safety net for a missed notification; on Lambda, where no
+            wake-up reaches the invocation, a quarter of the serverless wait is used if shorter).
     """
 
     admin_public_key: str
@@ -140,6 +147,9 @@ class Settings:
     upload_grace_seconds: float = 3600.0
     upload_sweep_seconds: float = 60.0
     max_pending_uploads: int = 1024
+    max_wait_seconds: float = defaults.MAX_WAIT_SECONDS
+    serverless_max_wait_seconds: float = 1.0
+    wait_recheck_seconds: float = 5.0
     admin: crypto.PublicIdentity = field(init=False, repr=False, compare=False)
     database: DatabaseSettings = field(init=False, repr=False, compare=False)
 
@@ -158,14 +168,19 @@ class Settings:
             raise ConfigurationError("lease_seconds must be positive and max_attempts at least 1")
         if self.tag_page_tasks < 1 or self.select_page < 1:
             raise ConfigurationError("tag_page_tasks and select_page must be at least 1")
-        if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
-            raise ConfigurationError("sweep and purge intervals cannot be negative")
+        self._check_intervals()
         if self.timeout_margin_seconds < 0:
             raise ConfigurationError("timeout_margin_seconds cannot be negative")
         if self.upload_grace_seconds <= self.presign_expiry_seconds or self.upload_sweep_seconds < 0:
             raise ConfigurationError("upload_grace_seconds must exceed presign_expiry_seconds; sweeps are not negative")
         if self.max_pending_uploads < 1:
             raise ConfigurationError("max_pending_uploads must be at least 1")
+
+    def _check_intervals(self) -> None:
+        if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
+            raise ConfigurationError("sweep and purge intervals cannot be negative")
+        if min(self.max_wait_seconds, self.serverless_max_wait_seconds) < 0 or self.wait_recheck_seconds <= 0:
+            raise ConfigurationError("wait limits cannot be negative, wait_recheck_seconds must be positive")
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -196,6 +211,9 @@ class Settings:
             "upload_grace_seconds": (float, get("UPLOAD_GRACE_SECONDS")),
             "upload_sweep_seconds": (float, get("UPLOAD_SWEEP_SECONDS")),
             "max_pending_uploads": (int, get("MAX_PENDING_UPLOADS")),
+            "max_wait_seconds": (float, get("MAX_WAIT_SECONDS")),
+            "serverless_max_wait_seconds": (float, get("SERVERLESS_MAX_WAIT_SECONDS")),
+            "wait_recheck_seconds": (float, get("WAIT_RECHECK_SECONDS")),
         }
         try:
             limits = {name: kind(text) for name, (kind, text) in numbers.items() if text}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -86,12 +86,24 @@ def _follow_rotation(engine: Engine, secret: DatabaseSecret) -> None:
 
 
 class Index:
-    """Sessions over the index: ``write()`` for read-modify-write units, ``read()`` otherwise."""
+    """Sessions over the index: ``write()`` for read-modify-write units, ``read()`` otherwise.
+
+    ``after_commit`` callbacks get each session whose transaction was just committed (the
+    wake-ups of :mod:`lambdas.service.wake` hang there); ``on_dispose`` ones run when the
+    index is closed."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(engine.execution_options(hmq_begin="DEFERRED"), expire_on_commit=False)
+        self.after_commit: list[Callable[[Session], None]] = []
+        self.on_dispose: list[Callable[[], None]] = []
+        for factory in (self._write, self._read):
+            event.listen(factory, "after_commit", self._committed)
+
+    def _committed(self, session: Session) -> None:
+        for callback in self.after_commit:
+            callback(session)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -104,6 +116,8 @@ class Index:
             yield session
 
     def dispose(self) -> None:
+        for callback in self.on_dispose:
+            callback()
         self.engine.dispose()
 
 

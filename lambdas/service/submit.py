@@ -15,6 +15,7 @@ from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
 from lambdas.service import Context, delete_objects
 from lambdas.service.lifecycle import encode_datacenters
+from lambdas.service.wake import WORK, touch
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
 
@@ -131,6 +132,8 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             inserted = _insert_new(session, rows)
             created += inserted
             existing += len(rows) - inserted
+        if created:
+            touch(session, WORK)  # waiting claims claim again once this is committed
     return wire.SubmitOut(created=created, existing=existing)
 
 
