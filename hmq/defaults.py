@@ -127,8 +127,10 @@ MAX_WAIT_SECONDS = 20.0
 (``Settings.max_wait_seconds``) and the most a request may ask for. Well below the HTTP timeout
 (``REQUEST_TIMEOUT_SECONDS``) and API Gateway's 30 s."""
 
-CLAIM_WAIT_SECONDS = 10.0
-"""How long an idle worker's claim waits on the API for tasks (``WorkerSettings.claim_wait_seconds``)."""
+CLAIM_WAIT_SECONDS = 5.0
+"""How long an idle worker's claim waits on the API for tasks (``WorkerSettings.claim_wait_seconds``):
+an idle worker costs the API one claim per this many seconds, and a worker asked to stop while
+its claim waits leaves at most this late."""
 
 PULL_WAIT_SECONDS = 15.0
 """How long one request of a blocking ``Tag.pull`` waits on the API for results."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -23,11 +24,11 @@ from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from hmq import defaults, formats, wire
 from hmq._batching import batched
-from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, UsageError
+from hmq._errors import HmqError, IntegrityError, NotFound, PullTimeout, StorageError, TagFileError, UsageError
 
 if TYPE_CHECKING:
     from hmq._client import API
@@ -364,22 +365,30 @@ class Tag:
             self._apply(self.api.lookup(part), pool)
             self._db.commit()
 
-    def _pull_once(self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor) -> int:
+    def _pull_once(
+        self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor, wait: float = 0.0
+    ) -> tuple[int, bool]:
+        """One round: ``(tasks still open, whether the API waited all of ``wait`` for news and
+        had none)``. The round's first request asks the API to wait (a subset pull never does)."""
         self._failed_this_round = set()
         if subset is not None:
             self._reconcile(self._open_ids(subset), pool, max(batchsize, defaults.PULL_PAGE_TASKS))
-            return len(self._open_ids(subset))
+            return len(self._open_ids(subset)), False
         if self._count(LocalState.OPEN) == 0:
-            return 0
+            return 0, False
         cursor = self._meta("cursor") or ""
         limit = max(batchsize, defaults.PULL_PAGE_TASKS)
+        waited = False
         while True:
             try:
-                page = self.api.done_page(self.name, cursor, limit)
+                page = self.api.done_page(self.name, cursor, limit, wait)
             except NotFound:
                 # The whole tag was deleted from the queue: its tasks will never finish.
                 self._reconcile(self._open_ids(), pool, limit)
-                return self._count(LocalState.OPEN)
+                return self._count(LocalState.OPEN), False
+            if wait > 0:
+                news = page.objects or page.closed or page.unknown or page.more or page.open == 0
+                waited, wait = page.wait > 0 and not news, 0.0
             self._apply(page, pool)
             cursor = page.cursor
             self._set_meta(cursor=cursor)
@@ -390,33 +399,63 @@ class Tag:
             # Nothing is running, yet some tasks are still open here: they were deleted, or
             # finished in a transaction the cursor had already passed. Ask for them by id.
             self._reconcile(self._open_ids(), pool, limit)
-        return self._count(LocalState.OPEN)
+        return self._count(LocalState.OPEN), waited
 
     def pull(
-        self, blocking: bool = False, batchsize: int = 100, tasks_subset: Optional[list[str]] = None, workers: int = 4
+        self,
+        blocking: bool = False,
+        batchsize: int = 100,
+        tasks_subset: Optional[list[str]] = None,
+        workers: int = 4,
+        timeout: Optional[float] = None,
     ) -> int:
         """Downloads data from the queue for all tasks in the tag.
+
+        A blocking pull waits on the API: each round asks it to hold the answer until some of
+        the tag's tasks finish (up to ``PULL_WAIT_SECONDS`` per request), so a result is
+        pulled as soon as it is reported. (A ``tasks_subset`` pull, or an API that does not
+        wait, is asked again after a pause of 0.5 s doubling to 10 s.)
 
         Args:
             blocking: Whether to retry downloading until all data has been fetched. Defaults to False.
             batchsize: Tasks asked for per request; pages grow to ``PULL_PAGE_TASKS`` for large tags.
             tasks_subset: Subset of tasks to download. Defaults to None.
             workers: Number of parallel downloads. Defaults to 4.
+            timeout: With ``blocking``, the most seconds to wait; then :class:`hmq.PullTimeout`
+                (a ``TimeoutError``) says how many tasks are still open. Defaults to None
+                (wait for all).
 
         Returns:
             Number of remaining tasks for which neither result nor error is available (tasks
             cancelled or deleted in the queue do not count: they will never have one).
         """
         subset = set(tasks_subset) if tasks_subset is not None else None
-        delay = defaults.PULL_POLL_MIN_SECONDS
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._downloads = max(1, workers)
         with ThreadPoolExecutor(self._downloads, thread_name_prefix="hmq-pull") as pool:
-            while True:
-                remaining = self._pull_once(batchsize, subset, pool)
-                if remaining == 0 or not blocking:
-                    return remaining
-                time.sleep(delay)
-                delay = min(delay * 2, defaults.PULL_POLL_MAX_SECONDS)
+            remaining, _ = self._pull_once(batchsize, subset, pool)
+            pause = defaults.PULL_POLL_MIN_SECONDS
+            while blocking and remaining:
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timed_out(remaining, cast(float, timeout))
+                before = remaining
+                remaining, waited = self._pull_once(batchsize, subset, pool, min(defaults.PULL_WAIT_SECONDS, left))
+                if remaining < before or waited:  # news, or the API waited for it: ask again at once
+                    pause = defaults.PULL_POLL_MIN_SECONDS
+                    continue
+                time.sleep(max(0.0, min(pause, left)))
+                pause = min(pause * 2, defaults.PULL_POLL_MAX_SECONDS)
+        return remaining
+
+    def _timed_out(self, remaining: int, timeout: float) -> PullTimeout:
+        """The error of a blocking pull out of time, naming the open tasks' states in the queue."""
+        try:
+            states = self.api.get_tag_status(self.name)
+        except HmqError:
+            return PullTimeout(self.name, remaining, timeout)
+        detail = ", ".join(f"{states[s]} {s}" for s in ("pending", "running") if states.get(s))
+        return PullTimeout(self.name, remaining, timeout, f" (in the queue: {detail})" if detail else "")
 
     # --- files ------------------------------------------------------------------------------
     def to_file(self, filename: str | os.PathLike[str], stay_linked: bool = False, overwrite: bool = False) -> None:

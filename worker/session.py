@@ -137,17 +137,30 @@ class WorkerSession:
         return out
 
     def claim(
-        self, max_tasks: int, available: int, *, allocated: int = 0, running: int = 0, used: int = 0
+        self,
+        max_tasks: int,
+        available: int,
+        *,
+        allocated: int = 0,
+        running: int = 0,
+        used: int = 0,
+        wait: float = 0.0,
+        held: Optional[Iterable[str]] = None,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
         a repeated claim would lease other tasks). ``allocated``, ``running`` and ``used``
-        describe the worker's load, for operators."""
+        describe the worker's load, for operators. With ``wait``, the API holds the claim up to
+        that long (cut to its own limit) until there are tasks. ``held`` (every task the worker
+        holds) makes the claim a heartbeat too: the answer's ``held_until`` and ``drop`` are a
+        heartbeat's (an API that does not read ``held`` answers ``held_until`` null)."""
         body = wire.ClaimIn(
             max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
             available=max(available, 1),
             allocated=allocated,
             running=running,
             used=used,
+            wait=min(max(wait, 0.0), 600.0),
+            held=None if held is None else [uuid.UUID(str(t)) for t in held],
         )
         return self.transport.call("POST", self._path("claim"), body, model=wire.ClaimOut, retry=False)
 
