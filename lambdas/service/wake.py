@@ -204,8 +204,8 @@ class Listener(threading.Thread):
 
     def _listen(self) -> None:
         raw = self.engine.raw_connection()
-        raw.detach()  # this connection is the listener's own, not the pool's
         conn: Any = raw.driver_connection
+        raw.detach()  # this connection is the listener's own, not the pool's
         try:
             if not hasattr(conn, "notifies"):
                 log.warning("the database driver cannot LISTEN; waiting requests poll the index")
