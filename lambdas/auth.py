@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,7 +75,8 @@ class Authenticator:
         if auth.key_id == admin.key_id:
             principal = Principal(None, "admin", "admin", admin.key_id)
         else:
-            user = session.scalars(select(User).where(User.key_id == auth.key_id)).one_or_none()
+            columns = (User.id, User.name, User.role, User.key_id, User.sign_pub, User.enc_pub, User.revoked)
+            user = session.execute(select(*columns).where(User.key_id == auth.key_id)).first()
             if user is None:
                 raise AuthenticationError(
                     "unknown key: this key has not been granted access (run hmq.request_access and ask the admin)"
@@ -85,9 +86,8 @@ class Authenticator:
                 raise PermissionDenied(f"access of user {user.name!r} has been revoked")
             principal = Principal(user.id, user.name, user.role, user.key_id)
         expires = max(auth.timestamp, now) + 2 * self.settings.request_max_skew_seconds
-        session.add(Nonce(nonce=auth.nonce, expires=expires))
         try:
-            session.flush()
+            session.execute(insert(Nonce).values(nonce=auth.nonce, expires=expires))
         except DBIntegrityError:
             raise AuthenticationError("request was replayed: its nonce has been used before") from None
         return principal

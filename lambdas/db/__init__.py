@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from hmq._errors import HmqError
 from lambdas.db.models import Base
@@ -50,14 +49,15 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def make_engine(url: str, *, serverless: bool = False, secret: Optional[DatabaseSecret] = None) -> Engine:
-    """An engine for ``url``. ``serverless`` (AWS Lambda) uses no pool: each invocation opens
-    and closes its own connection, which suits RDS Proxy and never leaks idle connections when a
-    sandbox is frozen. With ``secret``, each new connection takes the secret's current password,
+    """An engine for ``url``. ``serverless`` (AWS Lambda): one connection per invocation, which
+    every transaction of the request reuses (a pool of one, without pings: it is new) and
+    :meth:`Index.release` closes at the invocation's end, so no idle connection is left behind
+    a frozen sandbox (and RDS Proxy, if used, sees one client per invocation). With ``secret``, each new connection takes the secret's current password,
     re-reading it once after a failed login (the password was rotated)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     if serverless:
-        engine = create_engine(url, poolclass=NullPool)
+        engine = create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=False)
     else:
         engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=300)
     if secret is not None:
@@ -114,6 +114,10 @@ class Index:
     def read(self) -> Iterator[Session]:
         with self._read.begin() as session:
             yield session
+
+    def release(self) -> None:
+        """Close the connections not in use (the end of a Lambda invocation, or before it waits)."""
+        self.engine.dispose()
 
     def dispose(self) -> None:
         for callback in self.on_dispose:

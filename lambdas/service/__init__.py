@@ -43,7 +43,8 @@ class Context:
         lifecycle = Lifecycle(settings, clock)
         if serverless:
             max_wait = settings.serverless_max_wait_seconds
-            wakeups = Wakeups(min(settings.wait_recheck_seconds, max(max_wait / 4, 0.05)))
+            recheck = min(settings.wait_recheck_seconds, max(max_wait / 4, 0.05))
+            wakeups = Wakeups(recheck, before_wait=index.release)
         else:
             max_wait = settings.max_wait_seconds
             postgres = index.engine.dialect.name == "postgresql"

@@ -86,10 +86,15 @@ class Wakeups:
         recheck: longest a waiter goes without reading the index again.
         listen: on PostgreSQL (not serverless), the engine to LISTEN on for other processes'
             changes; ``None``: this process's own changes only.
+        before_wait: called before a request starts waiting (on Lambda: close the idle
+            connection, so none stays open while the invocation waits).
     """
 
-    def __init__(self, recheck: float, listen: Optional[Engine] = None) -> None:
+    def __init__(
+        self, recheck: float, listen: Optional[Engine] = None, before_wait: Optional[Callable[[], None]] = None
+    ) -> None:
         self.recheck = recheck
+        self._before_wait = before_wait
         self._lock = threading.Lock()
         self._versions: dict[str, int] = defaultdict(int)
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
@@ -158,6 +163,8 @@ class Wakeups:
             left = deadline - loop.time()
             if left <= 0 or found(answer):
                 return answer
+            if self._before_wait is not None:
+                self._before_wait()
             await self.wait(channel, since, min(left, self.recheck))
             if gone is not None and await gone():
                 return answer

@@ -51,16 +51,17 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
     return wire.WorkerOut(worker_id=worker_id, lease_seconds=lease, heartbeat_seconds=lease / 4)
 
 
-def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID) -> Worker:
-    """The caller's own worker, marked as seen now."""
+def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID, **load: int) -> Worker:
+    """The caller's own worker, marked as seen now (and its ``load`` recorded): one UPDATE."""
     principal.require("worker")
-    worker = session.get(Worker, worker_id)
-    if worker is None:
+    mine = (Worker.id == worker_id, Worker.user_id == principal.user_id)
+    statement = update(Worker).where(*mine).values(last_seen=ctx.now(), **load).returning(Worker)
+    worker = session.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+    if worker is not None:
+        return worker
+    if session.get(Worker, worker_id) is None:
         raise NotFound("unknown_worker", f"unknown worker {worker_id}; register first")
-    if worker.user_id != principal.user_id:
-        raise PermissionDenied("this worker was registered by another identity")
-    worker.last_seen = ctx.now()
-    return worker
+    raise PermissionDenied("this worker was registered by another identity")
 
 
 Who = Union[Principal, Callable[[Session], Principal]]
@@ -77,16 +78,17 @@ def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base
     transaction (the caller's authentication too, when ``who`` is a check)."""
     with ctx.index.write() as session:
         principal = _who(who, session)
-        worker = _seen(ctx, session, principal, worker_id)
-        worker.allocated, worker.running, worker.used = body.allocated, body.running, body.used
+        load = {"allocated": body.allocated, "running": body.running, "used": body.used}
+        worker = _seen(ctx, session, principal, worker_id, **load)
         held_until, drop = None, []
         if body.held is not None:
             held, held_until = ctx.lifecycle.extend(session, worker_id, body.held)
             drop = [t for t in body.held if t not in held]
         lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks)
         rows = _claimed(session, lease.seqs)
-        certificates = dict(
-            session.execute(select(User.id, User.certificate).where(User.id.in_({r.user_id for r in rows}))).all()
+        users = {r.user_id for r in rows}
+        certificates = (
+            dict(session.execute(select(User.id, User.certificate).where(User.id.in_(users))).all()) if users else {}
         )
     groups = _groups(ctx, rows, certificates, base_url)
     return wire.ClaimOut(groups=groups, lease_until=lease.until, held_until=held_until, drop=drop)
