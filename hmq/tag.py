@@ -433,7 +433,8 @@ class Tag:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._downloads = max(1, workers)
         with ThreadPoolExecutor(self._downloads, thread_name_prefix="hmq-pull") as pool:
-            remaining, _ = self._pull_once(batchsize, subset, pool)
+            first = min(defaults.PULL_WAIT_SECONDS, timeout if timeout is not None else math.inf) if blocking else 0.0
+            remaining, _ = self._pull_once(batchsize, subset, pool, max(first, 0.0))
             pause = defaults.PULL_POLL_MIN_SECONDS
             while blocking and remaining:
                 left = math.inf if deadline is None else deadline - time.monotonic()
