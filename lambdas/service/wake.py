@@ -192,21 +192,20 @@ class Listener(threading.Thread):
         self.engine = engine
         self.wakeups = wakeups
         self._stop = threading.Event()
+        self._failures = 0  # in a row: the first is logged, retries back off
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
-        failures = 0
         while not self._stop.is_set():
             try:
                 self._listen()
-                failures = 0
             except Exception as exc:  # the database is down or restarted: listen again
-                if failures == 0:
+                if self._failures == 0:
                     log.warning("listening for wake-ups failed, waiting requests poll meanwhile: %s", exc)
-                failures += 1
-                self._stop.wait(min(30.0, 0.5 * 2**failures))
+                self._failures += 1
+                self._stop.wait(min(30.0, 0.5 * 2**self._failures))
             self.wakeups.notify_all()
 
     def _listen(self) -> None:
@@ -221,6 +220,9 @@ class Listener(threading.Thread):
             conn.rollback()
             conn.autocommit = True
             conn.execute(f"LISTEN {PG_CHANNEL}")
+            if self._failures:
+                log.warning("listening for wake-ups again")
+            self._failures = 0
             self.wakeups.notify_all()  # what changed before we listened
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=1.0):  # yields each as it arrives
