@@ -165,7 +165,9 @@ class Wakeups:
                 return answer
             if self._before_wait is not None:
                 self._before_wait()
-            await self.wait(channel, since, min(left, self.recheck))
+            woken = await self.wait(channel, since, min(left, self.recheck))
+            if not woken and deadline - loop.time() <= 0:
+                return answer  # the wait is over and nothing changed: no need to read again
             if gone is not None and await gone():
                 return answer
 
