@@ -377,9 +377,16 @@ class API:
             out.update(self._call("POST", "/v1/tasks/status", {"tasks": part}, model=wire.TaskStatusOut).statuses)
         return out
 
-    def done_page(self, tag: str, cursor: str = "", limit: int = defaults.PULL_PAGE_TASKS) -> wire.DonePage:
-        """One page of a tag's finished tasks after ``cursor`` (see ``Tag.pull``)."""
-        return self._call("GET", f"/v1/tags/{tag}/done", params={"cursor": cursor, "limit": limit}, model=wire.DonePage)
+    def done_page(
+        self, tag: str, cursor: str = "", limit: int = defaults.PULL_PAGE_TASKS, wait: float = 0.0
+    ) -> wire.DonePage:
+        """One page of a tag's finished tasks after ``cursor`` (see ``Tag.pull``). With
+        ``wait``, the API holds an answer with nothing new up to that long (cut to its limit)
+        until some of the tag's tasks finish; the page's ``wait`` says what it allowed."""
+        params: dict[str, Any] = {"cursor": cursor, "limit": limit}
+        if wait > 0:
+            params["wait"] = round(wait, 3)
+        return self._call("GET", f"/v1/tags/{tag}/done", params=params, model=wire.DonePage)
 
     def lookup(self, tasks: list[str]) -> wire.DonePage:
         """Finished-task listing for specific ids (at most ``MAX_TASKS_PER_REQUEST``)."""

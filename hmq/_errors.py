@@ -11,6 +11,8 @@
     ├── IntegrityError              a blob or message failed decryption or signature checks (400 invalid)
     ├── StorageError                an object could not be stored or fetched (502 storage)
     ├── Unreachable                 no answer from the API at all (refused, reset, timed out): no status
+    ├── PullTimeout                 a blocking pull's timeout= ran out with tasks still open
+                                    (also a TimeoutError); client-side, no status
     ├── StackError                  the local stack (`hmq up`) could not start its processes
     ├── ProviderError               an autoscaler's batch system or orchestrator refused a request
     ├── APIError                    the API answered with an error (carries status, code and reason)
@@ -128,6 +130,26 @@ class Unreachable(HmqError):
     @property
     def transient(self) -> bool:
         return True
+
+
+class PullTimeout(HmqError, TimeoutError):
+    """``Tag.pull(blocking=True, timeout=...)`` ran out of time with tasks still open. Nothing
+    is lost: what arrived is in the tag, and a later pull goes on.
+
+    Attributes:
+        tag: the tag's name.
+        remaining: tasks still without a result or error.
+        timeout: the seconds that were waited.
+    """
+
+    def __init__(self, tag: str, remaining: int, timeout: float, detail: str = "") -> None:
+        super().__init__(
+            f"tag {tag}: {remaining} task(s) still open after waiting {timeout:g} s{detail}; "
+            f"the results so far are in the tag, pull again to go on waiting"
+        )
+        self.tag = tag
+        self.remaining = remaining
+        self.timeout = timeout
 
 
 class StackError(HmqError):

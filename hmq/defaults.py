@@ -135,6 +135,19 @@ MAX_SHARE = 1_000_000.0
 CLAIM_MAX_USERS = 256
 """Most users a claim may name with a limit of their own (``ClaimIn.per_user``)."""
 
+# --- waiting on the API (long polls) -------------------------------------------------------
+MAX_WAIT_SECONDS = 20.0
+"""Longest a claim or a pull may wait on the API for work or results: the API's default cap
+(``Settings.max_wait_seconds``) and the most a request may ask for. Well below the HTTP timeout
+(``REQUEST_TIMEOUT_SECONDS``) and API Gateway's 30 s."""
+
+CLAIM_WAIT_SECONDS = 5.0
+"""How long an idle worker's claim waits on the API for tasks (``WorkerSettings.claim_wait_seconds``):
+an idle worker costs the API one claim per this many seconds, and a worker asked to stop while
+its claim waits leaves at most this late."""
+
+PULL_WAIT_SECONDS = 15.0
+"""How long one request of a blocking ``Tag.pull`` waits on the API for results."""
 
 COMPLETE_MAX_OBJECTS = 100
 """Most result objects a worker reports in one request."""
@@ -155,10 +168,11 @@ API says it exists) before its tasks fail with the reason; until then they stay 
 pull tries the object again."""
 
 PULL_POLL_MIN_SECONDS = 0.5
-"""First wait of a blocking pull when tasks are still open; doubles up to the maximum."""
+"""First pause of a blocking pull when tasks are still open and the API does not wait itself
+(an API older than waiting pulls, or a ``tasks_subset`` pull); doubles up to the maximum."""
 
 PULL_POLL_MAX_SECONDS = 10.0
-"""Longest wait between two rounds of a blocking pull."""
+"""Longest pause between two rounds of such a blocking pull."""
 
 # --- running calls (worker and executor) -----------------------------------------------------
 MAX_RESULT_BYTES = 256 * 1024**2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -23,11 +24,11 @@ from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from hmq import defaults, formats, wire
 from hmq._batching import batched
-from hmq._errors import IntegrityError, NotFound, StorageError, TagFileError, UsageError
+from hmq._errors import HmqError, IntegrityError, NotFound, PullTimeout, StorageError, TagFileError, UsageError
 from hmq._progress import PullProgress, open_bar, short_name
 
 if TYPE_CHECKING:
@@ -389,22 +390,30 @@ class Tag:
             self._apply(self.api.lookup(part), pool)
             self._db.commit()
 
-    def _pull_once(self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor) -> int:
+    def _pull_once(
+        self, batchsize: int, subset: Optional[set[str]], pool: ThreadPoolExecutor, wait: float = 0.0
+    ) -> tuple[int, bool]:
+        """One round: ``(tasks still open, whether the API waited all of ``wait`` for news and
+        had none)``. The round's first request asks the API to wait (a subset pull never does)."""
         self._failed_this_round = set()
         if subset is not None:
             self._reconcile(self._open_ids(subset), pool, max(batchsize, defaults.PULL_PAGE_TASKS))
-            return len(self._open_ids(subset))
+            return len(self._open_ids(subset)), False
         if self._count(LocalState.OPEN) == 0:
-            return 0
+            return 0, False
         cursor = self._meta("cursor") or ""
         limit = max(batchsize, defaults.PULL_PAGE_TASKS)
+        waited = False
         while True:
             try:
-                page = self.api.done_page(self.name, cursor, limit)
+                page = self.api.done_page(self.name, cursor, limit, wait)
             except NotFound:
                 # The whole tag was deleted from the queue: its tasks will never finish.
                 self._reconcile(self._open_ids(), pool, limit)
-                return self._count(LocalState.OPEN)
+                return self._count(LocalState.OPEN), False
+            if wait > 0:
+                news = page.objects or page.closed or page.unknown or page.more or page.open == 0
+                waited, wait = page.wait > 0 and not news, 0.0
             self._apply(page, pool)
             cursor = page.cursor
             self._set_meta(cursor=cursor)
@@ -415,7 +424,7 @@ class Tag:
             # Nothing is running, yet some tasks are still open here: they were deleted, or
             # finished in a transaction the cursor had already passed. Ask for them by id.
             self._reconcile(self._open_ids(), pool, limit)
-        return self._count(LocalState.OPEN)
+        return self._count(LocalState.OPEN), waited
 
     def pull(
         self,
@@ -424,8 +433,14 @@ class Tag:
         tasks_subset: Optional[list[str]] = None,
         workers: int = 4,
         quiet: Optional[bool] = None,
+        timeout: Optional[float] = None,
     ) -> int:
         """Downloads data from the queue for all tasks in the tag.
+
+        A blocking pull waits on the API: each round asks it to hold the answer until some of
+        the tag's tasks finish (up to ``PULL_WAIT_SECONDS`` per request), so a result is
+        pulled as soon as it is reported. (A ``tasks_subset`` pull, or an API that does not
+        wait, is asked again after a pause of 0.5 s doubling to 10 s.)
 
         Args:
             blocking: Whether to retry downloading until all data has been fetched. Defaults to False.
@@ -438,6 +453,9 @@ class Tag:
                 waits, the tag's running and pending tasks and the API's notes about them
                 (e.g. a package environment being built). A blocking pull that drew a bar
                 leaves a one-line summary.
+            timeout: With ``blocking``, the most seconds to wait; then :class:`hmq.PullTimeout`
+                (a ``TimeoutError``) says how many tasks are still open. Defaults to None
+                (wait for all).
 
         Returns:
             Number of remaining tasks for which neither result nor error is available (tasks
@@ -447,7 +465,7 @@ class Tag:
         self._downloads = max(1, workers)
         progress = self._progress = self._open_progress(subset, quiet)
         try:
-            remaining = self._pull_rounds(blocking, batchsize, subset)
+            remaining = self._pull_rounds(blocking, batchsize, subset, timeout)
         except BaseException:
             progress.close()
             raise
@@ -468,19 +486,29 @@ class Tag:
         bar = open_bar(total, f"Pulling {short_name(self.name)}", " tasks", quiet, initial=total - still_open)
         return PullProgress(bar)
 
-    def _pull_rounds(self, blocking: bool, batchsize: int, subset: Optional[set[str]]) -> int:
-        delay = defaults.PULL_POLL_MIN_SECONDS
-        before = None
+    def _pull_rounds(self, blocking: bool, batchsize: int, subset: Optional[set[str]], timeout: Optional[float]) -> int:
+        """Pull rounds until nothing is open (or once, not ``blocking``); each round of a
+        blocking pull waits on the API for results, at most until ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with ThreadPoolExecutor(self._downloads, thread_name_prefix="hmq-pull") as pool:
-            while True:
-                remaining = self._pull_once(batchsize, subset, pool)
-                if remaining == 0 or not blocking:
-                    return remaining
+            if blocking:
                 self._show_status()
-                if remaining != before:  # results are arriving: ask again soon, not after 10 s
-                    before, delay = remaining, defaults.PULL_POLL_MIN_SECONDS
-                time.sleep(delay)
-                delay = min(delay * 2, defaults.PULL_POLL_MAX_SECONDS)
+            first = min(defaults.PULL_WAIT_SECONDS, timeout if timeout is not None else math.inf) if blocking else 0.0
+            remaining, _ = self._pull_once(batchsize, subset, pool, max(first, 0.0))
+            pause = defaults.PULL_POLL_MIN_SECONDS
+            while blocking and remaining:
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timed_out(remaining, cast(float, timeout))
+                self._show_status()
+                before = remaining
+                remaining, waited = self._pull_once(batchsize, subset, pool, min(defaults.PULL_WAIT_SECONDS, left))
+                if remaining < before or waited:  # news, or the API waited for it: ask again at once
+                    pause = defaults.PULL_POLL_MIN_SECONDS
+                    continue
+                time.sleep(max(0.0, min(pause, left)))
+                pause = min(pause * 2, defaults.PULL_POLL_MAX_SECONDS)
+        return remaining
 
     def _show_status(self) -> None:
         """The tag's running and pending tasks and notes, in the bar (if one is drawn), while a

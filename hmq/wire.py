@@ -292,6 +292,7 @@ class DonePage(Model):
     more: bool
     open: int
     unknown: list[UUID] = Field(default_factory=list)
+    wait: float = Field(default=0.0, description="the longest the API would have waited (0: it does not wait)")
 
 
 class TaskSelection(Model):
@@ -413,6 +414,18 @@ class ClaimIn(Model):
     running: Count = 0
     used: Count = 0
     building: Builds = Field(default=None, max_length=defaults.WORKER_MAX_BUILDS)
+    wait: float = Field(
+        default=0.0,
+        ge=0,
+        le=600,
+        description="seconds the API may hold the claim until tasks it can hand out are submitted "
+        "(cut to the API's limit); 0 answers at once",
+    )
+    held: Optional[TaskList] = Field(
+        default=None,
+        description="every task the worker holds: their leases are extended as by a heartbeat, and "
+        "the answer's drop names those to give up; null (not sent) leaves leases alone",
+    )
 
 
 class ClaimTask(Model):
@@ -437,6 +450,11 @@ class ClaimGroup(Model):
 class ClaimOut(Model):
     groups: list[ClaimGroup]
     lease_until: float
+    wait: float = Field(default=0.0, description="the longest the API would have waited (0: it does not wait)")
+    held_until: Optional[float] = Field(
+        default=None, description="new end of the leases of the held tasks (null: held was not sent or not read)"
+    )
+    drop: list[UUID] = Field(default_factory=list, description="held tasks to give up (cancelled, deleted, re-leased)")
 
 
 class StoredResults(Model):

@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, serverless: bool = False, clock: Callable[
         version=__version__,
         description="Metadata API of the hmq task queue. Blobs move by presigned URL only.",
     )
-    app.state.ctx = Context.create(settings, index, store, clock)
+    app.state.ctx = Context.create(settings, index, store, clock, serverless=serverless)
     app.state.auth = Authenticator(settings, index, clock)
     errors.install(app)
     for module in (users, tags, work, queue, blobs):

@@ -1,7 +1,8 @@
 """Who is calling: signed-request verification with replay protection, and role checks.
 
 The key id in the request names the caller's key directly (an indexed column), so
-authentication costs one look-up and one signature check, whatever the number of users.
+authentication costs one look-up, one signature check and one nonce row, whatever the number of
+users, all in one transaction (the route's own, for a claim or a heartbeat).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import delete, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.orm import Session
 
 from hmq import crypto
 from hmq._errors import AuthenticationError, PermissionDenied
@@ -38,25 +40,43 @@ class Principal:
 
 class Authenticator:
     """Checks signed requests against the index, by the API's clock (request time skew, nonce
-    expiry); purges expired nonces at most every ``settings.nonce_purge_seconds``."""
+    expiry). The key look-up and the nonce are one transaction: the caller's own when it passes
+    ``session`` (a claim authenticates in the transaction that claims), else one of their own.
+    Expired nonces are purged by the sweeps (:meth:`lambdas.service.sweeps.Sweeps.sweep_nonces`)."""
 
     def __init__(self, settings: Settings, index: Index, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.index = index
         self.clock = clock
-        self._last_purge = float("-inf")
 
-    def authenticate(self, headers: Mapping[str, str], method: str, target: str, body: bytes) -> Principal:
+    def precheck(self, headers: Mapping[str, str]) -> None:
+        """The checks that need no index: the request is signed, and timely."""
+        crypto.RequestAuth.from_headers(headers).check_time(self.clock(), self.settings.request_max_skew_seconds)
+
+    def authenticate(
+        self, headers: Mapping[str, str], method: str, target: str, body: bytes, session: Optional[Session] = None
+    ) -> Principal:
         auth = crypto.RequestAuth.from_headers(headers)
         now = self.clock()
         auth.check_time(now, self.settings.request_max_skew_seconds)
         admin = self.settings.admin
         if auth.key_id == admin.key_id:
-            auth.verify(admin, method, target, body)
+            auth.verify(admin, method, target, body)  # before any transaction: no key to look up
+        if session is not None:
+            return self._check(session, auth, method, target, body, now)
+        with self.index.write() as own:
+            return self._check(own, auth, method, target, body, now)
+
+    def _check(
+        self, session: Session, auth: crypto.RequestAuth, method: str, target: str, body: bytes, now: float
+    ) -> Principal:
+        """Look the key up, verify (users), remember the nonce: one transaction, ``session``'s."""
+        admin = self.settings.admin
+        if auth.key_id == admin.key_id:
             principal = Principal(None, "admin", "admin", admin.key_id)
         else:
-            with self.index.read() as session:
-                user = session.scalars(select(User).where(User.key_id == auth.key_id)).one_or_none()
+            columns = (User.id, User.name, User.role, User.key_id, User.sign_pub, User.enc_pub, User.revoked)
+            user = session.execute(select(*columns).where(User.key_id == auth.key_id)).first()
             if user is None:
                 raise AuthenticationError(
                     "unknown key: this key has not been granted access (run hmq.request_access and ask the admin)"
@@ -65,16 +85,9 @@ class Authenticator:
             if user.revoked is not None:
                 raise PermissionDenied(f"access of user {user.name!r} has been revoked")
             principal = Principal(user.id, user.name, user.role, user.key_id)
-        self._remember_nonce(auth.nonce, auth.timestamp, now)
-        return principal
-
-    def _remember_nonce(self, nonce: str, timestamp: float, now: float) -> None:
-        expires = max(timestamp, now) + 2 * self.settings.request_max_skew_seconds
+        expires = max(auth.timestamp, now) + 2 * self.settings.request_max_skew_seconds
         try:
-            with self.index.write() as session:
-                if now - self._last_purge > self.settings.nonce_purge_seconds:
-                    session.execute(delete(Nonce).where(Nonce.expires < now))
-                    self._last_purge = now
-                session.add(Nonce(nonce=nonce, expires=expires))
+            session.execute(insert(Nonce).values(nonce=auth.nonce, expires=expires))
         except DBIntegrityError:
             raise AuthenticationError("request was replayed: its nonce has been used before") from None
+        return principal

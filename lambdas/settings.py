@@ -120,6 +120,13 @@ class Settings:
         metrics_retention_seconds: how long the per-minute samples of the fleet's load
             (``GET /v1/metrics``, the dashboard's fleet page) are kept (default 7 days).
         metrics_sweep_seconds: most seconds between two purges of samples older than that.
+        max_wait_seconds: longest a claim or a pull may wait on the API for work or results
+            (the request's own ``wait`` is cut to this); 0 answers at once.
+        serverless_max_wait_seconds: the same on AWS Lambda (``create_app(serverless=True)``),
+            where a waiting invocation is billed: short by default.
+        wait_recheck_seconds: longest a waiting request goes without reading the index again
+            when no wake-up came (a safety net for a missed notification; on Lambda, where no
+            wake-up reaches the invocation, a quarter of the serverless wait is used if shorter).
     """
 
     admin_public_key: str
@@ -148,6 +155,9 @@ class Settings:
     max_pending_uploads: int = 1024
     metrics_retention_seconds: float = 7 * 24 * 3600.0
     metrics_sweep_seconds: float = 3600.0
+    max_wait_seconds: float = defaults.MAX_WAIT_SECONDS
+    serverless_max_wait_seconds: float = 1.0
+    wait_recheck_seconds: float = 5.0
     admin: crypto.PublicIdentity = field(init=False, repr=False, compare=False)
     database: DatabaseSettings = field(init=False, repr=False, compare=False)
 
@@ -166,8 +176,7 @@ class Settings:
             raise ConfigurationError("lease_seconds must be positive and max_attempts at least 1")
         if self.tag_page_tasks < 1 or self.select_page < 1:
             raise ConfigurationError("tag_page_tasks and select_page must be at least 1")
-        if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
-            raise ConfigurationError("sweep and purge intervals cannot be negative")
+        self._check_intervals()
         if self.timeout_margin_seconds < 0 or self.placement_warning_seconds <= 0:
             raise ConfigurationError(
                 "timeout_margin_seconds cannot be negative and placement_warning_seconds must be positive"
@@ -183,6 +192,12 @@ class Settings:
             raise ConfigurationError(
                 "metrics_retention_seconds must be at least 60; metrics_sweep_seconds not negative"
             )
+
+    def _check_intervals(self) -> None:
+        if min(self.nonce_purge_seconds, self.lease_sweep_seconds, self.placement_sweep_seconds) < 0:
+            raise ConfigurationError("sweep and purge intervals cannot be negative")
+        if min(self.max_wait_seconds, self.serverless_max_wait_seconds) < 0 or self.wait_recheck_seconds <= 0:
+            raise ConfigurationError("wait limits cannot be negative, wait_recheck_seconds must be positive")
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -216,6 +231,9 @@ class Settings:
             "max_pending_uploads": (int, get("MAX_PENDING_UPLOADS")),
             "metrics_retention_seconds": (float, get("METRICS_RETENTION_SECONDS")),
             "metrics_sweep_seconds": (float, get("METRICS_SWEEP_SECONDS")),
+            "max_wait_seconds": (float, get("MAX_WAIT_SECONDS")),
+            "serverless_max_wait_seconds": (float, get("SERVERLESS_MAX_WAIT_SECONDS")),
+            "wait_recheck_seconds": (float, get("WAIT_RECHECK_SECONDS")),
         }
         try:
             limits = {name: kind(text) for name, (kind, text) in numbers.items() if text}

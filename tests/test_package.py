@@ -38,6 +38,7 @@ ERRORS = {
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "PullTimeout",
     "ServerError",
     "StorageError",
     "TagFileError",

@@ -77,6 +77,17 @@ class Life:
         """Whether the deadline has passed: calls still running are to be stopped."""
         return self.deadline is not None and self.clock() >= self.deadline
 
+    def patience(self, longest: float) -> float:
+        """How long an idle worker may wait for work: at most ``longest``, never past the moment
+        a rule would have it leave (idle timeout, run time)."""
+        now, s = self.clock(), self.settings
+        limits = [longest]
+        if s.idle_timeout is not None and self._idle_since is not None:
+            limits.append(self._idle_since + s.idle_timeout - now)
+        if s.max_runtime is not None:
+            limits.append(self.started + s.max_runtime - s.grace - now)
+        return max(0.0, min(limits))
+
     def wait(self, longest: float) -> float:
         """How long to wait for something to happen: at most ``longest``, never past the deadline."""
         if self.deadline is None:

@@ -96,6 +96,7 @@ class CachedWorker:
         self._dropped: set[str] = set()  # running when dropped: their outcomes are discarded
         self._oldest_outcome: Optional[float] = None
         self._free = self.cores
+        self._beaten = time.monotonic()  # when the held leases were last extended (heartbeat or claim)
         self._stop = threading.Event()
         self._avg_seconds: Optional[float] = None
         self._threads: list[threading.Thread] = []
@@ -162,14 +163,14 @@ class CachedWorker:
         want = self.life.budget(size.total) if size is not None and size.total > 0 else 0
         if size is not None and want > 0:
             try:
-                claimed = self._claim(replace(size, total=want))
+                claimed, waited = self._claim(replace(size, total=want))
             except HmqError as exc:
                 if not self._claims_failing:  # once per outage
                     log.warning("claiming failed, trying again every %.0f s: %s", poll_max, exc)
                 self._claims_failing = True
-                claimed = 0
+                claimed, waited = 0, False
                 delay = poll_max
-            if claimed:
+            if claimed or waited:  # the API waited for work on our behalf: no sleep here
                 return poll_min
         with self._cv:
             idle = not self._queue and not self._running
@@ -220,9 +221,17 @@ class CachedWorker:
             return replace(size, total=0)
         return replace(size, total=size.total - queued)
 
-    def _claim(self, size: ClaimSize) -> int:
+    def _claim(self, size: ClaimSize) -> tuple[int, bool]:
+        """Claim what ``size`` says; return how many tasks came and whether the API waited for
+        them. The claim names every task held (a heartbeat too). A worker that holds nothing
+        and has nothing to report lets the API wait for work (``claim_wait_seconds``, never
+        past the moment it would leave): it is idle, and its main loop has nothing else to do."""
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
+            held = sorted(self._held)
+            idle = not held and not (self._outcomes or self._rejected or self._released)
+        wait = self.life.patience(self.settings.claim_wait_seconds) if idle else 0.0
+        sent = time.monotonic()
         claim = self.session.claim(
             size.total,
             self.cores,
@@ -232,10 +241,16 @@ class CachedWorker:
             per_user=size.per_user,
             others=size.others,
             building=self.envs.building(),
+            wait=wait,
+            held=held,
         )
         if self._claims_failing:
             log.warning("claiming works again")
             self._claims_failing = False
+        if claim.held_until is not None:
+            self._beaten = sent  # the held leases were extended: the heartbeat may skip a beat
+        if claim.drop:
+            self._drop({str(t) for t in claim.drop})
         with self._cv:
             self._held.update(str(t.id) for g in claim.groups for t in g.tasks)
         self.life.took(sum(len(g.tasks) for g in claim.groups))
@@ -254,7 +269,7 @@ class CachedWorker:
             self._released += [t for t in released if t in self._held]
             self._cv.notify_all()
         self._pause(bool(released))
-        return len(jobs) + len(rejected) + len(released)
+        return len(jobs) + len(rejected) + len(released), wait > 0 and claim.wait > 0
 
     def _pause(self, handed_back: bool) -> None:
         """After tasks had to be handed back, claim again only after a pause: jittered, doubling
@@ -402,7 +417,7 @@ class CachedWorker:
                 and time.monotonic() - self._oldest_outcome >= self.settings.flush_seconds
             )
             full = len(self._outcomes) >= self.settings.result_batch
-            idle = not self._queue and not self._running
+            idle = self._idle()
             handback = self._handback or stale or self._released
             if not (force or due or full or (idle and self._outcomes) or self._rejected or handback):
                 return
@@ -439,6 +454,15 @@ class CachedWorker:
                 "handed back %d tasks that could not start within %g s", len(stale), self.settings.start_within_seconds
             )
 
+    def _idle(self) -> bool:
+        """Under the lock: whether the worker has nothing else to do than report: nothing
+        queued, and every call it runs has its outcome (the runner is only tidying up). Then
+        results go out at once; batching them is for a worker under load."""
+        if self._queue:
+            return False
+        done = {job.task_id for job, _ in self._outcomes}
+        return all(task_id in done for task_id in self._running)
+
     def _take_stale(self) -> list[Job]:
         """Under the lock: the queued jobs claimed ``start_within_seconds`` ago that have not
         started, taken out of the queue to be handed back."""
@@ -452,11 +476,15 @@ class CachedWorker:
 
     # --- heartbeat ---------------------------------------------------------------------------
     def _heartbeat(self, every: float) -> None:
-        while not self._stop.wait(every):
-            self._beat()
+        """Extend the held leases every ``every`` seconds, unless a claim did (claims name the
+        held tasks): a worker that claims often sends no heartbeat at all."""
+        while not self._stop.wait(max(0.01, self._beaten + every - time.monotonic())):
+            if time.monotonic() - self._beaten >= every:
+                self._beat()
 
     def _beat(self) -> None:
         """One heartbeat: the tasks held, the environments being built; drop what the API says."""
+        self._beaten = time.monotonic()
         with self._cv:
             held = sorted(self._held)
         try:

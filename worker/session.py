@@ -147,13 +147,18 @@ class WorkerSession:
         per_user: Optional[dict[str, int]] = None,
         others: Optional[int] = None,
         building: Optional[Builds] = None,
+        wait: float = 0.0,
+        held: Optional[Iterable[str]] = None,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
         a repeated claim would lease other tasks), at most ``per_user[key id]`` of a user named
         there and ``others`` of any other (``None``: no limit per user). ``allocated``,
         ``running`` and ``used`` describe the worker's load, for operators; ``building`` the
         package environments it builds now (package set, seconds so far), for the tag status
-        (``None``: not told)."""
+        (``None``: not told). With ``wait``, the API holds the claim up to that long (cut to its
+        own limit) until there are tasks. ``held`` (every task the worker holds) makes the claim
+        a heartbeat too: the answer's ``held_until`` and ``drop`` are a heartbeat's (an API that
+        does not read ``held`` answers ``held_until`` null)."""
         body = wire.ClaimIn(
             max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
             available=max(available, 1),
@@ -163,6 +168,8 @@ class WorkerSession:
             running=running,
             used=used,
             building=_builds(building),
+            wait=min(max(wait, 0.0), 600.0),
+            held=None if held is None else [uuid.UUID(str(t)) for t in held],
         )
         return self.transport.call("POST", self._path("claim"), body, model=wire.ClaimOut, retry=False)
 

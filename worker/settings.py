@@ -71,7 +71,12 @@ class WorkerSettings:
     """First wait of an idle worker before it asks for work again; doubles up to the maximum."""
 
     poll_max_seconds: float = 2.0
-    """Longest wait of an idle worker between two claims (also after a failed claim)."""
+    """Longest wait of a worker between two claims that found nothing while it still holds
+    tasks (also after a failed claim, and against an API that does not wait)."""
+
+    claim_wait_seconds: float = defaults.CLAIM_WAIT_SECONDS
+    """How long the claim of a worker that holds nothing waits on the API for tasks (the API
+    answers as soon as some are submitted; it may cut the wait shorter); 0: never waits."""
 
     retry_deadline_seconds: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS
     """How long one request to the API or the object store is retried while it gets no answer or
@@ -165,7 +170,7 @@ class WorkerSettings:
         small = [name for name in counts if getattr(self, name) < 1]
         if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds <= self.backoff_max_seconds:
             raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or backoff interval'}")
-        if self.flush_seconds <= 0 or self.retry_deadline_seconds < 0:
+        if self.flush_seconds <= 0 or self.retry_deadline_seconds < 0 or self.claim_wait_seconds < 0:
             raise ConfigurationError("invalid worker settings: flush interval or retry deadline")
         if self.claim_horizon_seconds <= 0:
             raise ConfigurationError("claim_horizon_seconds must be positive")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from hmq._errors import HmqError
 from lambdas.db.models import Base
@@ -60,14 +59,15 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def make_engine(url: str, *, serverless: bool = False, secret: Optional[DatabaseSecret] = None) -> Engine:
-    """An engine for ``url``. ``serverless`` (AWS Lambda) uses no pool: each invocation opens
-    and closes its own connection, which suits RDS Proxy and never leaks idle connections when a
-    sandbox is frozen. With ``secret``, each new connection takes the secret's current password,
+    """An engine for ``url``. ``serverless`` (AWS Lambda): one connection per invocation, which
+    every transaction of the request reuses (a pool of one, without pings: it is new) and
+    :meth:`Index.release` closes at the invocation's end, so no idle connection is left behind
+    a frozen sandbox (and RDS Proxy, if used, sees one client per invocation). With ``secret``, each new connection takes the secret's current password,
     re-reading it once after a failed login (the password was rotated)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     if serverless:
-        engine = create_engine(url, poolclass=NullPool)
+        engine = create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=False)
     else:
         engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=300)
     if secret is not None:
@@ -96,12 +96,24 @@ def _follow_rotation(engine: Engine, secret: DatabaseSecret) -> None:
 
 
 class Index:
-    """Sessions over the index: ``write()`` for read-modify-write units, ``read()`` otherwise."""
+    """Sessions over the index: ``write()`` for read-modify-write units, ``read()`` otherwise.
+
+    ``after_commit`` callbacks get each session whose transaction was just committed (the
+    wake-ups of :mod:`lambdas.service.wake` hang there); ``on_dispose`` ones run when the
+    index is closed."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(engine.execution_options(hmq_begin="DEFERRED"), expire_on_commit=False)
+        self.after_commit: list[Callable[[Session], None]] = []
+        self.on_dispose: list[Callable[[], None]] = []
+        for factory in (self._write, self._read):
+            event.listen(factory, "after_commit", self._committed)
+
+    def _committed(self, session: Session) -> None:
+        for callback in self.after_commit:
+            callback(session)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -113,7 +125,13 @@ class Index:
         with self._read.begin() as session:
             yield session
 
+    def release(self) -> None:
+        """Close the connections not in use (the end of a Lambda invocation, or before it waits)."""
+        self.engine.dispose()
+
     def dispose(self) -> None:
+        for callback in self.on_dispose:
+            callback()
         self.engine.dispose()
 
 

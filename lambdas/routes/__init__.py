@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from hmq import crypto, wire
 from lambdas.auth import Authenticator, Principal
 from lambdas.service import Context
+
+Check = Callable[[Session], Principal]
+"""Authenticates the request inside the caller's transaction (see :func:`signature`)."""
 
 _ERRORS = {
     400: "malformed request: invalid JSON, or a value the operation refuses (the code says which)",
@@ -55,8 +60,31 @@ async def principal(request: Request) -> Principal:
     body = await request.body()
     auth: Authenticator = request.app.state.auth
     caller = await run_in_threadpool(auth.authenticate, request.headers, request.method, signed_target(request), body)
-    await run_in_threadpool(ctx(request).sweeps.run_due)
+    sweeps = ctx(request).sweeps
+    if sweeps.due():
+        await run_in_threadpool(sweeps.run_due)
     return caller
+
+
+async def signature(request: Request) -> Check:
+    """FastAPI dependency of the worker's hot path (claim, heartbeat): a check that
+    authenticates the request in the route's own transaction (key look-up, nonce and the
+    route's work: one transaction, one connection). Due sweeps run first, as for
+    :func:`principal` (the check is a clock comparison), so a claim sees requeued tasks: after
+    the checks that need no index (signed, timely), before the key is looked up; they are
+    rate-limited per process, whoever triggers them."""
+    body = await request.body()
+    auth: Authenticator = request.app.state.auth
+    headers, method, target = request.headers, request.method, signed_target(request)
+    sweeps = ctx(request).sweeps
+    if sweeps.due():
+        auth.precheck(headers)
+        await run_in_threadpool(sweeps.run_due)
+
+    def check(session: Session) -> Principal:
+        return auth.authenticate(headers, method, target, body, session)
+
+    return check
 
 
 def base_url(request: Request) -> str:

@@ -99,13 +99,16 @@ def find_tasks(
 
 
 @router.get("/tags/{tag}/done", response_model=wire.DonePage, responses=errors(404))
-def done(
+async def done(
     tag: str,
     request: Request,
     cursor: str = Query(default="", pattern=wire.CURSOR_RE),
     limit: int = Query(default=defaults.PULL_PAGE_TASKS, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
+    wait: float = Query(default=0.0, ge=0, le=600),
     p: Principal = Depends(principal),
     c: Context = Depends(ctx),
 ) -> wire.DonePage:
-    """Finished tasks after ``cursor``, grouped by result object, with presigned GET URLs."""
-    return tags.done_page(c, p, tag, cursor, limit, base_url(request))
+    """Finished tasks after ``cursor``, grouped by result object, with presigned GET URLs.
+    With ``wait`` (seconds, cut to the API's limit), an answer with nothing new for a tag with
+    open tasks waits, holding no connection, until some finish."""
+    return await tags.done_waiting(c, p, tag, cursor, limit, base_url(request), wait, request.is_disconnected)

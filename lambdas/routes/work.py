@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from hmq import wire
 from lambdas.auth import Principal
-from lambdas.routes import SIGNED, base_url, ctx, errors, principal
+from lambdas.routes import SIGNED, Check, base_url, ctx, errors, principal, signature
 from lambdas.service import Context, submit, work
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=errors(*SIGNED))
@@ -35,14 +35,15 @@ def package_sets(
 
 
 @router.post("/{worker_id}/claim", response_model=wire.ClaimOut, responses=errors(404))
-def claim(
+async def claim(
     worker_id: uuid.UUID,
     body: wire.ClaimIn,
     request: Request,
-    p: Principal = Depends(principal),
+    check: Check = Depends(signature),
     c: Context = Depends(ctx),
 ) -> wire.ClaimOut:
-    return work.claim(c, p, worker_id, body, base_url(request))
+    """Lease tasks; with ``wait``, the answer waits (holding no connection) until there are some."""
+    return await work.claim_waiting(c, check, worker_id, body, base_url(request), request.is_disconnected)
 
 
 @router.post("/{worker_id}/uploads", response_model=wire.UploadsOut, responses=errors(404, 429))
@@ -58,9 +59,9 @@ def uploads(
 
 @router.post("/{worker_id}/heartbeat", response_model=wire.HeartbeatOut, responses=errors(404))
 def heartbeat(
-    worker_id: uuid.UUID, body: wire.HeartbeatIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
+    worker_id: uuid.UUID, body: wire.HeartbeatIn, check: Check = Depends(signature), c: Context = Depends(ctx)
 ) -> wire.HeartbeatOut:
-    return work.heartbeat(c, p, worker_id, body)
+    return work.heartbeat(c, check, worker_id, body)
 
 
 @router.post("/{worker_id}/corrupt", response_model=wire.CorruptOut, responses=errors(404))

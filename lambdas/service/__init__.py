@@ -16,6 +16,7 @@ from lambdas.db import Index
 from lambdas.service.lifecycle import Clock, Lifecycle
 from lambdas.service.metrics import Metrics
 from lambdas.service.sweeps import Sweeps
+from lambdas.service.wake import Wakeups, committed
 from lambdas.settings import Settings
 from lambdas.storage import ObjectStore
 
@@ -25,7 +26,8 @@ log = logging.getLogger("hmq.api")
 @dataclass(frozen=True)
 class Context:
     """What every operation works with: settings, index, object store, the task lifecycle, the
-    sweeps, the fleet's metrics, and the clock they all read."""
+    sweeps, the fleet's metrics, the wake-ups of waiting requests, and the clock they all read.
+    ``max_wait`` is the longest a request may wait on the API (shorter on Lambda, ``serverless``)."""
 
     settings: Settings
     index: Index
@@ -33,12 +35,31 @@ class Context:
     lifecycle: Lifecycle
     sweeps: Sweeps
     metrics: Metrics
+    wakeups: Wakeups
+    max_wait: float
 
     @classmethod
-    def create(cls, settings: Settings, index: Index, store: ObjectStore, clock: Clock = time.time) -> Context:
+    def create(
+        cls, settings: Settings, index: Index, store: ObjectStore, clock: Clock = time.time, serverless: bool = False
+    ) -> Context:
         lifecycle = Lifecycle(settings, clock)
+        if serverless:
+            max_wait = settings.serverless_max_wait_seconds
+            recheck = min(settings.wait_recheck_seconds, max(max_wait / 4, 0.05))
+            wakeups = Wakeups(recheck, before_wait=index.release)
+        else:
+            max_wait = settings.max_wait_seconds
+            postgres = index.engine.dialect.name == "postgresql"
+            wakeups = Wakeups(settings.wait_recheck_seconds, listen=index.engine if postgres else None)
+        index.after_commit.append(lambda session: wakeups.notify(committed(session)))
+        index.on_dispose.append(wakeups.close)
         metrics = Metrics(settings.metrics_retention_seconds)
-        return cls(settings, index, store, lifecycle, Sweeps(settings, index, lifecycle, store, metrics), metrics)
+        sweeps = Sweeps(settings, index, lifecycle, store, metrics)
+        return cls(settings, index, store, lifecycle, sweeps, metrics, wakeups, max_wait)
+
+    def wait_for(self, asked: float) -> float:
+        """How long a request that asked to wait ``asked`` seconds may wait."""
+        return max(0.0, min(asked, self.max_wait))
 
     def now(self) -> float:
         """The API's time (``time.time`` unless the app was built with another clock)."""

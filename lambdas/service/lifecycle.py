@@ -34,6 +34,10 @@ either (the lease runs out: a lost lease). Two counters: ``attempt`` counts lost
 ``max_attempts``), ``failures`` counts runs that failed (raised, timed out, crashed, went over
 memory), requeued while the task's ``retries`` allow.
 
+Every change that makes tasks pending touches the ``work`` channel, every one that finishes a
+tag's tasks that tag's channel (:func:`lambdas.service.wake.touch`): requests waiting on them
+(claims, pulls) answer once the transaction is committed.
+
 Time comes from the :class:`Lifecycle`'s clock only, so tests pass time instead of sleeping.
 The sweeps (:meth:`~Lifecycle.expire_leases`, :meth:`~Lifecycle.fail_unplaceable`) are run by
 :mod:`lambdas.service.sweeps`, their one trigger.
@@ -57,6 +61,7 @@ from hmq.limits import format_memory
 from lambdas.db import skip_locked
 from lambdas.db.models import OPEN_STATES, Batch, Placement, Tag, Task, TaskStatus, Worker
 from lambdas.service.shares import Caps, choose
+from lambdas.service.wake import WORK, tag_channel, touch
 from lambdas.settings import Settings
 
 Clock = Callable[[], float]
@@ -261,9 +266,12 @@ class Lifecycle:
 
     def release(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Hand tasks back unrun (the worker is stopping): pending again, attempt unchanged."""
-        return self._change(
+        released = self._change(
             session, ids, _held_by(worker_id), status=TaskStatus.PENDING, worker_id=None, lease_until=None
         )
+        if released:
+            touch(session, WORK)
+        return released
 
     def finish(self, session: Session, worker_id: uuid.UUID, report: wire.CompleteIn) -> Finished:
         """Apply a worker's report: result objects, rejections, tasks handed back.
@@ -326,6 +334,10 @@ class Lifecycle:
         out.accepted += taken
         if taken == 0:
             session.execute(delete(Batch).where(Batch.id == batch))
+        if retried:
+            touch(session, WORK)
+        if taken > len(retried):
+            touch(session, tag_channel(tag_id))
         return taken > 0
 
     def _record_rejections(
@@ -346,6 +358,7 @@ class Lifecycle:
                 continue
             if tag_id not in batches:
                 batches[tag_id] = new_batch(session, tag_id, self.clock())
+                touch(session, tag_channel(tag_id))
             values = {"status": TaskStatus.FAILED, "batch_id": batches[tag_id], "lease_until": None, "error": rej.error}
             out.accepted += len(self._change(session, [rej.id], _held_by(worker_id), **values))
 
@@ -379,6 +392,7 @@ class Lifecycle:
                 .values(status=TaskStatus.CANCELLED, batch_id=batch, lease_until=None, error=reason)
             )
             total += cast(CursorResult[Any], session.execute(statement)).rowcount
+            touch(session, tag_channel(tag_id))
         return total
 
     def _close(
@@ -396,6 +410,7 @@ class Lifecycle:
                     update(Task).where(Task.seq.in_(part), *guard).values(batch_id=batch, lease_until=None, **values)
                 )
                 changed += cast(CursorResult[Any], session.execute(statement)).rowcount
+            touch(session, tag_channel(tag_id))
         return changed
 
     # --- sweeps --------------------------------------------------------------------------------
@@ -412,6 +427,8 @@ class Lifecycle:
         expired = session.execute(skip_locked(session, query)).all()
         limit = self.settings.max_attempts
         requeue = [row.seq for row in expired if row.attempt + 1 < limit]
+        if requeue:
+            touch(session, WORK)
         for part in batched(requeue, self.settings.select_page):
             session.execute(
                 update(Task)

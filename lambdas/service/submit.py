@@ -15,6 +15,7 @@ from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
 from lambdas.service import Context, delete_objects, placement
 from lambdas.service.lifecycle import encode_datacenters, place
+from lambdas.service.wake import WORK, touch
 
 KIND_LETTER = {"function": "f", "chunk": "c"}
 
@@ -135,6 +136,8 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             created += inserted
             existing += len(rows) - inserted
         warnings = placement.submit_warnings(ctx, session, placements)
+        if created:
+            touch(session, WORK)  # waiting claims claim again once this is committed
     return wire.SubmitOut(created=created, existing=existing, warnings=warnings)
 
 

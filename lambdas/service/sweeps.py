@@ -4,6 +4,8 @@
   fails once it is out of attempts (:meth:`Lifecycle.expire_leases`).
 - **Placement**: a pending task that no worker seen within ``placement_timeout_seconds`` could
   run fails with an error naming what was missing (:meth:`Lifecycle.fail_unplaceable`).
+- **Nonces**: request nonces past their expiry (twice the clock-skew window) are deleted
+  (:meth:`Sweeps.sweep_nonces`), one indexed range delete.
 - **Uploads**: objects uploaded through URLs issued more than ``upload_grace_seconds`` ago and
   never registered (a submit that was killed, a report that never came) are deleted from the
   store, a page at a time (:meth:`Sweeps.sweep_uploads`).
@@ -14,8 +16,11 @@ Trigger: the API has no background process (on AWS Lambda it cannot have one), s
 drive the sweeps. The one call site is the ``principal`` dependency of the routes
 (:func:`lambdas.routes.principal`): once a caller is authenticated, :meth:`Sweeps.run_due`
 runs the sweeps that are due, each in a short transaction of its own, before the route runs.
-Workers claim and heartbeat, and a blocking pull polls, so expired and unplaceable tasks fail
-eventually even when no worker is left. Due means, per API process and by the API's clock:
+Claims and heartbeats, the hot path of an idle fleet, authenticate in their own transaction
+instead; they run the due sweeps after their answer is sent (:meth:`Sweeps.due` is a clock
+comparison, so a request that finds nothing due pays nothing). Workers claim and heartbeat, and
+a blocking pull asks again, so expired and unplaceable tasks fail eventually even when no worker
+is left. Due means, per API process and by the API's clock:
 
 - the lease check at most every ``min(lease_sweep_seconds, lease_seconds / 4)``; it reads one
   row of the ``(status, lease_until)`` index and opens a write transaction only when a lease
@@ -23,7 +28,8 @@ eventually even when no worker is left. Due means, per API process and by the AP
 - the placement sweep at most every ``min(placement_sweep_seconds, placement_timeout_seconds / 4)``,
   never when the timeout is 0;
 - the upload sweep at most every ``min(upload_sweep_seconds, upload_grace_seconds / 4)``;
-- the metrics purge at most every ``metrics_sweep_seconds``.
+- the metrics purge at most every ``metrics_sweep_seconds``;
+- the nonce purge at most every ``nonce_purge_seconds``.
 
 One thread of a process sweeps at a time (the others go on without waiting). Processes that
 sweep at once (several Lambda sandboxes) do no harm: PostgreSQL's ``SKIP LOCKED`` and the state
@@ -35,13 +41,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Optional
+from typing import Any, Optional, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from hmq._errors import StorageError
 from lambdas.db import Index
-from lambdas.db.models import Upload
+from lambdas.db.models import Nonce, Upload
 from lambdas.service.lifecycle import Lifecycle
 from lambdas.service.metrics import Metrics
 from lambdas.settings import Settings
@@ -70,15 +76,25 @@ class Sweeps:
         self.placement_every: Optional[float] = (
             min(settings.placement_sweep_seconds, timeout / 4) if timeout > 0 else None
         )
-        self._last_lease = self._last_placement = self._last_upload = self._last_metrics = -math.inf
+        self.nonce_every = settings.nonce_purge_seconds
+        self._last_lease = self._last_placement = self._last_upload = self._last_nonce = -math.inf
+        self._last_metrics = -math.inf
+        self._next = -math.inf  # no sweep is due before this
         self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        """Whether some sweep is due (no index access: a clock comparison)."""
+        return self.lifecycle.clock() >= self._next
 
     def run_due(self) -> None:
         """Run the sweeps whose interval has passed (the one trigger: see the module docstring)."""
-        if not self._lock.acquire(blocking=False):
-            return  # another request of this process is sweeping
+        if not self.due() or not self._lock.acquire(blocking=False):
+            return  # nothing due, or another request of this process is sweeping
         try:
             now = self.lifecycle.clock()
+            if now - self._last_nonce >= self.nonce_every:
+                self._last_nonce = now
+                self.sweep_nonces()
             if now - self._last_lease >= self.lease_every:
                 self._last_lease = now
                 self.sweep_leases()
@@ -92,7 +108,21 @@ class Sweeps:
                 self._last_metrics = now
                 self.sweep_metrics()
         finally:
+            self._next = self._next_due()
             self._lock.release()
+
+    def _next_due(self) -> float:
+        times = [self._last_lease + self.lease_every, self._last_upload + self.upload_every]
+        times += [self._last_nonce + self.nonce_every, self._last_metrics + self.metrics_every]
+        if self.placement_every is not None:
+            times.append(self._last_placement + self.placement_every)
+        return min(times)
+
+    def sweep_nonces(self) -> int:
+        """Forget request nonces past their expiry; return how many."""
+        with self.index.write() as session:
+            purged = session.execute(delete(Nonce).where(Nonce.expires < self.lifecycle.clock()))
+            return cast(CursorResult[Any], purged).rowcount
 
     def sweep_leases(self) -> int:
         """Requeue or fail the tasks whose lease ran out; return how many."""

@@ -7,9 +7,10 @@ then every object and tag no remaining task needs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, cast
 
+import anyio.to_thread
 from sqlalchemy import delete, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,7 @@ from hmq._errors import BadRequest, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
 from lambdas.service import Context, delete_objects, placement
+from lambdas.service.wake import tag_channel, touch
 
 
 def _state(status: int) -> wire.TaskState:
@@ -142,6 +144,39 @@ def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit:
     )
 
 
+async def done_waiting(
+    ctx: Context,
+    principal: Principal,
+    name: str,
+    cursor: str,
+    limit: int,
+    base_url: str,
+    wait: float = 0.0,
+    gone: Optional[Callable[[], Awaitable[bool]]] = None,
+) -> wire.DonePage:
+    """:func:`done_page`; when it has nothing new while tasks are still open and the pull asks
+    to ``wait``, read again each time tasks of the tag finish (:mod:`lambdas.service.wake`),
+    until there is news or the wait (cut to the API's limit) is over."""
+    wait = ctx.wait_for(wait)
+    channel = "none"
+    if wait > 0:
+        channel = tag_channel(await anyio.to_thread.run_sync(_tag_id, ctx, principal, name))
+    page = await ctx.wakeups.until(
+        channel, wait, lambda: done_page(ctx, principal, name, cursor, limit, base_url), _news, gone
+    )
+    return page.model_copy(update={"wait": wait})
+
+
+def _tag_id(ctx: Context, principal: Principal, name: str) -> int:
+    with ctx.index.read() as session:
+        return own_tag(session, principal, name).id
+
+
+def _news(page: wire.DonePage) -> bool:
+    """Whether a pull has something to take from this page (or nothing left to wait for)."""
+    return bool(page.objects or page.closed or page.unknown or page.more) or page.open == 0
+
+
 def lookup(ctx: Context, principal: Principal, ids: list[uuid.UUID], base_url: str) -> wire.DonePage:
     """Results and states of specific tasks; ids that are unknown (deleted) are listed as such."""
     principal.require("user")
@@ -234,6 +269,7 @@ def delete_tasks(ctx: Context, principal: Principal, sel: wire.TaskSelection) ->
                     batch_ids.add(batch_id)
             session.execute(delete(Task).where(Task.seq.in_(part)))
         keys = _collect_garbage(session, chunk_ids, batch_ids, {r[1] for r in rows}, page)
+        touch(session, *{tag_channel(r[1]) for r in rows})  # waiting pulls see them gone
         # A whole tag is deleted page by page; "more" only while it still has tasks (the last
         # page removed the tag itself).
         more = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Optional, Union
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Work
 from lambdas.service import Context, delete_objects, placement
 from lambdas.service.lifecycle import runs_in
 from lambdas.service.submit import registered, upload_prefix
+from lambdas.service.wake import WORK
 
 log = logging.getLogger("hmq.api")
 
@@ -50,32 +51,81 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
     return wire.WorkerOut(worker_id=worker_id, lease_seconds=lease, heartbeat_seconds=lease / 4)
 
 
-def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID) -> Worker:
-    """The caller's own worker, marked as seen now."""
+def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID, **load: int) -> Worker:
+    """The caller's own worker, marked as seen now (and its ``load`` recorded): one UPDATE."""
     principal.require("worker")
-    worker = session.get(Worker, worker_id)
-    if worker is None:
+    mine = (Worker.id == worker_id, Worker.user_id == principal.user_id)
+    statement = update(Worker).where(*mine).values(last_seen=ctx.now(), **load).returning(Worker)
+    worker = session.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+    if worker is not None:
+        return worker
+    if session.get(Worker, worker_id) is None:
         raise NotFound("unknown_worker", f"unknown worker {worker_id}; register first")
-    if worker.user_id != principal.user_id:
-        raise PermissionDenied("this worker was registered by another identity")
-    worker.last_seen = ctx.now()
-    return worker
+    raise PermissionDenied("this worker was registered by another identity")
 
 
-def claim(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.ClaimIn, base_url: str) -> wire.ClaimOut:
-    """Lease up to ``max_tasks`` pending tasks this worker can run, oldest first, grouped by chunk."""
+Who = Union[Principal, Callable[[Session], Principal]]
+"""The caller, or a check that authenticates it inside the operation's transaction."""
+
+
+def _who(who: Who, session: Session) -> Principal:
+    return who if isinstance(who, Principal) else who(session)
+
+
+def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base_url: str) -> wire.ClaimOut:
+    """Lease up to ``max_tasks`` pending tasks this worker can run, oldest first, grouped by
+    chunk; extend the leases of the ``held`` tasks it names, as a heartbeat would. One
+    transaction (the caller's authentication too, when ``who`` is a check)."""
     with ctx.index.write() as session:
-        worker = _seen(ctx, session, principal, worker_id)
-        worker.allocated, worker.running, worker.used = body.allocated, body.running, body.used
+        principal = _who(who, session)
+        load = {"allocated": body.allocated, "running": body.running, "used": body.used}
+        worker = _seen(ctx, session, principal, worker_id, **load)
         ctx.metrics.sample(session, worker, ctx.now())
         placement.record_builds(ctx, worker, body.building)
+        held_until, drop = None, []
+        if body.held is not None:
+            held, held_until = ctx.lifecycle.extend(session, worker_id, body.held)
+            drop = [t for t in body.held if t not in held]
         caps = (body.per_user, body.others) if body.per_user or body.others is not None else None
         lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks, caps)
         rows = _claimed(session, lease.seqs)
-        certificates = dict(
-            session.execute(select(User.id, User.certificate).where(User.id.in_({r.user_id for r in rows}))).all()
+        users = {r.user_id for r in rows}
+        certificates = (
+            dict(session.execute(select(User.id, User.certificate).where(User.id.in_(users))).all()) if users else {}
         )
-    return wire.ClaimOut(groups=_groups(ctx, rows, certificates, base_url), lease_until=lease.until)
+    groups = _groups(ctx, rows, certificates, base_url)
+    return wire.ClaimOut(groups=groups, lease_until=lease.until, held_until=held_until, drop=drop)
+
+
+async def claim_waiting(
+    ctx: Context,
+    check: Callable[[Session], Principal],
+    worker_id: uuid.UUID,
+    body: wire.ClaimIn,
+    base_url: str,
+    gone: Optional[Callable[[], Awaitable[bool]]] = None,
+) -> wire.ClaimOut:
+    """:func:`claim`; when it finds nothing and the claim asks to ``wait``, claim again each
+    time tasks become pending (:mod:`lambdas.service.wake`), until some are leased or the wait
+    (cut to the API's limit) is over. The first try authenticates and extends the held leases;
+    the next ones only lease."""
+    wait = ctx.wait_for(body.wait)
+    again = body.model_copy(update={"held": None})
+    state: dict[str, Any] = {}
+
+    def authenticated(session: Session) -> Principal:
+        state["principal"] = check(session)
+        return state["principal"]
+
+    def attempt() -> wire.ClaimOut:
+        if "first" in state:
+            return claim(ctx, state["principal"], worker_id, again, base_url)
+        state["first"] = claim(ctx, authenticated, worker_id, body, base_url)
+        return state["first"]
+
+    out = await ctx.wakeups.until(WORK, wait, attempt, lambda answer: bool(answer.groups), gone)
+    first: wire.ClaimOut = state["first"]
+    return out.model_copy(update={"wait": wait, "held_until": first.held_until, "drop": first.drop})
 
 
 def _claimed(session: Session, seqs: list[int]) -> Sequence[Any]:
@@ -125,12 +175,13 @@ def _groups(ctx: Context, rows: Sequence[Any], certificates: dict[int, str], bas
     return list(groups.values())
 
 
-def heartbeat(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.HeartbeatIn) -> wire.HeartbeatOut:
+def heartbeat(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.HeartbeatIn) -> wire.HeartbeatOut:
     """Extend the leases of the tasks the worker names (only those: a task it lost track of runs
     out of lease and returns to the queue); name those it should drop (cancelled, deleted, or
-    re-leased after this worker was presumed dead). Keep the environments it says it builds."""
+    re-leased after this worker was presumed dead). Keep the environments it says it builds.
+    One transaction, authentication included when ``who`` is a check."""
     with ctx.index.write() as session:
-        worker = _seen(ctx, session, principal, worker_id)
+        worker = _seen(ctx, session, _who(who, session), worker_id)
         ctx.metrics.sample(session, worker, ctx.now())
         placement.record_builds(ctx, worker, body.building)
         held, lease_until = ctx.lifecycle.extend(session, worker_id, body.tasks)

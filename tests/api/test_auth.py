@@ -117,3 +117,36 @@ def test_revoked_user_is_refused_and_their_queue_cancelled(server: Server) -> No
         user.get_tag_status(tag.name)
     with server.admin() as admin:
         assert [u.revoked for u in admin.users() if u.name == "bob"] == [True]
+
+
+def test_a_replay_is_refused_by_another_api_instance_on_the_same_index(server: Server) -> None:
+    """Nonces live in the index, not in one process: a request seen by one API instance is a
+    replay to every other (and after a restart)."""
+    from tests.helpers import start_server
+
+    other = start_server(server.settings.replace(migrate_on_start=False), server.admin_key)
+    try:
+        user = server.user()
+        headers = signed(user.identity, "GET", "/v1/whoami")
+        assert raw_request(server.url, "GET", "/v1/whoami", headers=headers).status_code == 200
+        status, message = _error(raw_request(other.url, "GET", "/v1/whoami", headers=headers))
+        assert status == 401 and "replayed" in message
+    finally:
+        other.stop()
+
+
+def test_a_replayed_claim_is_refused_and_leases_nothing(server: Server, tmp_path) -> None:
+    """A claim authenticates inside its own transaction: a replay is refused before anything is leased."""
+    from tests.helpers import ManualWorker, submit
+
+    user, w = server.user(), ManualWorker(server, tmp_path)
+    tag = submit(user, lambda x: x, [(1,), (2,)])
+    path = f"/v1/workers/{w.session.worker_id}/claim"
+    body = json.dumps({"max_tasks": 1, "available": 1}).encode()
+    headers = signed(w.creds.identity, "POST", path, body)
+    first = raw_request(server.url, "POST", path, body, headers)
+    assert first.status_code == 200 and len(first.json()["groups"][0]["tasks"]) == 1
+    status, message = _error(raw_request(server.url, "POST", path, body, headers))
+    assert status == 401 and "replayed" in message
+    status_now = user.get_tag_status(tag.name)
+    assert (status_now["pending"], status_now["running"]) == (1, 1)

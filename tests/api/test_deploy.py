@@ -214,9 +214,11 @@ def test_rotated_password_is_picked_up(postgres: PostgresCluster, secrets_endpoi
     postgres.execute(f"ALTER ROLE {role} PASSWORD 'second'")
     client = boto3.client("secretsmanager", region_name="us-east-1")
     client.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": role, "password": "second"}))
+    engine.dispose()  # the next invocation (the Lambda handler releases its connection after each)
     with engine.connect() as conn:  # the failed login re-read the secret
         assert conn.execute(text("SELECT 1")).scalar() == 1
     postgres.execute(f"ALTER ROLE {role} PASSWORD 'third'")  # the secret is now stale for good
+    engine.dispose()
     with pytest.raises(Exception, match="password authentication failed"):
         engine.connect()
     client.close()

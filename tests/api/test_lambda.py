@@ -223,3 +223,31 @@ def test_errors(lambda_handler: Any, server: Server, kind: str) -> None:
         via_lambda = _call(lambda_handler, kind, method, path, identity=identity)
         assert via_lambda == _http(server, method, path, identity=identity)
         assert via_lambda[0] in (401, 404) and via_lambda[1]["error"]["message"]
+
+
+def test_an_invocation_opens_one_connection_and_waits_only_briefly(
+    lambda_handler: Any, server: Server, tmp_path: Any
+) -> None:
+    """On Lambda a claim's wait is cut to ``serverless_max_wait_seconds`` (1 s: waiting is
+    billed), and all of an invocation's transactions share one database connection, closed at
+    its end."""
+    from sqlalchemy import event
+
+    from tests.helpers import ManualWorker
+
+    engine = sys.modules["lambdas.handler"].app.state.ctx.index.engine
+    connects: list[int] = []
+    event.listen(engine, "connect", lambda *_: connects.append(1))
+    w = ManualWorker(server, tmp_path)
+    path = f"/v1/workers/{w.session.worker_id}/claim"
+    body = json.dumps({"max_tasks": 5, "available": 1, "wait": 30}).encode()
+    started = time.monotonic()
+    status, out = _call(lambda_handler, "http-api-v2", "POST", path, body=body, identity=w.creds.identity)
+    assert status == 200 and out["groups"] == [] and out["wait"] == 1.0
+    assert 0.9 <= time.monotonic() - started < 15
+    before = len(connects)
+    status, out = _call(
+        lambda_handler, "http-api-v2", "POST", path, body=body.replace(b"30", b"0"), identity=w.creds.identity
+    )
+    assert status == 200 and len(connects) - before == 1  # key, nonce and claim: one connection
+    assert engine.pool.checkedin() == 0  # closed when the invocation answered

@@ -145,3 +145,21 @@ def test_sigterm_hands_back_a_call_that_outlasts_the_grace(server: Server, tmp_p
     _pull(tag)
     assert list(tag.results) == ["call"]
     assert (ledger.count("start"), ledger.count("done")) == (2, 1)  # completed elsewhere, exactly once
+
+
+def test_an_idle_worker_waits_for_work_no_longer_than_it_may_stay() -> None:
+    """The claim of an idle worker waits on the API, but never past its idle timeout or the
+    moment it stops claiming before its run time is up."""
+    life, clock = _life(idle_timeout=12, max_runtime=100, grace=10)
+    assert life.patience(5) == 5
+    clock.now += 9
+    assert life.patience(5) == 3  # idle for 9 of 12 s
+    life.observe(True)
+    clock.now += 80
+    life.observe(False)
+    assert life.patience(5) == 1  # 89 s in: claiming ends at 100 - 10
+    clock.now += 2
+    assert life.patience(5) == 0
+    assert WorkerSettings(url="http://127.0.0.1:9").claim_wait_seconds == 5.0
+    with pytest.raises(ConfigurationError):
+        WorkerSettings(url="http://127.0.0.1:9", claim_wait_seconds=-1)
