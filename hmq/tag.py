@@ -510,6 +510,15 @@ class Tag:
                 pause = min(pause * 2, defaults.PULL_POLL_MAX_SECONDS)
         return remaining
 
+    def _timed_out(self, remaining: int, timeout: float) -> PullTimeout:
+        """The error of a blocking pull out of time, naming the open tasks' states in the queue."""
+        try:
+            states = self.api.get_tag_status(self.name)
+        except HmqError:
+            return PullTimeout(self.name, remaining, timeout)
+        detail = ", ".join(f"{states[s]} {s}" for s in ("pending", "running") if states.get(s))
+        return PullTimeout(self.name, remaining, timeout, f" (in the queue: {detail})" if detail else "")
+
     def _show_status(self) -> None:
         """The tag's running and pending tasks and notes, in the bar (if one is drawn), while a
         pull waits."""
