@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hmq
+from bench.peers import percentiles
 
 
 def _peak_mb() -> float:
@@ -44,6 +45,57 @@ def end_to_end(n: int) -> dict[str, Any]:
     t2 = time.perf_counter()
     assert tag.n_results == n
     return {"tasks": n, "submit_per_s": n / (t1 - t0), "end_to_end_per_s": n / (t2 - t0), "seconds": t2 - t0}
+
+
+def submit_only(n: int) -> dict[str, Any]:
+    """``n`` no-op tasks submitted, not waited for (the fleet scenario's workers drain them)."""
+
+    @hmq.task
+    def noop(x):
+        return x
+
+    for i in range(n):
+        noop(i)
+    t0 = time.perf_counter()
+    tag = noop.submit(quiet=True)
+    return {"tasks": n, "tag": tag.name, "submit_per_s": n / (time.perf_counter() - t0)}
+
+
+def latency(n: int) -> dict[str, Any]:
+    """One no-op submitted and its result pulled (``pull(blocking=True)``), ``n`` times after a
+    warm-up call: p50 and p95 in ms."""
+
+    @hmq.task
+    def noop(x):
+        return x
+
+    times = []
+    for i in range(n + 1):
+        t0 = time.perf_counter()
+        noop(i)
+        tag = noop.submit(quiet=True)
+        tag.pull(blocking=True)
+        assert list(tag.results) == [i]
+        times.append(time.perf_counter() - t0)
+        tag.close()
+    return percentiles(times[1:])
+
+
+def kilobyte(n: int) -> dict[str, Any]:
+    """Tasks returning 1 KB each (1,024 characters): submit, run, pull; tasks per second."""
+
+    @hmq.task
+    def kilobyte(x):
+        return str(x).rjust(1024, ".")
+
+    for i in range(n):
+        kilobyte(i)
+    t0 = time.perf_counter()
+    tag = kilobyte.submit(quiet=True)
+    _wait(tag)
+    seconds = time.perf_counter() - t0
+    assert tag.n_results == n and len(next(tag.results)) == 1024
+    return {"tasks": n, "end_to_end_per_s": n / seconds, "seconds": seconds}
 
 
 def large_tag(n: int) -> dict[str, Any]:
@@ -154,6 +206,9 @@ def executor_calls(n: int) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[int], dict[str, Any]]] = {
     "end_to_end": end_to_end,
+    "latency": latency,
+    "submit_only": submit_only,
+    "kilobyte": kilobyte,
     "large_tag": large_tag,
     "payload": payload,
     "executor_calls": executor_calls,
