@@ -1,6 +1,7 @@
-"""A tag's task ids cost bounded client memory: an unlinked tag's database is SQLite's private
-temporary one, not an in-memory database (which held ~150 MB for a 1,000,000-task tag), and the
-ids submit makes sort in creation order, so inserting them stays fast with a small page cache."""
+"""A big tag costs bounded client memory: recorded calls spill to a temporary file past
+``CALL_LOG_MEMORY_BYTES``; an unlinked tag's database is SQLite's private temporary one, not an
+in-memory database (which held ~150 MB for a 1,000,000-task tag); and the ids submit makes sort
+in creation order, so inserting them stays fast with a small page cache."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import _sqlite3
 import ctypes
 import ctypes.util
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
+import cloudpickle
 import pytest
 
+import hmq
 from hmq._submit import new_task_id
+from hmq.defaults import CALL_LOG_MEMORY_BYTES
 from hmq.tag import Tag
 
 IDS = 200_000
@@ -60,3 +65,28 @@ def test_task_ids_are_uuid7_in_creation_order() -> None:
     assert all(later > i for i in first)  # the 48-bit millisecond clock leads
     stamp = parsed[-1].int >> 80
     assert abs(stamp / 1000 - time.time()) < 60
+
+
+def test_recorded_calls_spill_to_disk_and_come_back_in_order() -> None:
+    @hmq.task
+    def f(x):
+        return x
+
+    calls = 200_000  # ~9 MB pickled: past the 4 MB kept in memory
+    tracemalloc.start()
+    try:
+        for i in range(calls):
+            f(i, key="v" if i % 2 else None)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Packed in memory, these calls held ~10 MB; spilled, at most CALL_LOG_MEMORY_BYTES stays.
+    assert held < CALL_LOG_MEMORY_BYTES + 2_000_000, f"{held / 1e6:.1f} MB held for {calls:,} recorded calls"
+    first = iter(f._calls)
+    assert cloudpickle.loads(next(first)) == ((0,), {"key": None})
+    f(-1)  # recorded after a read that stopped part way: appended, nothing overwritten
+    back = [cloudpickle.loads(c) for c in f._calls]
+    assert len(back) == len(f) == calls + 1
+    assert back[1] == ((1,), {"key": "v"}) and back[-2][0] == (calls - 1,) and back[-1] == ((-1,), {})
+    f.clear()
+    assert len(f) == 0 and list(f._calls) == []
