@@ -1,12 +1,14 @@
 """``python -m bench``: run each scenario in its own process, print figures.
 
-Options: ``--quick`` (small sizes, a smoke run), ``--workers N``, ``--million`` (client memory
-of a 100,000- and a 1,000,000-task tag), ``--only NAME ...`` (some scenarios of
+Options: ``--quick`` (small sizes, a smoke run), ``--workers N``, ``--million`` (also
+``memory``: client memory of a 100,000- and a 1,000,000-task tag), ``--only NAME ...`` (some scenarios of
 :data:`RUNNERS`), ``--peers NAME ...`` (which peers ``compare`` runs: rq, lithops).
 
 - ``end_to_end``, ``large_tag``, ``payload``: throughput and peak client memory on a local queue.
 - ``compare``: hmq, RQ and Lithops on the same workloads, side by side (:mod:`bench.compare`).
 - ``fleet``: many simulated workers against one API process on PostgreSQL (:mod:`bench.fleet`).
+- ``memory``: peak client memory of a 100,000- and a 1,000,000-task tag, submitted and pulled
+  into a tag file in one process each, and its growth (only with ``--million`` or ``--only``).
 - ``sandbox``: the cost per call with the workers' sandbox on (the default isolation) and off
   (``HMQ_ISOLATION=none``) in the same run: no-op tasks end to end on a local queue whose
   workers run each way, and no-op calls straight through one executor.
@@ -84,8 +86,10 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "compare": lambda args: compare.run(args.workers, args.quick, args.peers),
     "fleet": lambda args: fleet.run(args.quick),
     "sandbox": compare_isolation,
+    "memory": million,
 }
-"""Each scenario ``--only`` can name and what runs it (scenarios sharing a runner run together)."""
+"""Each scenario ``--only`` can name and what runs it (scenarios sharing a runner run together).
+A new scenario is one entry here (pending-pinned claims, ``bench/pending.py``, joins as ``pending``)."""
 
 
 def main() -> None:
@@ -93,7 +97,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--million", action="store_true", help="also client memory at 100,000 and 1,000,000 tasks")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", nargs="+", choices=list(RUNNERS), default=list(RUNNERS), help="run only these")
+    everything = [name for name in RUNNERS if name != "memory"]  # memory: with --million
+    parser.add_argument("--only", nargs="+", choices=list(RUNNERS), default=everything, help="run only these")
     parser.add_argument("--peers", nargs="*", choices=list(compare.PEER_NAMES), default=list(compare.PEER_NAMES))
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.workers} local workers x 1 core")
@@ -103,7 +108,7 @@ def main() -> None:
         if runner not in done:
             done.add(runner)
             runner(args)
-    if args.million:
+    if args.million and million not in done:
         million(args)
 
 
