@@ -29,6 +29,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 PROBE_CALLS = 100
 """Calls run before the call workloads, to estimate whether each fits in the time budget."""
+LITHOPS_TIMEOUT = 120
+"""Seconds Lithops may take for one call (plus one per call of a map) before the workload is
+given up: its localhost runner can die and leave ``get_result`` waiting for ever."""
 
 
 def noop(x: Any) -> Any:
@@ -177,7 +180,7 @@ def lithops_latency(executor: Any, repeats: int, deadline: float) -> dict[str, f
             break
         t0 = time.perf_counter()
         future = executor.call_async(noop, i)
-        assert executor.get_result(fs=[future]) in ([i], i)
+        assert executor.get_result(fs=[future], timeout=LITHOPS_TIMEOUT, show_progressbar=False) in ([i], i)
         times.append(time.perf_counter() - t0)
     return percentiles(times[1:])
 
@@ -186,7 +189,7 @@ def lithops_calls(executor: Any, func: Callable[[int], Any], n: int) -> float:
     """``n`` calls as one ``map``, every result fetched; calls per second."""
     t0 = time.perf_counter()
     futures = executor.map(func, range(n))
-    results = executor.get_result(fs=futures)
+    results = executor.get_result(fs=futures, timeout=LITHOPS_TIMEOUT + n, show_progressbar=False)
     elapsed = time.perf_counter() - t0
     assert len(results) == n and results[-1] == func(n - 1)
     return n / elapsed
@@ -201,26 +204,38 @@ PEERS: dict[str, tuple[Callable[[int], Any], Callable[..., dict[str, float]], Ca
 def run(peer: str, spec: dict[str, Any], workers: int, budget: float) -> dict[str, Any]:
     """Each workload of ``spec`` on ``peer``, within about ``budget`` seconds: the latency
     repeats stop after a quarter of it, and a call workload that would not fit in what is left
-    at the best rate measured so far (a probe of ``PROBE_CALLS`` calls first) is skipped (its figure says so). Figures are keyed as
+    at the best rate measured so far (a probe of ``PROBE_CALLS`` calls first) is skipped; a
+    workload that fails or is skipped says so in its figure. Figures are keyed as
     :mod:`bench.compare` reads them."""
     start, latency, calls = PEERS[peer]
     figures: dict[str, Any] = {}
     deadline = time.monotonic() + budget
     with start(workers) as target:
         if spec.get("latency"):
-            figures["latency"] = latency(target, spec["latency"], time.monotonic() + budget / 4)
+            figures["latency"] = _attempt(latency, target, spec["latency"], time.monotonic() + budget / 4)
         work = [(f"noop:{n}", noop, n) for n in spec.get("noop", [])]
         if spec.get("kilobyte"):
             work.append((f"kilobyte:{spec['kilobyte']}", kilobyte, spec["kilobyte"]))
-        rate = calls(target, noop, PROBE_CALLS)  # the first estimate, not reported
+        rate = _attempt(calls, target, noop, PROBE_CALLS)  # the first estimate, not reported
         for key, func, n in work:
             left = deadline - time.monotonic()
+            if not isinstance(rate, float):
+                figures[key] = rate  # the probe failed: so would this
+                continue
             if n / rate > left:
                 figures[key] = f"skipped (~{n / rate / 60:.0f} min at {rate:.0f}/s)"
                 continue
-            figures[key] = calls(target, func, n)
-            rate = max(rate, figures[key])
+            figures[key] = _attempt(calls, target, func, n)
+            rate = max(rate, figures[key]) if isinstance(figures[key], float) else rate
     return figures
+
+
+def _attempt(workload: Callable[..., Any], *args: Any) -> Any:
+    """A workload's figure, or what made it fail (a peer's own failure is a figure too)."""
+    try:
+        return workload(*args)
+    except Exception as exc:  # whatever the peer raises
+        return f"failed ({type(exc).__name__})"
 
 
 def main() -> None:
