@@ -36,7 +36,8 @@ format: $(STAMP)
 	$(BIN)/ruff format hmq lambdas worker tests bench
 	$(BIN)/ruff check --fix hmq lambdas worker tests bench
 
-## bench: throughput and memory figures (see README, Benchmarks)
+## bench: throughput and memory figures, and hmq beside RQ and Lithops (see README, Benchmarks); the peers
+## go into a virtual environment of their own, .bench-venv, made by the bench itself
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,87 +1,34 @@
-"""``python -m bench``: start a local queue, run each scenario in its own process, print figures.
+"""``python -m bench``: run each scenario in its own process, print figures.
 
-Options: ``--quick`` (small sizes), ``--workers N``, ``--million`` (the 1,000,000-task tag),
-``--only NAME ...`` (some scenarios: end_to_end, large_tag, payload, sandbox).
+Options: ``--quick`` (small sizes, a smoke run), ``--workers N``, ``--million`` (also
+``memory``: client memory of a 100,000- and a 1,000,000-task tag), ``--only NAME ...`` (some scenarios of
+:data:`RUNNERS`), ``--peers NAME ...`` (which peers ``compare`` runs: rq, lithops).
 
-``sandbox`` compares the cost per call with the workers' sandbox on (the default isolation)
-and off (``HMQ_ISOLATION=none``) in the same run: no-op tasks end to end on a local queue whose
-workers run each way, and no-op calls straight through one executor.
+- ``end_to_end``, ``large_tag``, ``payload``: throughput and peak client memory on a local queue.
+- ``compare``: hmq, RQ and Lithops on the same workloads, side by side (:mod:`bench.compare`).
+- ``fleet``: many simulated workers against one API process on PostgreSQL (:mod:`bench.fleet`).
+- ``memory``: peak client memory of a 100,000- and a 1,000,000-task tag, submitted and pulled
+  into a tag file in one process each, and its growth (only with ``--million`` or ``--only``).
+- ``sandbox``: the cost per call with the workers' sandbox on (the default isolation) and off
+  (``HMQ_ISOLATION=none``) in the same run: no-op tasks end to end on a local queue whose
+  workers run each way, and no-op calls straight through one executor.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any
 
-from hmq import stack
-
-SCENARIOS = ("end_to_end", "large_tag", "payload", "sandbox")
+from bench import compare, fleet
+from bench.stacks import figure, local_queue, machine, scenario
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
-
-
-@contextmanager
-def local_queue(workers: int, isolation: Optional[str] = None) -> Iterator[dict[str, str]]:
-    """A local queue (`hmq up`) in a temporary HMQ_HOME, its workers isolated as ``isolation``
-    says (default: theirs); yields the environment of a client of it."""
-    with tempfile.TemporaryDirectory(prefix="hmq-bench-") as tmp:
-        home = Path(tmp)
-        saved = os.environ.get("HMQ_ISOLATION")
-        if isolation is not None:
-            os.environ["HMQ_ISOLATION"] = isolation  # read by the workers `hmq up` starts
-        try:
-            stack.up(home, workers=workers, cores=1)
-        finally:
-            if saved is None:
-                os.environ.pop("HMQ_ISOLATION", None)
-            else:
-                os.environ["HMQ_ISOLATION"] = saved
-        try:
-            yield {**os.environ, "HMQ_HOME": str(home)}
-        finally:
-            stack.down(home)
-
-
-def scenario(name: str, n: int, env: dict[str, str]) -> dict[str, Any]:
-    """Run one scenario in a process of its own; its figures."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.scenarios", name, str(n)], env=env, capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        print(f"{name}: FAILED\n{out.stderr}", file=sys.stderr)
-        sys.exit(1)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _figure(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
-
-
-def compare_isolation(workers: int, quick: bool) -> None:
+def compare_isolation(args: argparse.Namespace) -> None:
     """The ``sandbox`` scenario: the same figures with the sandbox on and off, side by side."""
-    tasks, calls = (2_000, 2_000) if quick else (20_000, 20_000)
+    workers = args.workers
+    tasks, calls = (2_000, 2_000) if args.quick else (20_000, 20_000)
     columns: dict[str, dict[str, Any]] = {}
     for isolation in ("auto", "none"):
         with local_queue(workers, None if isolation == "auto" else "none") as env:
@@ -102,29 +49,67 @@ def compare_isolation(workers: int, quick: bool) -> None:
         print(f"  {row:<{width}}  " + "".join(f"{columns[m][row]:>18}" for m in modes))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--million", action="store_true", help="also submit and pull a 1,000,000-task tag")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="run only these")
-    args = parser.parse_args()
+def throughput(args: argparse.Namespace) -> None:
+    """``end_to_end``, ``large_tag`` and ``payload`` (those of ``--only``), on one local queue."""
     plan = [
         ("end_to_end", 2_000 if args.quick else 50_000),
         ("large_tag", 5_000 if args.quick else 200_000),
         ("payload", 10 if args.quick else 100),
     ]
-    if args.million:
-        plan.append(("large_tag", 1_000_000))
     plan = [(name, n) for name, n in plan if name in args.only]
+    with local_queue(args.workers) as env:
+        for name, n in plan:
+            figures = scenario(name, n, env)
+            print(f"{name:<11} " + "  ".join(f"{k}={figure(v)}" for k, v in figures.items()))
+
+
+def million(args: argparse.Namespace) -> None:
+    """``--million``: a 100,000- and a 1,000,000-task tag submitted and pulled into a tag file
+    in one process each; peak client memory of both and its growth."""
+    sizes = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
+    peaks = []
+    with local_queue(args.workers) as env:
+        for n in sizes:
+            figures = scenario("large_tag", n, env)
+            peaks.append(figures["peak_mb"])
+            print(f"{'large_tag':<11} " + "  ".join(f"{k}={figure(v)}" for k, v in figures.items()))
+    growth = (peaks[1] / peaks[0] - 1) * 100
+    print(
+        f"memory      peak client RSS {sizes[0]:,} -> {sizes[1]:,} tasks: {peaks[0]:.0f} -> {peaks[1]:.0f} MB (+{growth:.0f}%)"
+    )
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "end_to_end": throughput,
+    "large_tag": throughput,
+    "payload": throughput,
+    "compare": lambda args: compare.run(args.workers, args.quick, args.peers),
+    "fleet": lambda args: fleet.run(args.quick),
+    "sandbox": compare_isolation,
+    "memory": million,
+}
+"""Each scenario ``--only`` can name and what runs it (scenarios sharing a runner run together).
+A new scenario is one entry here (pending-pinned claims, ``bench/pending.py``, joins as ``pending``)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--million", action="store_true", help="also client memory at 100,000 and 1,000,000 tasks")
+    parser.add_argument("--workers", type=int, default=2)
+    everything = [name for name in RUNNERS if name != "memory"]  # memory: with --million
+    parser.add_argument("--only", nargs="+", choices=list(RUNNERS), default=everything, help="run only these")
+    parser.add_argument("--peers", nargs="*", choices=list(compare.PEER_NAMES), default=list(compare.PEER_NAMES))
+    args = parser.parse_args()
     print(f"machine: {machine()}; {args.workers} local workers x 1 core")
-    if plan:
-        with local_queue(args.workers) as env:
-            for name, n in plan:
-                figures = scenario(name, n, env)
-                print(f"{name:<11} " + "  ".join(f"{k}={_figure(v)}" for k, v in figures.items()))
-    if "sandbox" in args.only:
-        compare_isolation(args.workers, args.quick)
+    done: set[Callable[[argparse.Namespace], None]] = set()
+    for name in args.only:
+        runner = RUNNERS[name]
+        if runner not in done:
+            done.add(runner)
+            runner(args)
+    if args.million and million not in done:
+        million(args)
 
 
 if __name__ == "__main__":

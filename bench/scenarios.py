@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hmq
+from bench.peers import percentiles
 
 
 def _peak_mb() -> float:
@@ -46,6 +47,57 @@ def end_to_end(n: int) -> dict[str, Any]:
     return {"tasks": n, "submit_per_s": n / (t1 - t0), "end_to_end_per_s": n / (t2 - t0), "seconds": t2 - t0}
 
 
+def submit_only(n: int) -> dict[str, Any]:
+    """``n`` no-op tasks submitted, not waited for (the fleet scenario's workers drain them)."""
+
+    @hmq.task
+    def noop(x):
+        return x
+
+    for i in range(n):
+        noop(i)
+    t0 = time.perf_counter()
+    tag = noop.submit(quiet=True)
+    return {"tasks": n, "tag": tag.name, "submit_per_s": n / (time.perf_counter() - t0)}
+
+
+def latency(n: int) -> dict[str, Any]:
+    """One no-op submitted and its result pulled (``pull(blocking=True)``), ``n`` times after a
+    warm-up call: p50 and p95 in ms."""
+
+    @hmq.task
+    def noop(x):
+        return x
+
+    times = []
+    for i in range(n + 1):
+        t0 = time.perf_counter()
+        noop(i)
+        tag = noop.submit(quiet=True)
+        tag.pull(blocking=True)
+        assert list(tag.results) == [i]
+        times.append(time.perf_counter() - t0)
+        tag.close()
+    return percentiles(times[1:])
+
+
+def kilobyte(n: int) -> dict[str, Any]:
+    """Tasks returning 1 KB each (1,024 characters): submit, run, pull; tasks per second."""
+
+    @hmq.task
+    def kilobyte(x):
+        return str(x).rjust(1024, ".")
+
+    for i in range(n):
+        kilobyte(i)
+    t0 = time.perf_counter()
+    tag = kilobyte.submit(quiet=True)
+    _wait(tag)
+    seconds = time.perf_counter() - t0
+    assert tag.n_results == n and len(next(tag.results)) == 1024
+    return {"tasks": n, "end_to_end_per_s": n / seconds, "seconds": seconds}
+
+
 def large_tag(n: int) -> dict[str, Any]:
     """A big tag: submit rate, run, then pull into a linked file (results per second), memory."""
 
@@ -73,6 +125,7 @@ def large_tag(n: int) -> dict[str, Any]:
         assert pulled.n_results == n
         size = os.path.getsize(Path(tmp) / "big.db")
         pulled.close()
+    peak = _peak_mb()  # before the clean-up: delete_tasks answers with every id it deleted
     hmq.api.delete_tasks(tag=name)
     return {
         "tasks": n,
@@ -82,6 +135,7 @@ def large_tag(n: int) -> dict[str, Any]:
         "from_queue_per_s": n / (t3 - t2),
         "tag_file_mb": size / 1e6,
         "submit_peak_mb": submit_peak,
+        "peak_mb": peak,
     }
 
 
@@ -154,6 +208,9 @@ def executor_calls(n: int) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[int], dict[str, Any]]] = {
     "end_to_end": end_to_end,
+    "latency": latency,
+    "submit_only": submit_only,
+    "kilobyte": kilobyte,
     "large_tag": large_tag,
     "payload": payload,
     "executor_calls": executor_calls,
@@ -162,5 +219,5 @@ SCENARIOS: dict[str, Callable[[int], dict[str, Any]]] = {
 if __name__ == "__main__":
     name, n = sys.argv[1], int(sys.argv[2])
     out = SCENARIOS[name](n)
-    out["peak_mb"] = _peak_mb()
+    out.setdefault("peak_mb", _peak_mb())
     print(json.dumps(out))

@@ -9,7 +9,9 @@ registered (so that warnings turned into errors cannot cut a submit short).
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 import uuid
 import warnings
 from collections import deque
@@ -79,7 +81,7 @@ class Submission:
                     f"call {n} is {len(pickled)} bytes; one call may carry at most "
                     f"{defaults.MAX_CALL_BYTES} bytes (store large inputs elsewhere and pass a reference)"
                 )
-            writer.add(str(uuid.uuid4()), bytes(pickled))
+            writer.add(new_task_id(), bytes(pickled))
             if len(writer) >= defaults.CHUNK_MAX_CALLS or writer.nbytes >= defaults.CHUNK_MAX_BYTES:
                 yield writer
                 writer = self._writer()
@@ -173,3 +175,14 @@ def _pickle_call(n: int, call: Any) -> bytes:
         raise UsageError(f"call {n} cannot be sent: {exc}") from None
     except Exception as exc:  # pickling runs arbitrary __reduce__ code of user objects
         raise UsageError(f"call {n} cannot be pickled: {type(exc).__name__}: {exc}") from exc
+
+
+def new_task_id() -> str:
+    """A new task id: a UUID of version 7 (RFC 9562), 48 bits of Unix time in milliseconds
+    followed by 74 random bits. Ids made one after another sort together, so each lands beside
+    the last in the indexes on them (the tag's SQLite file, the API's index) instead of on a
+    random page: with a tag's database bounded to a small page cache, random ids make a
+    1,000,000-task submit twice as slow."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0x2 << 62
+    return str(uuid.UUID(int=value | rand & (1 << 62) - 1))

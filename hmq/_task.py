@@ -6,9 +6,11 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import re
+import struct
+import tempfile
 import uuid
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
@@ -59,12 +61,15 @@ def _abandon(api: Any, tag: Tag, function: str, exc: BaseException) -> None:
 
 
 class CallLog:
-    """Recorded calls, each pickled when it is made, packed into one buffer: a million calls
-    cost a few tens of MB, not the hundreds their Python tuples would."""
+    """Recorded calls, each pickled when it is made, appended with its length to a private
+    temporary file that stays in memory up to ``CALL_LOG_MEMORY_BYTES`` and spills to disk
+    beyond: a million calls cost the client no more memory than a few thousand."""
 
     def __init__(self) -> None:
-        self._data = bytearray()
-        self._ends = array("Q")
+        # Closed by close() (submit and clear call it), else by __del__.
+        self._file = tempfile.SpooledTemporaryFile(max_size=_defaults.CALL_LOG_MEMORY_BYTES)  # noqa: SIM115
+        self._count = 0
+        self._at_end = True  # the file position is where the next call goes
 
     def append(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
@@ -73,17 +78,35 @@ class CallLog:
             raise UsageError(
                 f"this call cannot be recorded: its arguments cannot be pickled ({type(exc).__name__}: {exc})"
             ) from exc
-        self._data += pickled
-        self._ends.append(len(self._data))
+        if not self._at_end:  # read back since (by a submit that stopped part way, say)
+            self._file.seek(0, os.SEEK_END)
+            self._at_end = True
+        self._file.write(_LENGTH.pack(len(pickled)) + pickled)
+        self._count += 1
 
     def __len__(self) -> int:
-        return len(self._ends)
+        return self._count
 
     def __iter__(self) -> Iterator[bytes]:
-        start = 0
-        for end in self._ends:
-            yield bytes(self._data[start:end])
-            start = end
+        """The pickled calls in the order they were made, read back one at a time."""
+        self._at_end = False
+        self._file.seek(0)
+        for _ in range(self._count):
+            (length,) = _LENGTH.unpack(self._file.read(_LENGTH.size))
+            yield self._file.read(length)
+
+    def close(self) -> None:
+        """Forget the calls (the temporary file is deleted)."""
+        self._file.close()
+
+    def __del__(self) -> None:  # a function collected with calls recorded: no warning of an open file
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()
+
+
+_LENGTH = struct.Struct("<Q")
+"""Each recorded call's length, before it in the call log."""
 
 
 class TaskFunction:
@@ -113,6 +136,7 @@ class TaskFunction:
 
     def clear(self) -> None:
         """Forget the recorded calls."""
+        self._calls.close()
         self._calls = CallLog()
 
     def _payload(self) -> bytes:
@@ -179,6 +203,7 @@ class TaskFunction:
         except BaseException as exc:
             _abandon(api, out, self.__name__, exc)
             raise
+        self._calls.close()
         self._calls = CallLog()
         warn_placement(name, placement)  # once the tag is complete: a warning made an error loses nothing
         return out

@@ -53,6 +53,10 @@ MAX_CALL_BYTES = 256 * 1024**2
 """Largest single encrypted call (arguments of one task); larger calls are refused at submit."""
 
 # --- submission --------------------------------------------------------------------------
+CALL_LOG_MEMORY_BYTES = 4 * 1024**2
+"""Recorded calls (pickled) kept in memory before they spill to a private temporary file: a
+function's recorded calls cost at most this much of the client's memory, however many."""
+
 CHUNK_MAX_CALLS = 2000
 """Calls per submit chunk: one object in the store and one index batch per chunk."""
 

@@ -1,6 +1,9 @@
 """``hmq.Tag``: a set of tasks and their results, kept in a SQLite database.
 
-The database is in memory until :meth:`Tag.to_file` links it to a file. Its tables:
+Until :meth:`Tag.to_file` links it to a file, the database is SQLite's private temporary one
+(an empty file name): it stays in SQLite's page cache while small and spills to a temporary file
+that SQLite deletes on close when large, so a tag of a million task ids costs a few MB of the
+client's memory, not the ~150 MB an in-memory database would hold. Its tables:
 
 - ``meta(key, value)``: ``format`` (``hmq-tag``), ``schema_version``, ``name``, ``cursor``
   (how far :meth:`Tag.pull` has read the queue);
@@ -64,6 +67,9 @@ class LocalState(enum.IntEnum):
     DELETED = 4  # gone from the queue before it finished
 
 
+_PRIVATE = ""
+"""SQLite's name for a private temporary database: bounded memory, unlike ``":memory:"``."""
+
 _FROM_SERVER = {"completed": LocalState.COMPLETED, "failed": LocalState.FAILED, "cancelled": LocalState.CANCELLED}
 _Row = tuple[int, Optional[bytes], Optional[str], Optional[bytes], str]
 """A finished task's row update: status, result, error, logs, id."""
@@ -98,7 +104,7 @@ class Tag:
         self._downloads = 4
         self._fetch_failures: dict[str, int] = {}
         self._failed_this_round: set[str] = set()
-        self._db = self._connect(":memory:")
+        self._db = self._connect(_PRIVATE)
         self._set_meta(format=FORMAT, schema_version=str(SCHEMA_VERSION), name=name, cursor="")
         self._db.commit()
 
@@ -107,7 +113,7 @@ class Tag:
     def _connect(target: str) -> sqlite3.Connection:
         db = sqlite3.connect(target, check_same_thread=False)
         db.executescript(_SCHEMA)
-        if target != ":memory:":
+        if target != _PRIVATE:
             db.execute("PRAGMA journal_mode=WAL")
         return db
 

@@ -1,0 +1,275 @@
+"""``--only fleet``: many simulated workers against ONE API process (uvicorn) on PostgreSQL and
+S3 (moto's server).
+
+A simulated worker is a :class:`worker.session.WorkerSession` (the real protocol client, signed
+requests and all) driven by a thread; a few processes hold the threads. Two figures:
+
+- idle fleets (100, 500, 1,000 workers) polling an empty queue as a real idle worker does
+  (:func:`idle_worker`): requests per second, the API process's CPU (% of one core, from
+  ``/proc/<pid>/stat``), claim latency p50 and p99;
+- busy fleets (100 and 10 workers) draining 20,000 no-op tasks (:func:`busy_worker`): they claim
+  as a real worker claims for no-op calls, skip running them (a no-op result for each) and
+  upload and report results as a real worker does; tasks per second from the first claim to the
+  last report.
+
+``python -m bench.fleet idle|busy COUNT URL CREDENTIALS START SECONDS`` is one process of a
+fleet (it prints one JSON line); :func:`run` starts the stack and the fleets and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stacks import postgres_s3, scenario
+from hmq import crypto, formats, stack, wire
+from hmq._errors import HmqError
+from hmq.credentials import WorkerCredentials
+
+PROCESSES = 4
+"""Processes a fleet's threads are spread over."""
+
+
+@dataclass
+class Stats:
+    """What the workers of one process saw."""
+
+    claims: list[float] = field(default_factory=list)  # seconds per claim
+    requests: int = 0
+    errors: int = 0
+    tasks: int = 0
+    first: float = 0.0  # time.time() of the first claim that got tasks
+    last: float = 0.0  # time.time() of the last report
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claimed(self, seconds: float, got: int) -> None:
+        with self.lock:
+            self.claims.append(seconds)
+            self.requests += 1
+            if got and not self.first:
+                self.first = time.time()
+
+
+def _session(url: str, creds: WorkerCredentials) -> tuple[Any, float]:
+    """A registered worker of one core: its session and heartbeat interval."""
+    from worker.session import WorkerSession
+
+    session = WorkerSession.connect(url, creds.identity, retry_deadline=0)
+    info = session.register("fleet", 1, memory=2**30, isolation="none")
+    return session, info.heartbeat_seconds
+
+
+def _claim(session: Any, stats: Stats, want: int) -> wire.ClaimOut:
+    t0 = time.perf_counter()
+    out = session.claim(want, 1, allocated=1)
+    stats.claimed(time.perf_counter() - t0, sum(len(g.tasks) for g in out.groups))
+    return out
+
+
+def idle_worker(session: Any, stats: Stats, until: float, heartbeat: float) -> None:
+    """Poll as a real idle worker does (``worker.runner.CachedWorker._work``): claim two tasks a
+    core; nothing came, so wait, doubling from ``poll_min_seconds`` up to ``poll_max_seconds``;
+    heartbeat what it holds (nothing) every ``heartbeat`` seconds. Change this function when the
+    claim protocol changes (e.g. a claim that waits on the server, heartbeats inside claims)."""
+    from worker.settings import WorkerSettings
+
+    delay = WorkerSettings.poll_min_seconds
+    beat = time.monotonic() + heartbeat
+    while time.monotonic() < until:
+        try:
+            _claim(session, stats, 2)
+            if time.monotonic() >= beat:
+                session.heartbeat([])
+                beat += heartbeat
+                with stats.lock:
+                    stats.requests += 1
+        except HmqError:
+            with stats.lock:
+                stats.errors += 1
+        time.sleep(max(0.0, min(delay, until - time.monotonic())))
+        delay = min(delay * 2, WorkerSettings.poll_max_seconds)
+
+
+def busy_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentials) -> None:
+    """Drain the queue as a worker of one core with no-op calls does: claim what it can start
+    soon (``CachedWorker._want`` for calls of ~1 ms: 128), make a no-op result for each task
+    (skipping the download and the run), upload one signed, encrypted result object per claim
+    and report it; stop once claims have come back empty for ``poll_max_seconds``."""
+    from worker.settings import WorkerSettings
+
+    users: dict[str, crypto.PublicIdentity] = {}
+    empty_since = None
+    while time.monotonic() < until:
+        try:
+            out = _claim(session, stats, 128)
+        except HmqError:
+            with stats.lock:
+                stats.errors += 1
+            time.sleep(WorkerSettings.poll_max_seconds)
+            continue
+        if not out.groups:
+            empty_since = empty_since or time.monotonic()
+            if time.monotonic() - empty_since >= WorkerSettings.poll_max_seconds:
+                return
+            time.sleep(WorkerSettings.poll_min_seconds)
+            continue
+        empty_since = None
+        for group in out.groups:
+            user = users.get(group.certificate["sig"]) or crypto.verify_certificate(group.certificate, creds.admin)
+            users[group.certificate["sig"]] = user
+            _report(session, stats, creds, user, group)
+
+
+def _report(
+    session: Any, stats: Stats, creds: WorkerCredentials, user: crypto.PublicIdentity, group: wire.ClaimGroup
+) -> None:
+    null = formats.compress(b"null")
+    records = [formats.ResultRecord(str(t.id), formats.KIND_RESULT, null, None) for t in group.tasks]
+    blob = formats.encode_results(creds.identity, creds.certificate, user, group.tag, records)
+    slot = session.result_slots(1)[0]
+    session.transport.put_object(slot.url, blob)
+    done = [t.id for t in group.tasks]
+    session.complete(wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=done)]))
+    with stats.lock:
+        stats.requests += 2
+        stats.tasks += len(done)
+        stats.last = time.time()
+
+
+def fleet_process(kind: str, count: int, url: str, credentials: Path, start: float, seconds: float) -> dict[str, Any]:
+    """One process of a fleet: ``count`` workers registered, then from ``start`` (``time.time()``)
+    each runs :func:`idle_worker` or :func:`busy_worker` for up to ``seconds``."""
+    creds = WorkerCredentials.load(credentials)
+    sessions = [_session(url, creds) for _ in range(count)]
+    stats = Stats()
+    time.sleep(max(0.0, start - time.time()))
+    until = time.monotonic() + seconds
+    targets: dict[str, Callable[[Any, float], None]] = {
+        "idle": lambda s, beat: idle_worker(s, stats, until, beat),
+        "busy": lambda s, beat: busy_worker(s, stats, until, creds),
+    }
+
+    def one(session: Any, heartbeat: float) -> None:
+        time.sleep(random.uniform(0, 0.5))  # real workers do not start in step
+        targets[kind](session, heartbeat)
+
+    threads = [threading.Thread(target=one, args=s, daemon=True) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for session, _ in sessions:
+        session.close()
+    return {"claims": stats.claims, "requests": stats.requests, "errors": stats.errors, "tasks": stats.tasks,
+            "first": stats.first, "last": stats.last}  # fmt: skip
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fleet(kind: str, workers: int, home: Path, seconds: float) -> tuple[list[dict[str, Any]], float]:
+    """Run a fleet of ``workers`` in :data:`PROCESSES` processes; their figures and the API's CPU
+    (% of one core) over the window."""
+    state = stack.StackState.load(home)
+    assert state is not None
+    per = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
+    start = time.time() + 5 + workers / 100  # time to register
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.fleet", kind, str(n), state.url, str(home / "worker.json"), str(start), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in per
+        if n
+    ]  # fmt: skip
+    time.sleep(max(0.0, start + 3 - time.time()))  # past the start and the first ramp of polls
+    cpu0, t0 = _cpu_seconds(state.api.pid), time.monotonic()
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    cpu = (_cpu_seconds(state.api.pid) - cpu0) / (time.monotonic() - t0) * 100
+    return outs, cpu
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
+    outs, cpu = _fleet("idle", workers, home, seconds)
+    claims = [c for o in outs for c in o["claims"]]
+    requests, errors = sum(o["requests"] for o in outs), sum(o["errors"] for o in outs)
+    return [
+        f"{workers:,} idle workers polling",
+        f"{requests / seconds:,.0f}",
+        f"{cpu:.0f}%",
+        f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
+        f"{errors}",
+        "-",
+    ]
+
+
+def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
+    env = {**os.environ, "HMQ_HOME": str(home)}
+    scenario("submit_only", tasks, env)
+    outs, cpu = _fleet("busy", workers, home, 600)
+    first = min(o["first"] for o in outs if o["first"])
+    last = max(o["last"] for o in outs)
+    done = sum(o["tasks"] for o in outs)
+    claims = [c for o in outs for c in o["claims"]]
+    return [
+        f"{workers:,} busy workers, {tasks:,} no-op tasks",
+        f"{sum(o['requests'] for o in outs) / (last - first):,.0f}",
+        f"{cpu:.0f}%",
+        f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
+        f"{sum(o['errors'] for o in outs)}",
+        f"{done / (last - first):,.0f} ({done:,} done)",
+    ]
+
+
+def run(quick: bool) -> None:
+    """Start PostgreSQL, S3 and one API process, run the fleets, print the table."""
+    idle, busy, tasks, seconds = (
+        ((20, 50), (10, 2), 1_000, 5.0) if quick else ((100, 500, 1_000), (100, 10), 20_000, 20.0)
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the API holds a socket per worker
+    rows = []
+    with postgres_s3() as (database, storage), tempfile.TemporaryDirectory(prefix="hmq-fleet-") as tmp:
+        home = Path(tmp)
+        stack.up(home, workers=0, database=database, storage=storage)
+        try:
+            rows += [idle_row(n, home, seconds) for n in idle]
+            rows += [busy_row(n, tasks, home) for n in busy]
+        finally:
+            stack.down(home)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    head = [
+        "fleet (one API process, PostgreSQL + S3)",
+        "requests/s",
+        "API CPU",
+        "claim p50 / p99 (ms)",
+        "errors",
+        "tasks/s",
+    ]
+    print("fleet       simulated workers (WorkerSession in threads) against one API process:")
+    for line in [head, ["---"] * len(head), *rows]:
+        print("  | " + " | ".join(line) + " |")
+
+
+if __name__ == "__main__":
+    kind, count, url, creds_path, start_at, window = sys.argv[1:7]
+    print(json.dumps(fleet_process(kind, int(count), url, Path(creds_path), float(start_at), float(window))))
