@@ -9,6 +9,8 @@ Options: ``--quick`` (small sizes, a smoke run), ``--workers N``, ``--million`` 
 - ``fleet``: many simulated workers against one API process on PostgreSQL (:mod:`bench.fleet`).
 - ``memory``: peak client memory of a 100,000- and a 1,000,000-task tag, submitted and pulled
   into a tag file in one process each, and its growth (only with ``--million`` or ``--only``).
+- ``pending``: claims with 1,000,000 pending tasks pinned to a missing datacenter vs an empty queue
+  (:mod:`bench.pending`, PostgreSQL).
 - ``sandbox``: the cost per call with the workers' sandbox on (the default isolation) and off
   (``HMQ_ISOLATION=none``) in the same run: no-op tasks end to end on a local queue whose
   workers run each way, and no-op calls straight through one executor.
@@ -79,6 +81,26 @@ def million(args: argparse.Namespace) -> None:
     )
 
 
+def pending_claims(args: argparse.Namespace) -> None:
+    """``pending``: claim cost with 1,000,000 pending tasks (10,000 with ``--quick``) pinned to a
+    datacenter no worker has, against the same claims on an empty queue (PostgreSQL)."""
+    from bench import pending
+    from tests.backends import PostgresCluster
+
+    n = 10_000 if args.quick else 1_000_000
+    cluster = PostgresCluster().start()
+    try:
+        out = pending.measure(cluster.database(), n, repeats=11 if args.quick else 51)
+    finally:
+        cluster.stop()
+    before, after = out["before"], out["after"]
+    print(
+        f"pending     {n:,} pending elsewhere: empty claim {before['empty_ms']:.2f} -> {after['empty_ms']:.2f} ms "
+        f"({out['empty_ratio']:.2f}x), claim of 10 {before['ten_ms']:.2f} -> {after['ten_ms']:.2f} ms "
+        f"({out['ten_ratio']:.2f}x)"
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "end_to_end": throughput,
     "large_tag": throughput,
@@ -87,9 +109,10 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "fleet": lambda args: fleet.run(args.quick),
     "sandbox": compare_isolation,
     "memory": million,
+    "pending": pending_claims,
 }
 """Each scenario ``--only`` can name and what runs it (scenarios sharing a runner run together).
-A new scenario is one entry here (pending-pinned claims, ``bench/pending.py``, joins as ``pending``)."""
+A new scenario is one entry here."""
 
 
 def main() -> None:
