@@ -177,13 +177,12 @@ class TaskFunction:
         Returns:
             The :class:`hmq.Tag` of the submitted calls (their ids, no results yet).
 
-        When no worker seen recently can run the calls, a ``UserWarning`` says what is missing
-        (``get_tag_status(name)["warnings"]`` too); the tasks wait for such a worker.
+        When no worker seen recently can run the calls, a ``UserWarning`` (and the tag status's
+        ``warnings``) says what is missing; the tasks wait for such a worker.
 
-        A submit that fails or is interrupted (Ctrl+C) part way deletes the tasks it had
-        registered and raises the error; the calls stay recorded, so calling ``submit`` again
-        sends them all. If they cannot be deleted (the API is down), the error says so, with the
-        partial tag's name and task count and how to resume or delete it.
+        A submit that fails or is interrupted (Ctrl+C) part way deletes the tasks it registered
+        and raises the error; the calls stay recorded for another ``submit``. If they cannot be
+        deleted (the API is down), the error names the partial tag and how to resume or delete it.
         """
         default = default_client()
         api = api or default

@@ -4,6 +4,8 @@ over the workers; a user who submits while another's big tag runs is served at o
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +46,29 @@ def _worker_of(record: dict) -> str:
     return record["where"].split("/scratch/")[1].split("/")[0]
 
 
+def _wait_until_idle(embedded: Stack, timeout: float = 120) -> None:
+    """The stack is shared by the session's tests: wait until no task of an earlier test is open
+    and no live worker still runs a call (a cancelled call runs until its worker drops it)."""
+
+    def hmq(*argv: str) -> object:
+        out = subprocess.run(
+            [sys.executable, "-m", "hmq", *argv, "--json"], capture_output=True, text=True, env=embedded.env()
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    deadline = time.time() + timeout
+    while True:
+        live = [w for w in hmq("workers") if time.time() - w["last_seen"] < 30]  # type: ignore[union-attr]
+        open_tasks = sum(t["pending"] + t["running"] for t in hmq("ls"))  # type: ignore[union-attr]
+        if len(live) >= 2 and open_tasks == 0 and all(w["running"] == 0 for w in live):
+            return
+        assert time.time() < deadline, f"the stack is still busy: {open_tasks} open task(s), workers {live}"
+        time.sleep(1)
+
+
 def test_long_calls_spread_over_both_workers(embedded: Stack, tmp_path: Path, ledger: Ledger) -> None:
+    _wait_until_idle(embedded)
     script = tmp_path / "slow.py"
     script.write_text(SLOW)
     out = json.loads(embedded.run(str(script), str(ledger.port)).strip().splitlines()[-1])
