@@ -19,6 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 @pytest.mark.timeout(1500)
 def test_quick_compare_prints_the_table() -> None:
+    if shutil.which("redis-server") is None and os.environ.get("HMQ_REQUIRE_REDIS") == "1":
+        pytest.fail("redis-server is required (HMQ_REQUIRE_REDIS=1) but not installed")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "bench", "--quick", "--only", "compare", "--peers", "rq"]
     out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1400)
