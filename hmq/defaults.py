@@ -139,6 +139,9 @@ MAX_SHARE = 1_000_000.0
 CLAIM_MAX_USERS = 256
 """Most users a claim may name with a limit of their own (``ClaimIn.per_user``)."""
 
+CLAIM_MAX_FUNCTIONS = 256
+"""Most functions a claim may name with a limit of their own (``ClaimIn.per_function``)."""
+
 # --- waiting on the API (long polls) -------------------------------------------------------
 MAX_WAIT_SECONDS = 20.0
 """Longest a claim or a pull may wait on the API for work or results: the API's default cap

@@ -410,6 +410,21 @@ class ClaimIn(Model):
     others: Optional[int] = Field(
         default=None, ge=0, le=defaults.CLAIM_MAX_TASKS, description="most tasks of each user not in per_user"
     )
+    per_function: dict[
+        Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=defaults.CLAIM_MAX_TASKS)]
+    ] = Field(
+        default_factory=dict,
+        max_length=defaults.CLAIM_MAX_FUNCTIONS,
+        description="most tasks of each function (by digest) to take: what the worker can start soon of "
+        "calls it has measured",
+    )
+    unmeasured: Optional[int] = Field(
+        default=None,
+        ge=0,
+        le=defaults.CLAIM_MAX_TASKS,
+        description="most tasks of each function not in per_function (null: no limit); a user's tasks are "
+        "taken in submission order, so the claim stops at the first of a function it may take no more of",
+    )
     allocated: Count = 0
     running: Count = 0
     used: Count = 0

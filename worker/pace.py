@@ -2,14 +2,18 @@
 
 A worker claims only what it can start soon: within ``horizon`` seconds (``WorkerSettings.
 claim_horizon_seconds``). :class:`Pace` measures each function's calls (an average of the
-durations the executors report, per user and function digest) and remembers each user's latest
-function, since a user's tasks are handed out in submission order and the next ones are most
-likely more of the same. From those it sizes a claim per user:
+durations the executors report, per user and function digest) and remembers the functions it
+claimed lately. From those it sizes a claim per function (``ClaimIn.per_function``):
 
-- a user whose latest function is measured: as many calls per free core as fit in the horizon
-  (at least one), so short calls come in batches and long ones one per free core;
-- any other user (nothing measured yet): one call per free core, growing as soon as the first
-  calls report: the second claim of a big tag of short calls is already a full batch.
+- a function measured: as many calls per free core as fit in the horizon (at least one), so
+  short calls come in batches and long ones one per free core;
+- any other function (not measured yet, ``ClaimIn.unmeasured``): one call per free core, growing
+  as soon as the first calls report: the second claim of a big tag of short calls is already a
+  full batch.
+
+Sizes are per function, not per user: a user whose last tag was of short calls and who now
+submits long ones gets one long call per free core, not a batch sized for the short ones (which
+would leave other workers idle while this one works through the batch).
 
 A core counts as free when nothing runs on it, or when what runs is expected to end within the
 horizon; a call of a function not measured yet, or one past ``start_within`` seconds, keeps
@@ -27,8 +31,8 @@ from typing import Optional
 from hmq import defaults
 from worker.prepare import Job
 
-USERS = defaults.CLAIM_MAX_USERS
-"""Users whose latest function a worker remembers (the least recently claimed go first): the
+CLAIMED = defaults.CLAIM_MAX_FUNCTIONS
+"""Functions claimed lately that a worker remembers (the least recently claimed go first): the
 most a claim may name."""
 
 FUNCTIONS = 1024
@@ -40,12 +44,12 @@ WEIGHT = 0.2
 
 @dataclass(frozen=True)
 class ClaimSize:
-    """What one claim asks for: ``total`` tasks at most, ``per_user`` by key id, ``others``
-    for users not named."""
+    """What one claim asks for: ``total`` tasks at most, ``per_function`` by digest,
+    ``unmeasured`` of each function not named."""
 
     total: int
-    per_user: dict[str, int]
-    others: int
+    per_function: dict[str, int]
+    unmeasured: int
 
 
 class Pace:
@@ -62,15 +66,16 @@ class Pace:
         self.start_within = start_within
         self.limit = limit
         self._seconds: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._latest: OrderedDict[str, str] = OrderedDict()  # user key id -> digest
+        self._claimed: OrderedDict[tuple[str, str], None] = OrderedDict()  # (user key id, digest), lately claimed
 
     def claimed(self, jobs: Iterable[Job]) -> None:
-        """Note the functions just claimed: each user's latest one."""
+        """Note the functions just claimed: the ones the next claims name."""
         for job in jobs:
-            self._latest[job.user.key_id] = job.digest
-            self._latest.move_to_end(job.user.key_id)
-        while len(self._latest) > USERS:
-            self._latest.popitem(last=False)
+            key = (job.user.key_id, job.digest)
+            self._claimed[key] = None
+            self._claimed.move_to_end(key)
+        while len(self._claimed) > CLAIMED:
+            self._claimed.popitem(last=False)
 
     def record(self, job: Job, seconds: float) -> None:
         """One call of ``job``'s function took ``seconds``."""
@@ -96,13 +101,15 @@ class Pace:
         """The claim for ``free`` cores, less what is ``queued`` (claimed, not started)."""
         waiting: dict[str, int] = {}
         for job in queued:
-            waiting[job.user.key_id] = waiting.get(job.user.key_id, 0) + 1
-        per_user = {}
-        for user, digest in self._latest.items():
-            expected = self._seconds.get((user, digest))
+            waiting[job.digest] = waiting.get(job.digest, 0) + 1
+        fits: dict[str, int] = {}
+        for key in self._claimed:
+            expected = self._seconds.get(key)
             if expected is not None:
                 fit = max(1, math.floor(self.horizon / max(expected, 1e-6)))
-                per_user[user] = max(0, min(self.limit, free * fit) - waiting.get(user, 0))
-        others = min(self.limit, free)
-        total = min(self.limit, max([others, *per_user.values()]) if free else 0)
-        return ClaimSize(total, per_user, others)
+                digest = key[1]  # two users' functions of one digest: the slower decides
+                fits[digest] = min(fit, fits.get(digest, fit))
+        per_function = {d: max(0, min(self.limit, free * fit) - waiting.get(d, 0)) for d, fit in fits.items()}
+        unmeasured = min(self.limit, free)
+        total = min(self.limit, max([unmeasured, *per_function.values()]) if free else 0)
+        return ClaimSize(total, per_function, unmeasured)

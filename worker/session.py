@@ -146,13 +146,16 @@ class WorkerSession:
         used: int = 0,
         per_user: Optional[dict[str, int]] = None,
         others: Optional[int] = None,
+        per_function: Optional[dict[str, int]] = None,
+        unmeasured: Optional[int] = None,
         building: Optional[Builds] = None,
         wait: float = 0.0,
         held: Optional[Iterable[str]] = None,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
         a repeated claim would lease other tasks), at most ``per_user[key id]`` of a user named
-        there and ``others`` of any other (``None``: no limit per user). ``allocated``,
+        there and ``others`` of any other (``None``: no limit per user), and likewise
+        ``per_function[digest]`` and ``unmeasured`` per function. ``allocated``,
         ``running`` and ``used`` describe the worker's load, for operators; ``building`` the
         package environments it builds now (package set, seconds so far), for the tag status
         (``None``: not told). With ``wait``, the API holds the claim up to that long (cut to its
@@ -164,6 +167,8 @@ class WorkerSession:
             available=max(available, 1),
             per_user=dict(per_user or {}),
             others=others,
+            per_function=dict(per_function or {}),
+            unmeasured=unmeasured,
             allocated=allocated,
             running=running,
             used=used,

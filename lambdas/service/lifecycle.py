@@ -60,7 +60,7 @@ from hmq._batching import batched
 from hmq.limits import format_memory
 from lambdas.db import skip_locked
 from lambdas.db.models import OPEN_STATES, Batch, Placement, Tag, Task, TaskStatus, Worker
-from lambdas.service.shares import Caps, choose
+from lambdas.service.shares import NO_CAPS, Caps, choose
 from lambdas.service.wake import WORK, tag_channel, touch
 from lambdas.settings import Settings
 
@@ -234,7 +234,7 @@ class Lifecycle:
         self.clock = clock
 
     # --- worker side ---------------------------------------------------------------------------
-    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int, caps: Caps = None) -> Lease:
+    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int, caps: Caps = NO_CAPS) -> Lease:
         """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
         ``available`` cores, memory), shared between the users waiting by their shares and in
         submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);

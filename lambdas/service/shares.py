@@ -27,20 +27,41 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sqlalchemy import Integer, bindparam, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from lambdas.db import skip_locked
-from lambdas.db.models import Task, TaskStatus, User
+from lambdas.db.models import Chunk, Function, Task, TaskStatus, User
 
 _PENDING = int(TaskStatus.PENDING)
 
-Caps = Optional[tuple[Mapping[str, int], Optional[int]]]
-"""What a claiming worker can start soon, by user: ``(per_user, others)``, most tasks of each
-user by key id and of every other user; ``None`` limits no user."""
+
+@dataclass(frozen=True)
+class Caps:
+    """What a claiming worker can start soon (``ClaimIn``): most tasks of each user by key id
+    (``per_user``) and of every other user (``others``); most tasks of each function by digest
+    (``per_function``) and of every other function (``unmeasured``). ``None``: no such limit."""
+
+    per_user: Mapping[str, int] = field(default_factory=dict)
+    others: Optional[int] = None
+    per_function: Mapping[str, int] = field(default_factory=dict)
+    unmeasured: Optional[int] = None
+
+    def user(self, key_id: str) -> Optional[int]:
+        return self.per_user.get(key_id, self.others)
+
+    def function(self, digest: str) -> Optional[int]:
+        return self.per_function.get(digest, self.unmeasured)
+
+    @property
+    def by_function(self) -> bool:
+        return bool(self.per_function) or self.unmeasured is not None
+
+
+NO_CAPS = Caps()
 
 # A loose index scan (the next user id after the last one, one index probe each): the users
 # with pending tasks of one placement, with the seq of their oldest one there. The status is a
@@ -80,7 +101,7 @@ class Waiting:
     cap: Optional[int] = None  # most tasks this claim may give them (what the worker can start soon)
 
 
-def waiting_users(session: Session, placements: Sequence[int], caps: Caps = None) -> dict[int, Waiting]:
+def waiting_users(session: Session, placements: Sequence[int], caps: Caps = NO_CAPS) -> dict[int, Waiting]:
     """The users (not revoked) with pending tasks of ``placements``, by user id, each with the
     limit ``caps`` sets them (see :func:`choose`)."""
     first: dict[int, int] = {}
@@ -90,9 +111,8 @@ def waiting_users(session: Session, placements: Sequence[int], caps: Caps = None
     if not first:
         return {}
     query = select(User.id, User.share, User.key_id).where(User.id.in_(list(first)), User.revoked.is_(None))
-    per_user, others = caps or ({}, None)
     waiting = {
-        row.id: Waiting(share=row.share, first=first[row.id], cap=per_user.get(row.key_id, others))
+        row.id: Waiting(share=row.share, first=first[row.id], cap=caps.user(row.key_id))
         for row in session.execute(query)
     }
     waiting = {user_id: w for user_id, w in waiting.items() if w.cap != 0}
@@ -144,23 +164,51 @@ def _take(session: Session, placements: Sequence[int], user_id: int, n: int, aft
     return sorted(rows, key=lambda row: row.seq)[:n]
 
 
-def choose(session: Session, placements: Sequence[int], n: int, caps: Caps = None) -> list[Any]:
+def _functions(session: Session, rows: Sequence[Any], caps: Caps, taken: dict[str, int]) -> tuple[list[Any], bool]:
+    """The leading ``rows`` (one user's, in seq order) within ``caps``' limits per function,
+    counting what the claim ``taken`` of each so far; and whether a limit cut them (the user's
+    next task is of a function the claim may take no more of: their later tasks wait, so that a
+    user's tasks still go in submission order)."""
+    if not rows or not caps.by_function:
+        return list(rows), False
+    digests = dict(
+        session.execute(
+            select(Task.seq, Function.digest)
+            .join(Chunk, Chunk.id == Task.chunk_id)
+            .join(Function, Function.id == Chunk.function_id)
+            .where(Task.seq.in_([row.seq for row in rows]))
+        ).all()
+    )
+    kept: list[Any] = []
+    for row in rows:
+        digest = digests[row.seq]
+        cap = caps.function(digest)
+        if cap is not None and taken.get(digest, 0) >= cap:
+            return kept, True
+        taken[digest] = taken.get(digest, 0) + 1
+        kept.append(row)
+    return kept, False
+
+
+def choose(session: Session, placements: Sequence[int], n: int, caps: Caps = NO_CAPS) -> list[Any]:
     """Up to ``n`` pending tasks of ``placements``, shared between the waiting users, as
-    ``(seq, id)`` rows in seq order (locked on PostgreSQL). ``caps`` is ``(per_user, others)``:
-    most tasks of each user by key id, and of every other user (``None``: no limit)."""
+    ``(seq, id)`` rows in seq order (locked on PostgreSQL), within ``caps``' limits per user and
+    per function."""
     waiting = waiting_users(session, placements, caps)
     after = dict.fromkeys(waiting, 0)
+    taken: dict[str, int] = {}  # tasks of each function taken so far
     rows: list[Any] = []
     while n > 0 and waiting:
         for user_id, count in divide(waiting, n).items():
             got = _take(session, placements, user_id, count, after[user_id])
-            rows += got
-            n -= len(got)
+            kept, cut = _functions(session, got, caps, taken)
+            rows += kept
+            n -= len(kept)
             w = waiting[user_id]
-            if len(got) < count or (w.cap is not None and w.cap <= len(got)):
+            if cut or len(got) < count or (w.cap is not None and w.cap <= len(kept)):
                 del waiting[user_id]  # none left (or the rest is another claim's), or all they may have
             else:
-                w.held += len(got)
-                after[user_id] = got[-1].seq
-                w.cap = None if w.cap is None else w.cap - len(got)
+                w.held += len(kept)
+                after[user_id] = kept[-1].seq
+                w.cap = None if w.cap is None else w.cap - len(kept)
     return sorted(rows, key=lambda row: row.seq)

@@ -21,6 +21,7 @@ from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
 from lambdas.service import Context, delete_objects, placement
 from lambdas.service.lifecycle import runs_in
+from lambdas.service.shares import Caps
 from lambdas.service.submit import registered, upload_prefix
 from lambdas.service.wake import WORK
 
@@ -86,7 +87,7 @@ def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base
         if body.held is not None:
             held, held_until = ctx.lifecycle.extend(session, worker_id, body.held)
             drop = [t for t in body.held if t not in held]
-        caps = (body.per_user, body.others) if body.per_user or body.others is not None else None
+        caps = Caps(body.per_user, body.others, body.per_function, body.unmeasured)
         lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks, caps)
         rows = _claimed(session, lease.seqs)
         users = {r.user_id for r in rows}

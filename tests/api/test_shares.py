@@ -3,6 +3,7 @@ and pending tasks no worker can run costing a claim nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 import hmq
-from tests.helpers import ManualClock, ManualWorker, Server, signed, submit
+from tests.helpers import ManualClock, ManualWorker, Server, raw_request, signed, submit
 
 
 def _users(groups: list[Any]) -> list[str]:
@@ -85,6 +86,41 @@ def test_a_claim_takes_no_more_of_a_user_than_the_worker_asks(clocked: Server, t
     assert (got.count("ada"), got.count("bob")) == (8, 1)  # bob, not measured: one
     none_of_bob = _users(worker.session.claim(10, 1, per_user={ada_key: 3}, others=0).groups)
     assert none_of_bob == ["ada"] * 3
+
+
+def _short(x: int) -> int:
+    return x
+
+
+def _long(x: int) -> int:
+    return -x
+
+
+def test_a_claim_takes_no_more_of_a_function_than_the_worker_asks(clocked: Server, tmp_path: Path) -> None:
+    """Caps are per function: a user whose short calls the worker measured and who then submits
+    long ones gets one long call per free core, in submission order."""
+    ada = clocked.user("ada")
+    short = submit(ada, _short, [(i,) for i in range(3)], tag="short")
+    long = submit(ada, _long, [(i,) for i in range(4)], tag="long")
+    worker = ManualWorker(clocked, tmp_path)
+    first = worker.session.claim(10, 1, unmeasured=1).groups  # nothing measured: one
+    assert [(g.tag, len(g.tasks)) for g in first] == [(short.name, 1)]
+    digest = first[0].function
+    got = worker.session.claim(10, 1, per_function={digest: 8}, unmeasured=1).groups
+    # The rest of the short calls (measured: up to 8), then one long call (not measured).
+    assert [(g.tag, len(g.tasks)) for g in got] == [(short.name, 2), (long.name, 1)]
+    # A long function capped at 0: the user's next task is of it, so nothing of theirs comes
+    # (a later task of a function with room would break submission order).
+    assert worker.session.claim(10, 1, per_function={got[1].function: 0}, unmeasured=5).groups == []
+    rest = worker.session.claim(10, 1, per_function={got[1].function: 2}).groups
+    assert [(g.tag, len(g.tasks)) for g in rest] == [(long.name, 2)]
+    path = f"/v1/workers/{worker.session.worker_id}/claim"
+    for bad in ({digest: -1}, {"f" * 65: 1}, {f"{i:064x}": 1 for i in range(300)}):
+        body = json.dumps({"max_tasks": 10, "available": 1, "per_function": bad}).encode()
+        answer = raw_request(clocked.url, "POST", path, body, signed(worker.creds.identity, "POST", path, body))
+        assert answer.status_code == 422, answer.text
+        assert "invalid request: per_function" in answer.json()["error"]["message"], answer.text
+    assert [len(g.tasks) for g in worker.claim(10)] == [1]  # the bad claims took nothing
 
 
 def test_tasks_no_worker_can_run_do_not_block_others(clocked: Server, tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import Stack
 from tests.helpers import Ledger, Server, submit, tell, wait_for
 
@@ -69,11 +67,6 @@ def _wait_until_idle(embedded: Stack, timeout: float = 120) -> None:
         time.sleep(1)
 
 
-@pytest.mark.xfail(
-    reason="known defect: after other tests on the shared stack, one idle worker's waiting claim can "
-    "miss the submit and take its next claim 5 s later (claim_wait_seconds), so the four calls take ~18 s",
-    strict=False,
-)
 def test_long_calls_spread_over_both_workers(embedded: Stack, tmp_path: Path, ledger: Ledger) -> None:
     _wait_until_idle(embedded)
     script = tmp_path / "slow.py"
