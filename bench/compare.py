@@ -6,7 +6,8 @@ against the same stack on PostgreSQL and S3 (moto's server). The peers run in th
 environment (:mod:`bench.peer_env`): RQ with Redis and ``SimpleWorker`` processes, Lithops with
 its localhost compute and storage backends (:mod:`bench.peers`). A peer that cannot run here is
 left out with a one-line reason; a peer workload that would not fit in its time budget is
-skipped, saying so.
+skipped, and one that fails (a Lithops call that never returns is given up after a timeout) is
+marked so, each with a line under the table saying why.
 """
 
 from __future__ import annotations
@@ -81,7 +82,17 @@ def _cell(value: Any) -> str:
         return f"{value['p50_ms']:,.1f} / {value['p95_ms']:,.1f}"
     if isinstance(value, (int, float)):
         return f"{value:,.0f}"
-    return str(value)
+    return str(value).split(":", 1)[0]  # "skipped", "failed": why is a note under the table
+
+
+def peer_notes(name: str, workloads: Workloads, figures: dict[str, Any]) -> list[str]:
+    """One line for each of a peer's workloads that has no figure, saying why (a cell of the
+    table only says "skipped" or "failed")."""
+    return [
+        f"{name}: {label.rsplit(' (', 1)[0]}: {figures[key]}"
+        for key, label in workloads.rows()
+        if isinstance(figures.get(key), str)
+    ]
 
 
 def _ratio(ours: Any, theirs: Any) -> str:
@@ -123,6 +134,7 @@ def run(workers: int, quick: bool, peers: list[str]) -> None:
             notes.append(f"{PEER_NAMES[peer]}: left out: {why}")
         else:
             columns[PEER_NAMES[peer]] = figures
+            notes += peer_notes(PEER_NAMES[peer], workloads, figures)
     print(f"compare     the same workloads on hmq and its peers, {workers} workers each:")
     for line in [*table(workloads, columns), *notes]:
         print(f"  {line}")

@@ -31,7 +31,14 @@ PROBE_CALLS = 100
 """Calls run before the call workloads, to estimate whether each fits in the time budget."""
 LITHOPS_TIMEOUT = 120
 """Seconds Lithops may take for one call (plus one per call of a map) before the workload is
-given up: its localhost runner can die and leave ``get_result`` waiting for ever."""
+given up, so that a call its runner never starts is a figure saying so, not a bench that hangs."""
+LITHOPS_RUNNER = 1
+"""Lithops' localhost runner version. Version 2 (its default) hangs here: ``get_result`` tears
+down its consumer threads once no job is left, and the next ``call_async`` starts them again only
+if the job manager thread of the call before has already exited; when that thread is slower
+(a loaded machine) the call is queued with nothing to run it and ``get_result`` waits for ever.
+Version 2 also starts a new interpreter for each call (about 2-4 calls/s here). Version 1 runs
+each job in one process that forks the worker processes, and has no such teardown."""
 
 
 def noop(x: Any) -> Any:
@@ -153,13 +160,14 @@ def rq_calls(queue: Any, func: Callable[[int], Any], n: int) -> float:
 # --- Lithops --------------------------------------------------------------------------------------
 @contextmanager
 def lithops_executor(workers: int) -> Iterator[Any]:
-    """A Lithops ``FunctionExecutor`` on its localhost compute and storage backends, with
-    ``workers`` worker processes, configured by a temporary file (``LITHOPS_CONFIG_FILE``)."""
+    """A Lithops ``FunctionExecutor`` on its localhost compute and storage backends (runner
+    :data:`LITHOPS_RUNNER`), with ``workers`` worker processes, configured by a temporary file
+    (``LITHOPS_CONFIG_FILE``)."""
     with tempfile.TemporaryDirectory(prefix="bench-lithops-") as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(
             "lithops:\n  backend: localhost\n  storage: localhost\n  log_level: WARNING\n"
-            f"localhost:\n  worker_processes: {workers}\n  runtime: {sys.executable}\n"
+            f"localhost:\n  version: {LITHOPS_RUNNER}\n  worker_processes: {workers}\n  runtime: {sys.executable}\n"
         )
         os.environ["LITHOPS_CONFIG_FILE"] = str(config)
         import lithops
@@ -220,10 +228,12 @@ def run(peer: str, spec: dict[str, Any], workers: int, budget: float) -> dict[st
         for key, func, n in work:
             left = deadline - time.monotonic()
             if not isinstance(rate, float):
-                figures[key] = rate  # the probe failed: so would this
+                figures[key] = f"not run: the {PROBE_CALLS}-call probe {rate}"  # so would this
                 continue
             if n / rate > left:
-                figures[key] = f"skipped (~{n / rate / 60:.0f} min at {rate:.0f}/s)"
+                figures[key] = (
+                    f"skipped: ~{n / rate / 60:.0f} min at {rate:.0f} calls/s, {left:.0f} s of the {budget:.0f} s budget left"
+                )
                 continue
             figures[key] = _attempt(calls, target, func, n)
             rate = max(rate, figures[key]) if isinstance(figures[key], float) else rate
@@ -235,7 +245,7 @@ def _attempt(workload: Callable[..., Any], *args: Any) -> Any:
     try:
         return workload(*args)
     except Exception as exc:  # whatever the peer raises
-        return f"failed ({type(exc).__name__})"
+        return f"failed: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
 
 
 def main() -> None:
