@@ -274,7 +274,7 @@ def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.05, what: 
 def raw_request(
     url: str, method: str, path: str, body: bytes = b"", headers: Optional[dict[str, str]] = None
 ) -> httpx.Response:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:  # generous: a loaded machine may be slow
         return client.request(method, url + path, content=body or None, headers=headers or {})
 
 
