@@ -6,6 +6,8 @@ Options: ``--quick`` (small sizes, a smoke run), ``--workers N``, ``--million`` 
 
 - ``end_to_end``, ``large_tag``, ``payload``: throughput and peak client memory on a local queue.
 - ``compare``: hmq, RQ and Lithops on the same workloads, side by side (:mod:`bench.compare`).
+- ``latency``: ``compare``'s one-call row alone (p50/p95 of 100 warm calls; 10 with ``--quick``):
+  hmq embedded, hmq on PostgreSQL + S3 and the peers, in one run (only with ``--only``).
 - ``fleet``: many simulated workers against one API process on PostgreSQL (:mod:`bench.fleet`).
 - ``memory``: peak client memory of a 100,000- and a 1,000,000-task tag, submitted and pulled
   into a tag file in one process each, and its growth (only with ``--million`` or ``--only``).
@@ -106,6 +108,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "large_tag": throughput,
     "payload": throughput,
     "compare": lambda args: compare.run(args.workers, args.quick, args.peers),
+    "latency": lambda args: compare.run(args.workers, args.quick, args.peers, latency_only=True),
     "fleet": lambda args: fleet.run(args.quick),
     "sandbox": compare_isolation,
     "memory": million,
@@ -120,7 +123,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--million", action="store_true", help="also client memory at 100,000 and 1,000,000 tasks")
     parser.add_argument("--workers", type=int, default=2)
-    everything = [name for name in RUNNERS if name != "memory"]  # memory: with --million
+    everything = [name for name in RUNNERS if name not in ("memory", "latency")]  # memory: with --million
     parser.add_argument("--only", nargs="+", choices=list(RUNNERS), default=everything, help="run only these")
     parser.add_argument("--peers", nargs="*", choices=list(compare.PEER_NAMES), default=list(compare.PEER_NAMES))
     args = parser.parse_args()

@@ -36,14 +36,20 @@ class Workloads:
     kilobyte: int
 
     @classmethod
-    def of(cls, quick: bool) -> Workloads:
+    def of(cls, quick: bool, latency_only: bool = False) -> Workloads:
+        """The sizes of ``--quick`` or a full run; ``latency_only``: the one-call row alone
+        (``--only latency``), with more repeats."""
+        if latency_only:
+            return cls(10 if quick else 100, (), 0)
         return cls(5, (500, 2_000), 500) if quick else cls(30, (5_000, 50_000), 5_000)
 
     def rows(self) -> list[tuple[str, str]]:
         """``(key, label)`` of each row of the table."""
         rows = [("latency", f"one no-op call, warm: p50 / p95 of {self.latency} (ms)")]
         rows += [(f"noop:{n}", f"{n:,} no-op calls end to end (calls/s)") for n in self.noop]
-        return [*rows, (f"kilobyte:{self.kilobyte}", f"{self.kilobyte:,} calls returning 1 KB (calls/s)")]
+        if self.kilobyte:
+            rows.append((f"kilobyte:{self.kilobyte}", f"{self.kilobyte:,} calls returning 1 KB (calls/s)"))
+        return rows
 
 
 def hmq_column(workloads: Workloads, env: dict[str, str]) -> dict[str, Any]:
@@ -51,7 +57,8 @@ def hmq_column(workloads: Workloads, env: dict[str, str]) -> dict[str, Any]:
     figures: dict[str, Any] = {"latency": scenario("latency", workloads.latency, env)}
     for n in workloads.noop:
         figures[f"noop:{n}"] = scenario("end_to_end", n, env)["end_to_end_per_s"]
-    figures[f"kilobyte:{workloads.kilobyte}"] = scenario("kilobyte", workloads.kilobyte, env)["end_to_end_per_s"]
+    if workloads.kilobyte:
+        figures[f"kilobyte:{workloads.kilobyte}"] = scenario("kilobyte", workloads.kilobyte, env)["end_to_end_per_s"]
     return figures
 
 
@@ -119,9 +126,10 @@ def table(workloads: Workloads, columns: dict[str, Optional[dict[str, Any]]]) ->
     return lines
 
 
-def run(workers: int, quick: bool, peers: list[str]) -> None:
-    """Measure everything and print the table (and why a peer is missing, if one is)."""
-    workloads = Workloads.of(quick)
+def run(workers: int, quick: bool, peers: list[str], latency_only: bool = False) -> None:
+    """Measure everything (``latency_only``: the one-call latency alone) and print the table
+    (and why a peer is missing, if one is)."""
+    workloads = Workloads.of(quick, latency_only)
     columns: dict[str, Optional[dict[str, Any]]] = {}
     with local_queue(workers) as env:
         columns["hmq"] = hmq_column(workloads, env)
@@ -135,7 +143,9 @@ def run(workers: int, quick: bool, peers: list[str]) -> None:
         else:
             columns[PEER_NAMES[peer]] = figures
             notes += peer_notes(PEER_NAMES[peer], workloads, figures)
-    print(f"compare     the same workloads on hmq and its peers, {workers} workers each:")
+    print(
+        f"{'latency' if latency_only else 'compare':<11} the same workloads on hmq and its peers, {workers} workers each:"
+    )
     for line in [*table(workloads, columns), *notes]:
         print(f"  {line}")
     print("  (ratios: of rates, higher is better for hmq; of one-call p50 latencies, lower is)")

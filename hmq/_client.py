@@ -12,13 +12,23 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from hmq import crypto, defaults, formats, provision, wire
 from hmq._batching import batched
-from hmq._errors import ConfigurationError, HmqError, IntegrityError, NotFound, Unreachable, UsageError
+from hmq._errors import (
+    BadRequest,
+    ConfigurationError,
+    HmqError,
+    IntegrityError,
+    NotFound,
+    Unreachable,
+    UsageError,
+)
 from hmq._transport import Transport
 from hmq.config import ClientConfig, hmq_home
 
@@ -56,6 +66,8 @@ class API:
         self._compute: Optional[tuple[str, bytes]] = None
         self._session: Optional[WorkerSession] = None
         self._lock = threading.RLock()
+        self._registered: OrderedDict[str, bytes] = OrderedDict()  # digest -> pickle, registered here
+        self._spare_slots: deque[tuple[float, wire.UploadSlot]] = deque()  # (usable until, chunk slot)
 
     # --- configuration and transport ----------------------------------------------------
     @property
@@ -105,6 +117,8 @@ class API:
         with self._lock:
             self.close()
             self._compute = None
+            self._registered.clear()
+            self._spare_slots.clear()
             if not self._explicit:
                 self._config = None
 
@@ -132,6 +146,7 @@ class API:
             if self._config is None or fresh.url == self._config.url:
                 return None
             self._config, self._compute = fresh, None
+            self._spare_slots.clear()  # presigned for the old URL
             if self._transport is not None:
                 self._transport.identity = fresh.identity
         return fresh.url
@@ -250,8 +265,13 @@ class API:
         pickled = remote_function["callable"]
         if hashlib.sha256(pickled).hexdigest() != digest:
             raise UsageError("digest does not match the pickled function")
+        with self._lock:
+            if digest in self._registered:  # by this client: the submit says if a worker found it corrupt since
+                self._registered.move_to_end(digest)
+                return True
         try:
             if not self.fetch_function(digest).corrupt:
+                self._remember_function(digest, pickled)
                 return True  # registered before; a corrupt copy is replaced below
         except NotFound:
             pass
@@ -265,11 +285,52 @@ class API:
             wire.FunctionIn(digest=digest, key=slot.key, size=len(blob)),
             model=wire.FunctionOut,
         )
+        self._remember_function(digest, pickled)
         return True
+
+    def _remember_function(self, digest: str, pickled: bytes) -> None:
+        if len(pickled) > defaults.FUNCTION_REGISTRY_BYTES:
+            return
+        with self._lock:
+            self._registered[digest] = pickled
+            while len(self._registered) > defaults.FUNCTION_REGISTRY:
+                self._registered.popitem(last=False)
+
+    def _replace_function(self, digest: str) -> bool:
+        """After a submit was refused because the stored copy of function ``digest`` is corrupt
+        (a worker said so): upload it again, if this client still has it; whether it did."""
+        with self._lock:
+            pickled = self._registered.pop(digest, None)
+        if pickled is None:
+            return False
+        return self.register_function({"callable": pickled}, digest)
 
     def _upload_slots(self, kind: str, count: int) -> list[wire.UploadSlot]:
         out = self._call("POST", "/v1/uploads", {"kind": kind, "count": count}, model=wire.UploadsOut)
         return out.slots
+
+    def _chunk_slots(self, count: int) -> list[wire.UploadSlot]:
+        """``count`` chunk upload slots: kept ones first (while within half their lifetime),
+        then new ones, asking for ``defaults.SPARE_UPLOAD_SLOTS`` more to keep."""
+        with self._lock:
+            now = time.monotonic()
+            while self._spare_slots and self._spare_slots[0][0] <= now:
+                self._spare_slots.popleft()
+            kept = [self._spare_slots.popleft()[1] for _ in range(min(count, len(self._spare_slots)))]
+        if len(kept) == count:
+            return kept
+        need = count - len(kept)
+        try:
+            out = self._call("POST", "/v1/uploads", {"kind": "chunk", "count": need + defaults.SPARE_UPLOAD_SLOTS})
+        except BadRequest as exc:
+            if exc.code != "upload_quota":
+                raise
+            return kept + self._upload_slots("chunk", need)  # no room for spares
+        answer = wire.UploadsOut.model_validate(out)
+        usable_until = time.monotonic() + answer.expires_in / 2
+        with self._lock:
+            self._spare_slots.extend((usable_until, slot) for slot in answer.slots[need:])
+        return kept + answer.slots[:need]
 
     # --- submitting ---------------------------------------------------------------------
     def submit_tasks(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import cloudpickle
 
 from hmq import defaults, formats, wire
-from hmq._errors import UsageError
+from hmq._errors import Conflict, UsageError
 from hmq.limits import Limits
 
 if TYPE_CHECKING:
@@ -90,9 +90,7 @@ class Submission:
 
     def _slot(self, remaining_hint: int) -> wire.UploadSlot:
         if not self._slots:
-            self._slots.extend(
-                self.api._upload_slots("chunk", max(1, min(defaults.SUBMIT_SLOTS_PER_REQUEST, remaining_hint)))
-            )
+            self._slots.extend(self.api._chunk_slots(max(1, min(defaults.SUBMIT_SLOTS_PER_REQUEST, remaining_hint))))
         return self._slots.popleft()
 
     def _upload(self, writer: formats.ChunkWriter, slot: wire.UploadSlot) -> wire.ChunkIn:
@@ -116,7 +114,13 @@ class Submission:
         # The ids go to the sink first: if the request is interrupted, the caller knows of every
         # task that may have been registered.
         sink([str(t[0]) for c in chunks for t in c.tasks])
-        out = self.api._call("POST", "/v1/tasks", wire.SubmitIn(tag=self.tag, chunks=chunks), model=wire.SubmitOut)
+        body = wire.SubmitIn(tag=self.tag, chunks=chunks)
+        try:
+            out = self.api._call("POST", "/v1/tasks", body, model=wire.SubmitOut)
+        except Conflict as exc:  # a worker found the stored function corrupt since this client registered it
+            if exc.code != "function_corrupt" or not self.api._replace_function(self.digest):
+                raise
+            out = self.api._call("POST", "/v1/tasks", body, model=wire.SubmitOut)
         self.warnings += [message for message in out.warnings if message not in self.warnings]
         if progress is not None:
             progress.update(sum(len(c.tasks) for c in chunks))

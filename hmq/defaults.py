@@ -75,6 +75,18 @@ SUBMIT_UPLOADS_IN_FLIGHT = 4
 SUBMIT_SLOTS_PER_REQUEST = 64
 """Presigned upload URLs a submit asks for at once (fewer for a small submit)."""
 
+SPARE_UPLOAD_SLOTS = 8
+"""Chunk upload URLs a client asks for beyond what a submit needs and keeps for its next ones
+(within half their lifetime): a small submit then costs one PUT and one request, not three.
+Each counts against the caller's unregistered uploads until it is used or swept."""
+
+FUNCTION_REGISTRY = 64
+"""Functions a client remembers having registered (pickles up to ``FUNCTION_REGISTRY_BYTES``
+each), so that submitting one again asks nothing before it submits."""
+
+FUNCTION_REGISTRY_BYTES = 1024**2
+"""Largest pickled function a client remembers (a bigger one is looked up at every submit)."""
+
 UPLOAD_SLOTS_MAX = 1000
 """Most presigned upload URLs the API hands out in one request."""
 

@@ -160,6 +160,10 @@ class RevokeOut(Model):
 
 # --- uploads and functions ----------------------------------------------------------------
 class UploadsIn(Model):
+    """``POST /v1/uploads`` (users) and ``POST /v1/workers/{id}/uploads`` (workers): presigned
+    PUT URLs. Clients and workers ask for a few more than they need and use the rest for their
+    next submits and reports while within half the URLs' lifetime (``UploadsOut.expires_in``)."""
+
     kind: Literal["function", "chunk", "results"]
     count: int = Field(ge=1, le=defaults.UPLOAD_SLOTS_MAX)
 
@@ -206,6 +210,12 @@ class ChunkIn(Model):
 
 
 class SubmitIn(Model):
+    """``POST /v1/tasks``: register uploaded chunks' tasks. Each chunk's function must be
+    registered (400 ``unknown_function``) and its stored copy not found corrupt by a worker
+    (409 ``function_corrupt``; nothing is stored: register the function again, which replaces
+    the copy, and send the same request). Clients remember what they registered and send this
+    with no look-up before it."""
+
     tag: Name
     chunks: list[ChunkIn] = Field(min_length=1, max_length=defaults.SUBMIT_MAX_CHUNKS)
 

@@ -92,6 +92,7 @@ class CachedWorker:
         self._released: list[str] = []  # to hand back unrun (their objects could not be fetched)
         self._setbacks = 0  # claims in a row whose tasks had to be handed back
         self._resume_at = 0.0  # no claim before this (time.monotonic)
+        self._settle_until = 0.0  # after a short claim: no claim before this while tasks are held
         self._claims_failing = False
         self._dropped: set[str] = set()  # running when dropped: their outcomes are discarded
         self._oldest_outcome: Optional[float] = None
@@ -100,6 +101,7 @@ class CachedWorker:
         self._stop = threading.Event()
         self._avg_seconds: Optional[float] = None
         self._threads: list[threading.Thread] = []
+        self._changes = 0  # bumped (under the lock) by the other threads as they change what the main loop acts on
         self.completed = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -146,20 +148,24 @@ class CachedWorker:
     def _loop(self) -> None:
         delay = self.settings.poll_min_seconds
         while not self._stop.is_set():
+            with self._cv:
+                seen = self._changes
             self._flush(force=False)
             with self._cv:
                 busy = bool(self._held)
             self.life.observe(busy)
             if self.life.leaving is None:
-                delay = self._work(delay)
+                delay = self._work(delay, seen)
             elif not self._draining():
                 log.info("leaving: %s", self.life.leaving)
                 return
 
-    def _work(self, delay: float) -> float:
-        """One round of claiming (or waiting for work); returns the next idle wait."""
+    def _work(self, delay: float, seen: int) -> float:
+        """One round of claiming (or waiting for work); returns the next idle wait. The wait is
+        skipped when another thread changed something since the round began (``seen``): an
+        outcome recorded or a core freed while a claim was out is acted on at once."""
         poll_min, poll_max = self.settings.poll_min_seconds, self.settings.poll_max_seconds
-        size = self._want() if time.monotonic() >= self._resume_at else None
+        size = self._want() if self._may_claim() else None
         want = self.life.budget(size.total) if size is not None and size.total > 0 else 0
         if size is not None and want > 0:
             try:
@@ -174,8 +180,23 @@ class CachedWorker:
                 return poll_min
         with self._cv:
             idle = not self._queue and not self._running
-            self._cv.wait(timeout=delay if want > 0 else self.settings.flush_seconds)
+            if self._changes != seen:
+                return delay
+            settling = self._settle_until - time.monotonic()
+            timeout = delay if want > 0 else self.settings.flush_seconds
+            self._cv.wait(timeout=min(timeout, settling) if settling > 0 else timeout)
         return min(delay * 2, poll_max) if want > 0 and idle else delay
+
+    def _may_claim(self) -> bool:
+        """Whether to claim now: not during a pause after handed-back tasks, and not right after a
+        claim that got less than it asked for (the queue had no more) while its tasks are still
+        held: their results go out first, then the worker waits for work at the API. Only a
+        worker whose calls run a while claims again, a poll interval later."""
+        now = time.monotonic()
+        if now < self._resume_at:
+            return False
+        with self._cv:
+            return not self._held or now >= self._settle_until
 
     def _draining(self) -> bool:
         """One round of leaving: hand back what has not started, wait for running calls. False
@@ -263,6 +284,8 @@ class CachedWorker:
             jobs += ok
             rejected += bad
             released += back
+        if sum(len(g.tasks) for g in claim.groups) < size.total:
+            self._settle_until = time.monotonic() + self.settings.poll_min_seconds
         with self._cv:
             self._queue.extend(j for j in jobs if j.task_id in self._held)  # not dropped meanwhile
             self._rejected += [r for r in rejected if str(r.id) in self._held]
@@ -317,7 +340,23 @@ class CachedWorker:
             finally:
                 with self._cv:
                     self._free += min(batch[0].ncores, self.cores)
-                    self._cv.notify_all()
+                    self._changed()
+                    report_now = bool(self._outcomes) and self._idle()
+            if report_now:
+                self._report_idle()
+
+    def _changed(self) -> None:
+        """Under the lock: wake the main loop, which acts on this change before it waits again."""
+        self._changes += 1
+        self._cv.notify_all()
+
+    def _report_idle(self) -> None:
+        """Report from this runner thread: the worker has nothing else to do, and the main loop
+        may be out claiming. A result waited for is then on its way as soon as it is known."""
+        try:
+            self._flush(force=False)
+        except Exception:  # a defect: the main loop reports what is left
+            log.exception("reporting results failed")
 
     def execute_job(self, job: Job | list[Job], queue: Any = None) -> list[Outcome]:
         """Run verified job(s) of one group in an executor; record and return the outcomes.
@@ -402,7 +441,7 @@ class CachedWorker:
                 )
             if self._outcomes and self._oldest_outcome is None:
                 self._oldest_outcome = time.monotonic()
-            self._cv.notify_all()
+            self._changed()
         return [o for _, o in items]
 
     # --- results -----------------------------------------------------------------------------
@@ -448,11 +487,22 @@ class CachedWorker:
         with self._cv:
             self._held -= reported | set(release)
             self._handback &= self._held
-        self.completed += len(outcomes)
+            self.completed += len(outcomes)
+            self._changed()  # holding nothing now, the main loop may wait for work at the API
+        if outcomes and not release_rest:
+            self._keep_slots()
         if stale:
             log.info(
                 "handed back %d tasks that could not start within %g s", len(stale), self.settings.start_within_seconds
             )
+
+    def _keep_slots(self) -> None:
+        """Spare result upload URLs for the next report, asked for once this one is done (and
+        the main loop free to claim), so that a result waited for costs its PUT and complete."""
+        try:
+            self.session.keep_result_slots()
+        except HmqError as exc:  # the next report asks for its slots itself
+            log.debug("could not keep spare result slots: %s", exc)
 
     def _idle(self) -> bool:
         """Under the lock: whether the worker has nothing else to do than report: nothing

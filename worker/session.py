@@ -14,8 +14,9 @@ import hashlib
 import os
 import socket
 import threading
+import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,10 @@ from hmq._version import __version__
 
 FUNCTION_CACHE = 256
 """Default size of a session's function cache (see ``WorkerSettings.function_cache``)."""
+
+SPARE_RESULT_SLOTS = 8
+"""Result upload URLs a session asks for beyond what a report needs and keeps for the next
+reports (each counts against the worker's unregistered uploads until used or swept)."""
 
 
 class FunctionCache:
@@ -82,6 +87,8 @@ class WorkerSession:
         self.functions = FunctionCache(function_cache)
         self.worker_id: Optional[uuid.UUID] = None
         self._owns_transport = owns_transport
+        self._lock = threading.Lock()
+        self._spare: deque[tuple[float, wire.UploadSlot]] = deque()  # (usable until, result slot)
 
     @classmethod
     def connect(
@@ -186,9 +193,37 @@ class WorkerSession:
         return [str(t) for t in out.drop]
 
     def result_slots(self, count: int) -> list[wire.UploadSlot]:
-        """Presigned PUT URLs for ``count`` result objects."""
-        body = wire.UploadsIn(kind="results", count=count)
-        return self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut).slots
+        """Presigned PUT URLs for ``count`` result objects: kept ones first (within half their
+        lifetime), then new ones, asking for ``SPARE_RESULT_SLOTS`` more to keep."""
+        kept = self._kept_slots(count)
+        need = count - len(kept)
+        return kept + (self._new_slots(need, need + SPARE_RESULT_SLOTS) if need else [])
+
+    def keep_result_slots(self) -> None:
+        """Ask for ``SPARE_RESULT_SLOTS`` result upload URLs if none are kept: called after a
+        report, so that the next one (a result someone may be waiting for) costs only its PUT
+        and its complete."""
+        with self._lock:
+            now = time.monotonic()
+            if any(until > now for until, _ in self._spare):
+                return
+        self._new_slots(0, SPARE_RESULT_SLOTS)
+
+    def _kept_slots(self, count: int) -> list[wire.UploadSlot]:
+        with self._lock:
+            now = time.monotonic()
+            while self._spare and self._spare[0][0] <= now:
+                self._spare.popleft()
+            return [self._spare.popleft()[1] for _ in range(min(count, len(self._spare)))]
+
+    def _new_slots(self, need: int, ask: int) -> list[wire.UploadSlot]:
+        """``ask`` new result slots: the first ``need`` returned, the rest kept."""
+        body = wire.UploadsIn(kind="results", count=min(ask, defaults.UPLOAD_SLOTS_MAX))
+        out = self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut)
+        usable_until = time.monotonic() + out.expires_in / 2
+        with self._lock:
+            self._spare.extend((usable_until, slot) for slot in out.slots[need:])
+        return out.slots[:need]
 
     def complete(self, body: wire.CompleteIn) -> wire.CompleteOut:
         """Report uploaded result objects, rejected tasks and tasks handed back. A repeated

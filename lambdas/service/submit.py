@@ -121,16 +121,8 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         placements = placement.of_chunks(body.chunks)
         placement.remember(session, tag, placements)
         registered(session, [c.key for c in body.chunks])
-        functions = dict(
-            session.execute(
-                select(Function.digest, Function.id).where(
-                    Function.user_id == principal.user_id, Function.digest.in_({c.function for c in body.chunks})
-                )
-            ).all()
-        )
+        functions = _functions(session, principal, body.chunks)
         for chunk in body.chunks:
-            if chunk.function not in functions:
-                raise BadRequest("unknown_function", f"function {chunk.function} is not registered")
             rows = _task_rows(ctx, session, chunk, _chunk_id(session, tag, functions[chunk.function], chunk), tag)
             inserted = _insert_new(session, rows)
             created += inserted
@@ -139,6 +131,29 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         if created:
             touch(session, WORK)  # waiting claims claim again once this is committed
     return wire.SubmitOut(created=created, existing=existing, warnings=warnings)
+
+
+def _functions(session: Session, principal: Principal, chunks: list[wire.ChunkIn]) -> dict[str, int]:
+    """The ids of the chunks' functions, by digest. Each must be registered, and its stored copy
+    not found corrupt by a worker (409 ``function_corrupt``: the client registers it again, which
+    replaces the copy, and submits again; a client that remembers having registered a function
+    does not look it up before each submit)."""
+    rows = session.execute(
+        select(Function.digest, Function.id, Function.corrupt).where(
+            Function.user_id == principal.user_id, Function.digest.in_({c.function for c in chunks})
+        )
+    ).all()
+    found = {r.digest: r for r in rows}
+    for digest in dict.fromkeys(c.function for c in chunks):
+        if digest not in found:
+            raise BadRequest("unknown_function", f"function {digest} is not registered")
+        if found[digest].corrupt:
+            raise Conflict(
+                "function_corrupt",
+                f"the stored copy of function {digest} is corrupt (a worker could not open it): "
+                "register the function again, then submit",
+            )
+    return {digest: r.id for digest, r in found.items()}
 
 
 def _check_chunk(ctx: Context, principal: Principal, chunk: wire.ChunkIn) -> None:

@@ -132,7 +132,8 @@ def test_the_tag_status_names_the_environment_a_worker_builds_for_it(
         lambda: user.get_tag_status(tag.name)["warnings"], timeout=120, what="the build to show in the tag status"
     )
     assert len(building) == 1 and re.fullmatch(rf"building {PROBE} env on 1 worker \(for \d+ s\)", building[0])
-    assert user.get_tag_status(tag.name)["pending"] + user.get_tag_status(tag.name)["running"] == 2
+    status = user.get_tag_status(tag.name)  # one reading: a task may be claimed between two
+    assert status["pending"] + status["running"] == 2
     other = submit(user, probe, [(0,)])  # no packages: nothing is said about the build
     assert user.get_tag_status(other.name)["warnings"] == []
 
