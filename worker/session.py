@@ -14,9 +14,10 @@ import hashlib
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -73,15 +74,23 @@ class WorkerSession:
         transport: signed requests with the worker's key (a key granted the ``worker`` role).
         function_cache: how many verified functions to keep.
         owns_transport: whether :meth:`close` closes the transport too.
+        clock: seconds, monotonic (when spare result upload URLs are too old to use).
     """
 
     def __init__(
-        self, transport: Transport, *, function_cache: int = FUNCTION_CACHE, owns_transport: bool = False
+        self,
+        transport: Transport,
+        *,
+        function_cache: int = FUNCTION_CACHE,
+        owns_transport: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
         self.functions = FunctionCache(function_cache)
         self.worker_id: Optional[uuid.UUID] = None
         self._owns_transport = owns_transport
+        self._clock = clock
+        self._spare: list[tuple[float, wire.UploadSlot]] = []  # result upload URLs, with when to stop using them
 
     @classmethod
     def connect(
@@ -180,10 +189,20 @@ class WorkerSession:
         out = self.transport.call("POST", self._path("heartbeat"), body, model=wire.HeartbeatOut)
         return [str(t) for t in out.drop]
 
-    def result_slots(self, count: int) -> list[wire.UploadSlot]:
-        """Presigned PUT URLs for ``count`` result objects."""
-        body = wire.UploadsIn(kind="results", count=count)
-        return self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut).slots
+    def result_slots(self, count: int, spare: int = 0) -> list[wire.UploadSlot]:
+        """Presigned PUT URLs for ``count`` result objects. With ``spare``, a request asks for
+        that many more, kept for the next calls while a quarter of their lifetime is left to
+        go (a report then needs no request of its own for its URLs); spares a worker never
+        uses are swept by the API like any unregistered upload."""
+        now = self._clock()
+        self._spare = [(t, slot) for t, slot in self._spare if t > now]
+        if len(self._spare) < count:
+            body = wire.UploadsIn(kind="results", count=count - len(self._spare) + spare)
+            out = self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut)
+            usable = now + 0.75 * out.expires_in
+            self._spare += [(usable, slot) for slot in out.slots]
+        taken, self._spare = self._spare[:count], self._spare[count:]
+        return [slot for _, slot in taken]
 
     def complete(self, body: wire.CompleteIn) -> wire.CompleteOut:
         """Report uploaded result objects, rejected tasks and tasks handed back. A repeated
