@@ -14,6 +14,7 @@ replayed as another.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -138,8 +139,9 @@ class PublicIdentity:
     sign: bytes
     enc: bytes
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
+        """:func:`key_id_of` the signing key, computed once (workers ask for it per call)."""
         return key_id_of(self.sign)
 
     def verify(self, context: bytes, message: bytes, signature: bytes) -> None:

@@ -142,7 +142,7 @@ heartbeat every ``LEASE_SECONDS / 4``, so any live worker was seen within this).
 WORKER_MAX_BUILDS = 64
 """Most package environments a worker reports building at once (it builds one per runner)."""
 
-CLAIM_MAX_TASKS = 500
+CLAIM_MAX_TASKS = 2000
 """Upper bound on tasks handed to a worker in one claim."""
 
 MAX_SHARE = 1_000_000.0

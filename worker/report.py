@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hmq import formats, wire
@@ -33,7 +34,7 @@ def report(
     """Upload ``outcomes`` and tell the API about them, the ``rejected`` tasks and the tasks to
     ``release``. Raises on failure; a retry is safe (the API answers a repeated report as the
     first one, and uploads go to fresh keys)."""
-    stored = _upload(session, credentials, settings.result_batch, outcomes)
+    stored = _upload(session, credentials, settings, outcomes)
     for n, part in enumerate(batched(stored, settings.objects_per_request) if stored else [[]]):
         first = n == 0
         out = session.complete(
@@ -48,34 +49,53 @@ def report(
 
 
 def _upload(
-    session: WorkerSession, credentials: WorkerCredentials, batch: int, outcomes: list[tuple[Job, Outcome]]
+    session: WorkerSession,
+    credentials: WorkerCredentials,
+    settings: WorkerSettings,
+    outcomes: list[tuple[Job, Outcome]],
 ) -> list[wire.StoredResults]:
-    """One result object per user, tag and ``batch`` outcomes, uploaded; what to report of each."""
+    """One result object per user, tag and ``result_batch`` outcomes (fewer when they reach
+    ``result_batch_bytes``), uploaded; what to report of each."""
     groups: dict[tuple[str, str], list[tuple[Job, Outcome]]] = defaultdict(list)
     for job, outcome in outcomes:
         groups[(job.user.key_id, job.tag)].append((job, outcome))
-    parts = [part for items in groups.values() for part in batched(items, batch)]
-    slots = session.result_slots(len(parts)) if parts else []
+    parts = [
+        part
+        for items in groups.values()
+        for part in _objects(items, settings.result_batch, settings.result_batch_bytes)
+    ]
+    slots = session.result_slots(len(parts), spare=settings.result_slot_spare) if parts else []
     stored: list[wire.StoredResults] = []
-    for slot, items in zip(slots, parts, strict=True):
-        job0 = items[0][0]
-        records = [
-            formats.ResultRecord(
-                o.task_id,
-                formats.KIND_RESULT if o.ok else formats.KIND_ERROR,
-                formats.compress(o.payload),
-                formats.compress(o.log) if o.log else None,
-            )
-            for _, o in items
-        ]
+    for slot, (job0, records) in zip(slots, parts, strict=True):
         blob = formats.encode_results(credentials.identity, credentials.certificate, job0.user, job0.tag, records)
         session.transport.put_object(slot.url, blob)
         stored.append(
             wire.StoredResults(
                 key=slot.key,
                 tag=job0.tag,
-                completed=[uuid.UUID(o.task_id) for _, o in items if o.ok],
-                failed=[uuid.UUID(o.task_id) for _, o in items if not o.ok],
+                completed=[uuid.UUID(r.task_id) for r in records if r.kind == formats.KIND_RESULT],
+                failed=[uuid.UUID(r.task_id) for r in records if r.kind != formats.KIND_RESULT],
             )
         )
     return stored
+
+
+def _objects(
+    items: list[tuple[Job, Outcome]], batch: int, max_bytes: int
+) -> Iterator[tuple[Job, list[formats.ResultRecord]]]:
+    """The compressed records of one user's tag, cut into objects of at most ``batch`` records
+    and about ``max_bytes`` (an object ends with the record that reaches it)."""
+    records: list[formats.ResultRecord] = []
+    size = 0
+    for _, o in items:
+        payload = formats.compress(o.payload)
+        output = formats.compress(o.log) if o.log else None
+        records.append(
+            formats.ResultRecord(o.task_id, formats.KIND_RESULT if o.ok else formats.KIND_ERROR, payload, output)
+        )
+        size += len(payload) + (len(output) if output else 0)
+        if len(records) >= batch or size >= max_bytes:
+            yield items[0][0], records
+            records, size = [], 0
+    if records:
+        yield items[0][0], records

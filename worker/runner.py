@@ -500,7 +500,7 @@ class CachedWorker:
         """Spare result upload URLs for the next report, asked for once this one is done (and
         the main loop free to claim), so that a result waited for costs its PUT and complete."""
         try:
-            self.session.keep_result_slots()
+            self.session.keep_result_slots(self.settings.result_slot_spare)
         except HmqError as exc:  # the next report asks for its slots itself
             log.debug("could not keep spare result slots: %s", exc)
 

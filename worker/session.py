@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -78,15 +78,22 @@ class WorkerSession:
         transport: signed requests with the worker's key (a key granted the ``worker`` role).
         function_cache: how many verified functions to keep.
         owns_transport: whether :meth:`close` closes the transport too.
+        clock: seconds, monotonic (when spare result upload URLs are too old to use).
     """
 
     def __init__(
-        self, transport: Transport, *, function_cache: int = FUNCTION_CACHE, owns_transport: bool = False
+        self,
+        transport: Transport,
+        *,
+        function_cache: int = FUNCTION_CACHE,
+        owns_transport: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
         self.functions = FunctionCache(function_cache)
         self.worker_id: Optional[uuid.UUID] = None
         self._owns_transport = owns_transport
+        self._clock = clock
         self._lock = threading.Lock()
         self._spare: deque[tuple[float, wire.UploadSlot]] = deque()  # (usable until, result slot)
 
@@ -192,26 +199,28 @@ class WorkerSession:
         out = self.transport.call("POST", self._path("heartbeat"), body, model=wire.HeartbeatOut)
         return [str(t) for t in out.drop]
 
-    def result_slots(self, count: int) -> list[wire.UploadSlot]:
-        """Presigned PUT URLs for ``count`` result objects: kept ones first (within half their
-        lifetime), then new ones, asking for ``SPARE_RESULT_SLOTS`` more to keep."""
+    def result_slots(self, count: int, spare: int = SPARE_RESULT_SLOTS) -> list[wire.UploadSlot]:
+        """Presigned PUT URLs for ``count`` result objects: kept ones first (while half their
+        lifetime is left), then new ones, asking for ``spare`` more to keep (a report then
+        needs no request of its own for its URLs). Spares never used are swept by the API like
+        any unregistered upload."""
         kept = self._kept_slots(count)
         need = count - len(kept)
-        return kept + (self._new_slots(need, need + SPARE_RESULT_SLOTS) if need else [])
+        return kept + (self._new_slots(need, need + spare) if need else [])
 
-    def keep_result_slots(self) -> None:
-        """Ask for ``SPARE_RESULT_SLOTS`` result upload URLs if none are kept: called after a
-        report, so that the next one (a result someone may be waiting for) costs only its PUT
-        and its complete."""
+    def keep_result_slots(self, spare: int = SPARE_RESULT_SLOTS) -> None:
+        """Ask for ``spare`` result upload URLs if none are kept: called after a report, so
+        that the next one (a result someone may be waiting for) costs only its PUT and its
+        complete."""
         with self._lock:
-            now = time.monotonic()
-            if any(until > now for until, _ in self._spare):
+            now = self._clock()
+            if spare <= 0 or any(until > now for until, _ in self._spare):
                 return
-        self._new_slots(0, SPARE_RESULT_SLOTS)
+        self._new_slots(0, spare)
 
     def _kept_slots(self, count: int) -> list[wire.UploadSlot]:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             while self._spare and self._spare[0][0] <= now:
                 self._spare.popleft()
             return [self._spare.popleft()[1] for _ in range(min(count, len(self._spare)))]
@@ -220,7 +229,7 @@ class WorkerSession:
         """``ask`` new result slots: the first ``need`` returned, the rest kept."""
         body = wire.UploadsIn(kind="results", count=min(ask, defaults.UPLOAD_SLOTS_MAX))
         out = self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut)
-        usable_until = time.monotonic() + out.expires_in / 2
+        usable_until = self._clock() + out.expires_in / 2
         with self._lock:
             self._spare.extend((usable_until, slot) for slot in out.slots[need:])
         return out.slots[:need]

@@ -89,8 +89,20 @@ class WorkerSettings:
     flush_seconds: float = 0.25
     """Finished results are uploaded at least this often, or as soon as a batch is full."""
 
-    result_batch: int = 500
-    """Results per result object (one signed, encrypted object per user, tag and batch)."""
+    result_batch: int = 2000
+    """Most results per result object (one signed, encrypted object per user, tag and batch):
+    the API's work per report and the client's per pulled object are mostly per object, so
+    short calls' results travel many to an object."""
+
+    result_batch_bytes: int = 64 * 1024**2
+    """A result object is closed once its compressed results and logs reach this many bytes
+    (well under the store's object limit, whatever the results' sizes)."""
+
+    result_slot_spare: int = 8
+    """Result upload URLs asked for beyond a report's own, and after a report when none are
+    left, kept for the next reports (used while half their lifetime is left): a report then
+    costs its PUT and its complete. Unused ones are swept by the API like any unregistered
+    upload."""
 
     objects_per_request: int = 50
     """Result objects reported to the API in one request (the protocol accepts up to
@@ -166,12 +178,17 @@ class WorkerSettings:
         object.__setattr__(self, "pip_args", tuple(self.pip_args))
 
     def _check_intervals(self) -> None:
-        counts = ("cores", "result_batch", "executor_batch", "function_cache", "header_cache")
+        counts = ("cores", "result_batch", "result_batch_bytes", "executor_batch", "function_cache", "header_cache")
         small = [name for name in counts if getattr(self, name) < 1]
         if small or not 0 < self.poll_min_seconds <= self.poll_max_seconds <= self.backoff_max_seconds:
             raise ConfigurationError(f"invalid worker settings: {', '.join(small) or 'poll or backoff interval'}")
-        if self.flush_seconds <= 0 or self.retry_deadline_seconds < 0 or self.claim_wait_seconds < 0:
-            raise ConfigurationError("invalid worker settings: flush interval or retry deadline")
+        if (
+            self.flush_seconds <= 0
+            or self.retry_deadline_seconds < 0
+            or self.claim_wait_seconds < 0
+            or self.result_slot_spare < 0
+        ):
+            raise ConfigurationError("invalid worker settings: flush interval, retry deadline or spare upload URLs")
         if self.claim_horizon_seconds <= 0:
             raise ConfigurationError("claim_horizon_seconds must be positive")
         if self.executor_batch_seconds < 0 or self.start_within_seconds <= 0:

@@ -260,9 +260,19 @@ class Lifecycle:
 
     def extend(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[set[uuid.UUID], float]:
         """Extend the leases of the named tasks the worker still holds, never past a task's
-        deadline; return those and the new end of their lease."""
+        deadline; return those and the new end of their lease.
+
+        A lease extended less than ``lease_seconds / 16`` ago is left as it is (a worker under
+        load names the same tasks in claim after claim): its end is that much early at most,
+        while the worker's next heartbeat is due a quarter lease later."""
         until = self.clock() + self.settings.lease_seconds
-        return self._change(session, ids, _held_by(worker_id), lease_until=_capped(until)), until
+        mine = _held_by(worker_id)
+        recent = Task.lease_until >= _capped(until - self.settings.lease_seconds / 16)
+        held = self._change(session, ids, [*mine, ~recent], lease_until=_capped(until))
+        rest = [i for i in ids if i not in held]
+        for part in batched(rest, self.settings.select_page):
+            held.update(session.scalars(select(Task.id).where(Task.id.in_(part), *mine, recent)))
+        return held, until
 
     def release(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Hand tasks back unrun (the worker is stopping): pending again, attempt unchanged."""

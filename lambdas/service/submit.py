@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, bindparam, delete, func, literal, select
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -211,10 +211,35 @@ def _task_rows(ctx: Context, session: Session, chunk: wire.ChunkIn, chunk_id: in
 
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
     """INSERT task rows, skipping ids already known (ON CONFLICT DO NOTHING, on SQLite and
-    PostgreSQL alike); return how many were new."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    PostgreSQL alike); return how many were new. The rows differ only in ``id``, ``offset``
+    and ``length`` (one chunk's tasks)."""
     table = cast(Table, Task.__table__)
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_new_postgres(session, table, rows)
+    from sqlalchemy.dialects.sqlite import insert
+
     return len(list(session.scalars(insert(table).on_conflict_do_nothing().returning(table.c.id), rows)))
+
+
+_PER_TASK = ("id", "offset", "length")
+
+
+def _insert_new_postgres(session: Session, table: Table, rows: list[dict[str, Any]]) -> int:
+    """One ``INSERT ... SELECT FROM unnest(ids, offsets, lengths)``: three array parameters
+    whatever the number of rows, where a multi-row VALUES list costs the driver a query of
+    thousands of placeholders to parse per statement."""
+    from sqlalchemy.dialects.postgresql import ARRAY, insert
+
+    arrays = [
+        bindparam(f"task_{name}", [row[name] for row in rows], type_=ARRAY(table.c[name].type)) for name in _PER_TASK
+    ]
+    each = func.unnest(*arrays).table_valued(*_PER_TASK).render_derived(name="each")
+    shared = [name for name in rows[0] if name not in _PER_TASK]
+    values = select(
+        *(each.c[name] for name in _PER_TASK),
+        *(literal(rows[0][name], type_=table.c[name].type) for name in shared),
+    )
+    statement = insert(table).from_select([*_PER_TASK, *shared], values).on_conflict_do_nothing()
+    return len(list(session.scalars(statement.returning(table.c.id))))

@@ -170,8 +170,10 @@ def _groups(ctx: Context, rows: Sequence[Any], certificates: dict[int, str], bas
                 tag=r.name,
                 tasks=[],
             )
-        group.tasks.append(
-            wire.ClaimTask(id=r.id, offset=r.offset, length=r.length, attempt=r.attempt, failures=r.failures)
+        group.tasks.append(  # the index's own typed columns: no validation per task
+            wire.ClaimTask.model_construct(
+                id=r.id, offset=r.offset, length=r.length, attempt=r.attempt, failures=r.failures
+            )
         )
     return list(groups.values())
 

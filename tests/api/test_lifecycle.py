@@ -57,6 +57,24 @@ def test_heartbeat_keeps_the_lease(make_server, tmp_path: Path) -> None:
     assert user.get_tag_status(tag.name)["running"] == 1
 
 
+def test_a_lease_extended_moments_ago_is_still_held_and_another_workers_task_is_dropped(
+    make_server, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    server = make_server(clock=clock, lease_seconds=32)
+    user = server.user()
+    submit(user, lambda: 1, [(), ()])
+    a, b = ManualWorker(server, tmp_path), ManualWorker(server, tmp_path)
+    mine, theirs = str(a.claim(1)[0].tasks[0].id), str(b.claim(1)[0].tasks[0].id)
+    clock.advance(1)  # within a sixteenth of the lease: not rewritten, still the worker's
+    assert a.api.sync_tasks("default", [mine, theirs]) == [theirs]
+    clock.advance(30)  # a heartbeat now extends it: it outlives its first lease
+    assert a.api.sync_tasks("default", [mine]) == []
+    clock.advance(30)
+    assert a.api.sync_tasks("default", [mine]) == []
+    assert user.get_tasks_status([mine, theirs]) == {mine: "running", theirs: "pending"}  # b never beat
+
+
 def test_result_for_a_cancelled_task_is_ignored(server: Server, tmp_path: Path) -> None:
     user = server.user()
     tag = submit(user, lambda x: x, [(1,), (2,)])

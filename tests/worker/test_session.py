@@ -95,3 +95,41 @@ def test_worker_settings_are_validated_once_and_frozen(tmp_path: Path) -> None:
         WorkerSettings(url="http://api", result_batch=0)
     with pytest.raises(hmq.ConfigurationError, match="unknown worker settings: colour"):
         WorkerSettings.from_options(url="http://api", colour="blue")
+
+
+def test_spare_result_upload_urls_serve_later_reports_until_they_are_too_old(server: Server, tmp_path: Path) -> None:
+    worker = ManualWorker(server, tmp_path)
+    now = [0.0]
+    session = WorkerSession(worker.session.transport, clock=lambda: now[0])
+    session.worker_id = worker.session.worker_id
+    requests = []
+    call = session.transport.call
+
+    def counted(*args, **kwargs):
+        requests.append(args[1])
+        return call(*args, **kwargs)
+
+    session.transport.call = counted  # type: ignore[method-assign]
+    first = session.result_slots(1, spare=3)
+    later = session.result_slots(2, spare=3) + session.result_slots(1, spare=3)
+    assert len(requests) == 1  # one request for four URLs
+    assert len({s.key for s in first + later}) == 4
+    session.result_slots(1, spare=3)  # none left: a request again, three kept
+    now[0] += 10**6  # the kept ones are too old now
+    fresh = session.result_slots(1)
+    assert len(requests) == 3 and len(fresh) == 1
+
+
+def test_result_objects_end_at_their_count_or_size(server: Server, tmp_path: Path) -> None:
+    import os
+
+    from worker.pool import Outcome
+    from worker.report import _objects
+
+    job = object()
+    small = [(job, Outcome(f"t{i}", True, b"1")) for i in range(5)]
+    assert [len(r) for _, r in _objects(small, batch=2, max_bytes=10**6)] == [2, 2, 1]  # type: ignore[arg-type]
+    noise = [(job, Outcome(f"n{i}", True, os.urandom(1000))) for i in range(5)]  # incompressible
+    parts = list(_objects(noise, batch=100, max_bytes=2500))  # type: ignore[arg-type]
+    assert [len(r) for _, r in parts] == [3, 2] and all(j is job for j, _ in parts)
+    assert [r.task_id for _, records in parts for r in records] == [f"n{i}" for i in range(5)]
