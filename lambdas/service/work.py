@@ -108,7 +108,8 @@ async def claim_waiting(
     """:func:`claim`; when it finds nothing and the claim asks to ``wait``, claim again each
     time tasks become pending (:mod:`lambdas.service.wake`), until some are leased or the wait
     (cut to the API's limit) is over. The first try authenticates and extends the held leases;
-    the next ones only lease."""
+    the next ones only lease. Woken for tasks it could not lease, while tasks are pending, it
+    hands the wake-up on to the next waiting claim."""
     wait = ctx.wait_for(body.wait)
     again = body.model_copy(update={"held": None})
     state: dict[str, Any] = {}
@@ -123,9 +124,18 @@ async def claim_waiting(
         state["first"] = claim(ctx, authenticated, worker_id, body, base_url)
         return state["first"]
 
-    out = await ctx.wakeups.until(WORK, wait, attempt, lambda answer: bool(answer.groups), gone)
+    def leased(answer: wire.ClaimOut) -> bool:
+        return bool(answer.groups)
+
+    out = await ctx.wakeups.until(WORK, wait, attempt, leased, gone, more=lambda: _pending(ctx))
     first: wire.ClaimOut = state["first"]
     return out.model_copy(update={"wait": wait, "held_until": first.held_until, "drop": first.drop})
+
+
+def _pending(ctx: Context) -> bool:
+    """Whether any task is pending (one index probe)."""
+    with ctx.index.read() as session:
+        return session.scalar(select(Task.seq).where(Task.status == TaskStatus.PENDING).limit(1)) is not None
 
 
 def _claimed(session: Session, seqs: list[int]) -> Sequence[Any]:
