@@ -19,8 +19,9 @@ requests and all) driven by a thread; a few processes hold the threads. Two figu
   upload and report results as a real worker does; tasks per second from the first claim to the
   last report.
 
-``python -m bench.fleet idle|busy COUNT URL CREDENTIALS START SECONDS`` is one process of a
-fleet (it prints one JSON line); :func:`run` starts the stack and the fleets and prints the table.
+``python -m bench.fleet idle|busy COUNT URL CREDENTIALS GO SECONDS`` is one process of a
+fleet (it prints ``ready`` once registered, starts at the time the file ``GO`` then says, and
+prints one JSON line); :func:`run` starts the stack and the fleets and prints the table.
 """
 
 from __future__ import annotations
@@ -163,13 +164,17 @@ def _report(
         stats.last = time.time()
 
 
-def fleet_process(kind: str, count: int, url: str, credentials: Path, start: float, seconds: float) -> dict[str, Any]:
-    """One process of a fleet: ``count`` workers registered, then from ``start`` (``time.time()``)
-    each runs :func:`idle_worker` or :func:`busy_worker` for up to ``seconds``."""
+def fleet_process(kind: str, count: int, url: str, credentials: Path, go: Path, seconds: float) -> dict[str, Any]:
+    """One process of a fleet: ``count`` workers registered (then it prints ``ready``), then
+    from the start (the ``time.time()`` written to ``go`` once every process is ready) each runs
+    :func:`idle_worker` or :func:`busy_worker` for up to ``seconds``."""
     creds = WorkerCredentials.load(credentials)
     sessions = [_session(url, creds) for _ in range(count)]
     stats = Stats()
-    time.sleep(max(0.0, start - time.time()))
+    print("ready", flush=True)
+    while not go.exists() or not go.read_text().strip():
+        time.sleep(0.05)
+    time.sleep(max(0.0, float(go.read_text()) - time.time()))
     until = time.monotonic() + seconds
     targets: dict[str, Callable[[Any, float], None]] = {
         "idle": lambda s, beat: idle_worker(s, stats, until, creds),
@@ -205,17 +210,22 @@ def _fleet(
     state = stack.StackState.load(home)
     assert state is not None
     per = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
-    start = time.time() + 5 + workers / 100  # time to register
+    go = home / f"go-{kind}-{workers}"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.fleet", kind, str(n), state.url, str(home / "worker.json"), str(start), str(seconds)],
+            [sys.executable, "-m", "bench.fleet", kind, str(n), state.url, str(home / "worker.json"), str(go), str(seconds)],
             stdout=subprocess.PIPE,
             text=True,
         )
         for n in per
         if n
     ]  # fmt: skip
-    time.sleep(max(0.0, start + 3 - time.time()))  # past the start and the first ramp of polls
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", "a fleet process failed"
+    start = time.time() + 1  # every worker is registered: all start together
+    go.with_suffix(".tmp").write_text(str(start))
+    go.with_suffix(".tmp").rename(go)  # whole, never half written
+    time.sleep(max(0.0, start + 3 - time.time()))  # past the start and the first ramp of claims
     cpu0, t0 = _cpu_seconds(state.api.pid), time.monotonic()
     extra = during(start + seconds - 1)
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
@@ -250,8 +260,9 @@ def trickle(home: Path, until: float) -> list[float]:
 
 def _pickups(starts: list[float], picked: list[float]) -> list[float]:
     """Seconds from each submit to the claim that took its task: one task a second, each taken
-    in well under a second, so the n-th claim that got a task took the n-th task."""
-    return [p - s for s, p in zip(sorted(starts), sorted(picked), strict=False)]
+    in well under a second, so the n-th claim that got a task took the n-th task. The first is
+    left out: that submit registers the function too."""
+    return [p - s for s, p in zip(sorted(starts)[1:], sorted(picked)[1:], strict=False)]
 
 
 def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
@@ -325,5 +336,5 @@ def run(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    kind, count, url, creds_path, start_at, window = sys.argv[1:7]
-    print(json.dumps(fleet_process(kind, int(count), url, Path(creds_path), float(start_at), float(window))))
+    kind, count, url, creds_path, go_path, window = sys.argv[1:7]
+    print(json.dumps(fleet_process(kind, int(count), url, Path(creds_path), Path(go_path), float(window))))

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, Union
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -51,12 +51,25 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
     return wire.WorkerOut(worker_id=worker_id, lease_seconds=lease, heartbeat_seconds=lease / 4)
 
 
+_LOAD = ("allocated", "running", "used")
+_MINE = (Worker.id == bindparam("p_worker"), Worker.user_id == bindparam("p_user"))
+_SEEN = {  # built once (each claim runs one): without the load, and with it
+    False: update(Worker).where(*_MINE).values(last_seen=bindparam("p_now")).returning(Worker),
+    True: update(Worker)
+    .where(*_MINE)
+    .values(last_seen=bindparam("p_now"), **{k: bindparam(f"p_{k}") for k in _LOAD})
+    .returning(Worker),
+}
+
+
 def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID, **load: int) -> Worker:
     """The caller's own worker, marked as seen now (and its ``load`` recorded): one UPDATE."""
     principal.require("worker")
-    mine = (Worker.id == worker_id, Worker.user_id == principal.user_id)
-    statement = update(Worker).where(*mine).values(last_seen=ctx.now(), **load).returning(Worker)
-    worker = session.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+    params = {"p_worker": worker_id, "p_user": principal.user_id, "p_now": ctx.now()}
+    params.update({f"p_{k}": v for k, v in load.items()})
+    statement = _SEEN[bool(load)]
+    options = {"synchronize_session": False}
+    worker = session.scalars(statement, params, execution_options=options).one_or_none()
     if worker is not None:
         return worker
     if session.get(Worker, worker_id) is None:
