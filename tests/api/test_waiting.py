@@ -6,17 +6,19 @@ could fail: a claim that only polled would answer after its whole wait, not at t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import hmq
 from hmq import wire
-from tests.helpers import ManualClock, ManualWorker, Server, start_server, submit, wait_for
+from tests.helpers import ManualClock, ManualWorker, Server, signed, start_server, submit, wait_for
 from worker.session import WorkerSession
 
 
@@ -225,6 +227,27 @@ def test_a_woken_claim_that_cannot_use_the_task_hands_the_wake_up_on(make_server
     assert first.result().groups == []
     for s in (small, big):
         s.close()
+
+
+def test_a_woken_claim_whose_worker_hung_up_hands_the_wake_up_on(make_server: Any, tmp_path: Path) -> None:
+    """The claim waiting longest has been given up by its client (the API learns it only once
+    woken); the task goes to the next waiting claim at once, not at its recheck (60 s)."""
+    server = make_server(wait_recheck_seconds=60)
+    user = server.user()
+    gone, (waiting,) = ManualWorker(server, tmp_path), _waiting(server, tmp_path / "waiting", 1)
+    path = f"/v1/workers/{gone.session.worker_id}/claim"
+    body = json.dumps({"max_tasks": 1, "available": 1, "wait": 20}).encode()
+    headers = signed(gone.creds.identity, "POST", path, body)
+    with httpx.Client() as client, pytest.raises(httpx.ReadTimeout):
+        client.post(server.url + path, content=body, headers=headers, timeout=1.0)
+    claim = Claim(waiting, wait=20)
+    claim.start()
+    time.sleep(1.0)  # the given-up claim has waited longest
+    submit(user, lambda x: x, [(1,)])
+    submitted = time.monotonic()
+    assert sum(len(g.tasks) for g in claim.result().groups) == 1
+    assert claim.answered - submitted < 10
+    waiting.close()
 
 
 # --- pulls -----------------------------------------------------------------------------------
