@@ -18,11 +18,13 @@ read and its wait still wakes it.
 **Only as many as can use it.** A change of ``work`` says how many tasks became pending, and
 wakes at most that many waiting claims, those waiting longest first: a thousand idle workers
 cost one claim, not a thousand, when one task is submitted. A wake-up is never lost on a waiter
-that cannot use it: a woken claim that leased nothing while tasks are still pending (another
-worker's, or ones it cannot run: another datacenter, more cores) hands its wake-up on to the
-next waiter, which does the same; a wake-up goes only to requests that were waiting when it was
-sent, so it visits each at most once and the chain ends. A woken request that hangs up or fails
-hands its wake-up on as well. Tag channels wake all their waiters (a tag has few pulls).
+that cannot use it: a woken claim that leased nothing while tasks are still pending (tasks it
+cannot run: another datacenter, more cores; or any pending task at all, since the probe is one
+cheap query) hands its wake-up on to the next waiter, which does the same; a wake-up goes only
+to requests that were waiting when it was sent, so it visits each at most once and the chain
+ends (at worst, with a backlog no waiting worker can run, a wake-up another claim used up costs
+one read per waiter, as every wake-up did before). A woken request that hangs up or fails hands
+its wake-up on as well. Tag channels wake all their waiters (a tag has few pulls).
 
 **Several API processes on PostgreSQL.** Before the commit, :meth:`Wakeups.announce` sends
 ``NOTIFY hmq_wake`` with each touched channel and its count (PostgreSQL delivers it on commit,
