@@ -4,16 +4,24 @@ S3 (moto's server).
 A simulated worker is a :class:`worker.session.WorkerSession` (the real protocol client, signed
 requests and all) driven by a thread; a few processes hold the threads. Two figures:
 
-- idle fleets (100, 500, 1,000 workers) polling an empty queue as a real idle worker does
-  (:func:`idle_worker`): requests per second, the API process's CPU (% of one core, from
-  ``/proc/<pid>/stat``), claim latency p50 and p99;
+- idle fleets (100, 500, 1,000 workers) waiting for work as a real idle worker does
+  (:func:`idle_worker`: waiting claims of the worker's default ``claim_wait_seconds``), while
+  one task is submitted every second (:func:`trickle`): requests per second, the API process's
+  CPU (% of one core, from ``/proc/<pid>/stat``), and two latencies, p50 and p99:
+
+  - *claim beyond its wait*: how much longer than the wait the API granted an empty claim took
+    to answer (what a worker waits for the API, not for work);
+  - *submit to claimed*: from the start of a one-task submit to a waiting claim answering with
+    that task (what a submitter waits for an idle fleet to pick work up; it includes the
+    submit's own request);
 - busy fleets (100 and 10 workers) draining 20,000 no-op tasks (:func:`busy_worker`): they claim
   as a real worker claims for no-op calls, skip running them (a no-op result for each) and
   upload and report results as a real worker does; tasks per second from the first claim to the
   last report.
 
-``python -m bench.fleet idle|busy COUNT URL CREDENTIALS START SECONDS`` is one process of a
-fleet (it prints one JSON line); :func:`run` starts the stack and the fleets and prints the table.
+``python -m bench.fleet idle|busy COUNT URL CREDENTIALS GO SECONDS`` is one process of a
+fleet (it prints ``ready`` once registered, starts at the time the file ``GO`` then says, and
+prints one JSON line); :func:`run` starts the stack and the fleets and prints the table.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ PROCESSES = 4
 class Stats:
     """What the workers of one process saw."""
 
-    claims: list[float] = field(default_factory=list)  # seconds per claim
+    claims: list[float] = field(default_factory=list)  # seconds per claim (idle: beyond its wait)
+    picked: list[float] = field(default_factory=list)  # time.time() of each idle claim that got a task
     requests: int = 0
     errors: int = 0
     tasks: int = 0
@@ -77,28 +86,36 @@ def _claim(session: Any, stats: Stats, want: int) -> wire.ClaimOut:
     return out
 
 
-def idle_worker(session: Any, stats: Stats, until: float, heartbeat: float) -> None:
-    """Poll as a real idle worker does (``worker.runner.CachedWorker._work``): claim two tasks a
-    core; nothing came, so wait, doubling from ``poll_min_seconds`` up to ``poll_max_seconds``;
-    heartbeat what it holds (nothing) every ``heartbeat`` seconds. Change this function when the
-    claim protocol changes (e.g. a claim that waits on the server, heartbeats inside claims)."""
+def idle_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentials) -> None:
+    """Wait for work as a real idle worker of one core does (``worker.runner.CachedWorker._claim``):
+    claim what a fresh one-core worker asks for (``Pace.size``: one task, ``others`` one),
+    holding nothing (``held=[]``: the claim is its heartbeat, none is sent apart), waiting on
+    the API up to ``claim_wait_seconds`` (never past ``until``, as ``Life.patience``); claim
+    again at once when it answers. A task that comes is reported done (a no-op result, as
+    :func:`busy_worker`), then the worker is idle again. Change this function when the claim
+    protocol changes."""
     from worker.settings import WorkerSettings
 
-    delay = WorkerSettings.poll_min_seconds
-    beat = time.monotonic() + heartbeat
-    while time.monotonic() < until:
+    users: dict[str, crypto.PublicIdentity] = {}
+    while (left := until - time.monotonic()) > 0:
         try:
-            _claim(session, stats, 2)
-            if time.monotonic() >= beat:
-                session.heartbeat([])
-                beat += heartbeat
-                with stats.lock:
-                    stats.requests += 1
+            t0 = time.perf_counter()
+            out = session.claim(1, 1, allocated=1, others=1, wait=min(WorkerSettings.claim_wait_seconds, left), held=[])
+            seconds = time.perf_counter() - t0
+            with stats.lock:
+                stats.requests += 1
+                if out.groups:
+                    stats.picked.append(time.time())
+                else:
+                    stats.claims.append(max(0.0, seconds - out.wait))
+            for group in out.groups:
+                user = users.get(group.certificate["sig"]) or crypto.verify_certificate(group.certificate, creds.admin)
+                users[group.certificate["sig"]] = user
+                _report(session, stats, creds, user, group)
         except HmqError:
             with stats.lock:
                 stats.errors += 1
-        time.sleep(max(0.0, min(delay, until - time.monotonic())))
-        delay = min(delay * 2, WorkerSettings.poll_max_seconds)
+            time.sleep(WorkerSettings.poll_max_seconds)
 
 
 def busy_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentials) -> None:
@@ -147,16 +164,20 @@ def _report(
         stats.last = time.time()
 
 
-def fleet_process(kind: str, count: int, url: str, credentials: Path, start: float, seconds: float) -> dict[str, Any]:
-    """One process of a fleet: ``count`` workers registered, then from ``start`` (``time.time()``)
-    each runs :func:`idle_worker` or :func:`busy_worker` for up to ``seconds``."""
+def fleet_process(kind: str, count: int, url: str, credentials: Path, go: Path, seconds: float) -> dict[str, Any]:
+    """One process of a fleet: ``count`` workers registered (then it prints ``ready``), then
+    from the start (the ``time.time()`` written to ``go`` once every process is ready) each runs
+    :func:`idle_worker` or :func:`busy_worker` for up to ``seconds``."""
     creds = WorkerCredentials.load(credentials)
     sessions = [_session(url, creds) for _ in range(count)]
     stats = Stats()
-    time.sleep(max(0.0, start - time.time()))
+    print("ready", flush=True)
+    while not go.exists() or not go.read_text().strip():
+        time.sleep(0.05)
+    time.sleep(max(0.0, float(go.read_text()) - time.time()))
     until = time.monotonic() + seconds
     targets: dict[str, Callable[[Any, float], None]] = {
-        "idle": lambda s, beat: idle_worker(s, stats, until, beat),
+        "idle": lambda s, beat: idle_worker(s, stats, until, creds),
         "busy": lambda s, beat: busy_worker(s, stats, until, creds),
     }
 
@@ -172,7 +193,7 @@ def fleet_process(kind: str, count: int, url: str, credentials: Path, start: flo
     for session, _ in sessions:
         session.close()
     return {"claims": stats.claims, "requests": stats.requests, "errors": stats.errors, "tasks": stats.tasks,
-            "first": stats.first, "last": stats.last}  # fmt: skip
+            "first": stats.first, "last": stats.last, "picked": stats.picked}  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -180,27 +201,36 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _fleet(kind: str, workers: int, home: Path, seconds: float) -> tuple[list[dict[str, Any]], float]:
-    """Run a fleet of ``workers`` in :data:`PROCESSES` processes; their figures and the API's CPU
-    (% of one core) over the window."""
+def _fleet(
+    kind: str, workers: int, home: Path, seconds: float, during: Callable[[float], Any] = lambda until: None
+) -> tuple[list[dict[str, Any]], float, Any]:
+    """Run a fleet of ``workers`` in :data:`PROCESSES` processes; their figures, the API's CPU
+    (% of one core) over the window, and what ``during`` (called at the start with the
+    ``time.time()`` at which the window ends) returned."""
     state = stack.StackState.load(home)
     assert state is not None
     per = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
-    start = time.time() + 5 + workers / 100  # time to register
+    go = home / f"go-{kind}-{workers}"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.fleet", kind, str(n), state.url, str(home / "worker.json"), str(start), str(seconds)],
+            [sys.executable, "-m", "bench.fleet", kind, str(n), state.url, str(home / "worker.json"), str(go), str(seconds)],
             stdout=subprocess.PIPE,
             text=True,
         )
         for n in per
         if n
     ]  # fmt: skip
-    time.sleep(max(0.0, start + 3 - time.time()))  # past the start and the first ramp of polls
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", "a fleet process failed"
+    start = time.time() + 1  # every worker is registered: all start together
+    go.with_suffix(".tmp").write_text(str(start))
+    go.with_suffix(".tmp").rename(go)  # whole, never half written
+    time.sleep(max(0.0, start + 3 - time.time()))  # past the start and the first ramp of claims
     cpu0, t0 = _cpu_seconds(state.api.pid), time.monotonic()
+    extra = during(start + seconds - 1)
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     cpu = (_cpu_seconds(state.api.pid) - cpu0) / (time.monotonic() - t0) * 100
-    return outs, cpu
+    return outs, cpu, extra
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -208,15 +238,45 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
+def trickle(home: Path, until: float) -> list[float]:
+    """Submit one no-op task a second until ``until`` (``time.time()``), as one user; the
+    ``time.time()`` at which each submit started."""
+    import hmq
+
+    @hmq.task
+    def noop(x: int) -> int:
+        return x
+
+    api = hmq.API(home=home)
+    starts: list[float] = []
+    while time.time() < until:
+        starts.append(time.time())
+        noop(len(starts))
+        noop.submit(quiet=True, api=api)
+        time.sleep(max(0.0, starts[-1] + 1.0 - time.time()))
+    api.close()
+    return starts
+
+
+def _pickups(starts: list[float], picked: list[float]) -> list[float]:
+    """Seconds from each submit to the claim that took its task: one task a second, each taken
+    in well under a second, so the n-th claim that got a task took the n-th task. The first is
+    left out: that submit registers the function too."""
+    return [p - s for s, p in zip(sorted(starts)[1:], sorted(picked)[1:], strict=False)]
+
+
 def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
-    outs, cpu = _fleet("idle", workers, home, seconds)
+    outs, cpu, starts = _fleet("idle", workers, home, seconds, lambda until: trickle(home, until))
     claims = [c for o in outs for c in o["claims"]]
+    picked = [p for o in outs for p in o["picked"]]
+    pickups = _pickups(starts, picked)
     requests, errors = sum(o["requests"] for o in outs), sum(o["errors"] for o in outs)
     return [
-        f"{workers:,} idle workers polling",
+        f"{workers:,} idle workers waiting",
         f"{requests / seconds:,.0f}",
         f"{cpu:.0f}%",
         f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
+        f"{_quantile(pickups, 0.5) * 1e3:.1f} / {_quantile(pickups, 0.99) * 1e3:.1f} ({len(picked)}/{len(starts)})",
         f"{errors}",
         "-",
     ]
@@ -225,7 +285,7 @@ def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
 def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
     env = {**os.environ, "HMQ_HOME": str(home)}
     scenario("submit_only", tasks, env)
-    outs, cpu = _fleet("busy", workers, home, 600)
+    outs, cpu, _ = _fleet("busy", workers, home, 600)
     first = min(o["first"] for o in outs if o["first"])
     last = max(o["last"] for o in outs)
     done = sum(o["tasks"] for o in outs)
@@ -235,6 +295,7 @@ def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
         f"{sum(o['requests'] for o in outs) / (last - first):,.0f}",
         f"{cpu:.0f}%",
         f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
+        "-",
         f"{sum(o['errors'] for o in outs)}",
         f"{done / (last - first):,.0f} ({done:,} done)",
     ]
@@ -252,7 +313,10 @@ def run(quick: bool) -> None:
         home = Path(tmp)
         stack.up(home, workers=0, database=database, storage=storage)
         try:
-            rows += [idle_row(n, home, seconds) for n in idle]
+            from worker.settings import WorkerSettings
+
+            window = seconds if quick else max(seconds, 3 * WorkerSettings.claim_wait_seconds)
+            rows += [idle_row(n, home, window) for n in idle]
             rows += [busy_row(n, tasks, home) for n in busy]
         finally:
             stack.down(home)
@@ -261,7 +325,8 @@ def run(quick: bool) -> None:
         "fleet (one API process, PostgreSQL + S3)",
         "requests/s",
         "API CPU",
-        "claim p50 / p99 (ms)",
+        "claim p50 / p99 (ms; idle: beyond its wait)",
+        "submit to claimed p50 / p99 (ms; tasks)",
         "errors",
         "tasks/s",
     ]
@@ -271,5 +336,5 @@ def run(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    kind, count, url, creds_path, start_at, window = sys.argv[1:7]
-    print(json.dumps(fleet_process(kind, int(count), url, Path(creds_path), float(start_at), float(window))))
+    kind, count, url, creds_path, go_path, window = sys.argv[1:7]
+    print(json.dumps(fleet_process(kind, int(count), url, Path(creds_path), Path(go_path), float(window))))

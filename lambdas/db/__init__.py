@@ -98,18 +98,24 @@ def _follow_rotation(engine: Engine, secret: DatabaseSecret) -> None:
 class Index:
     """Sessions over the index: ``write()`` for read-modify-write units, ``read()`` otherwise.
 
-    ``after_commit`` callbacks get each session whose transaction was just committed (the
-    wake-ups of :mod:`lambdas.service.wake` hang there); ``on_dispose`` ones run when the
-    index is closed."""
+    ``before_commit`` callbacks get each session about to commit (still in its transaction),
+    ``after_commit`` ones each session whose transaction was just committed (the wake-ups of
+    :mod:`lambdas.service.wake` hang there); ``on_dispose`` ones run when the index is closed."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write = sessionmaker(engine, expire_on_commit=False)
         self._read = sessionmaker(engine.execution_options(hmq_begin="DEFERRED"), expire_on_commit=False)
+        self.before_commit: list[Callable[[Session], None]] = []
         self.after_commit: list[Callable[[Session], None]] = []
         self.on_dispose: list[Callable[[], None]] = []
         for factory in (self._write, self._read):
+            event.listen(factory, "before_commit", self._committing)
             event.listen(factory, "after_commit", self._committed)
+
+    def _committing(self, session: Session) -> None:
+        for callback in self.before_commit:
+            callback(session)
 
     def _committed(self, session: Session) -> None:
         for callback in self.after_commit:

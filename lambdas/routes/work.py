@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hmq import wire
 from lambdas.auth import Principal
@@ -41,9 +41,11 @@ async def claim(
     request: Request,
     check: Check = Depends(signature),
     c: Context = Depends(ctx),
-) -> wire.ClaimOut:
-    """Lease tasks; with ``wait``, the answer waits (holding no connection) until there are some."""
-    return await work.claim_waiting(c, check, worker_id, body, base_url(request), request.is_disconnected)
+) -> Response:
+    """Lease tasks; with ``wait``, the answer waits (holding no connection) until there are some.
+    The answer is serialized here, once: FastAPI would validate the model again first."""
+    out = await work.claim_waiting(c, check, worker_id, body, base_url(request), request.is_disconnected)
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{worker_id}/uploads", response_model=wire.UploadsOut, responses=errors(404, 429))

@@ -43,14 +43,16 @@ class Context:
         cls, settings: Settings, index: Index, store: ObjectStore, clock: Clock = time.time, serverless: bool = False
     ) -> Context:
         lifecycle = Lifecycle(settings, clock)
+        postgres = index.engine.dialect.name == "postgresql"
         if serverless:
             max_wait = settings.serverless_max_wait_seconds
             recheck = min(settings.wait_recheck_seconds, max(max_wait / 4, 0.05))
             wakeups = Wakeups(recheck, before_wait=index.release)
         else:
             max_wait = settings.max_wait_seconds
-            postgres = index.engine.dialect.name == "postgresql"
             wakeups = Wakeups(settings.wait_recheck_seconds, listen=index.engine if postgres else None)
+        if postgres:  # other API processes hear of the changes by NOTIFY
+            index.before_commit.append(wakeups.announce)
         index.after_commit.append(lambda session: wakeups.notify(committed(session)))
         index.on_dispose.append(wakeups.close)
         metrics = Metrics(settings.metrics_retention_seconds)

@@ -280,7 +280,7 @@ class Lifecycle:
             session, ids, _held_by(worker_id), status=TaskStatus.PENDING, worker_id=None, lease_until=None
         )
         if released:
-            touch(session, WORK)
+            touch(session, WORK, count=len(released))
         return released
 
     def finish(self, session: Session, worker_id: uuid.UUID, report: wire.CompleteIn) -> Finished:
@@ -345,7 +345,7 @@ class Lifecycle:
         if taken == 0:
             session.execute(delete(Batch).where(Batch.id == batch))
         if retried:
-            touch(session, WORK)
+            touch(session, WORK, count=len(retried))
         if taken > len(retried):
             touch(session, tag_channel(tag_id))
         return taken > 0
@@ -438,7 +438,7 @@ class Lifecycle:
         limit = self.settings.max_attempts
         requeue = [row.seq for row in expired if row.attempt + 1 < limit]
         if requeue:
-            touch(session, WORK)
+            touch(session, WORK, count=len(requeue))
         for part in batched(requeue, self.settings.select_page):
             session.execute(
                 update(Task)

@@ -129,7 +129,7 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
             existing += len(rows) - inserted
         warnings = placement.submit_warnings(ctx, session, placements)
         if created:
-            touch(session, WORK)  # waiting claims claim again once this is committed
+            touch(session, WORK, count=created)  # as many waiting claims claim again once this is committed
     return wire.SubmitOut(created=created, existing=existing, warnings=warnings)
 
 

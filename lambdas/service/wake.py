@@ -15,10 +15,23 @@ this process (their event loop is woken thread-safely: services run in the threa
 waiter remembers the version *before* it reads the index, so a change committed between its
 read and its wait still wakes it.
 
-**Several API processes on PostgreSQL.** :func:`touch` also sends ``NOTIFY hmq_wake`` with the
-channel inside the same transaction (PostgreSQL delivers it on commit, and only then), and each
-process that has waiting requests keeps one connection that ``LISTEN``\\ s (:class:`Listener`,
-started when the first request waits) and wakes its own waiters. LISTEN/NOTIFY rather than
+**Only as many as can use it.** A change of ``work`` says how many tasks became pending, and
+wakes at most that many waiting claims, those waiting longest first: a thousand idle workers
+cost one claim, not a thousand, when one task is submitted. A wake-up is never lost on a waiter
+that cannot use it: a woken claim that leased nothing while tasks are still pending (tasks it
+cannot run: another datacenter, more cores; or any pending task at all, since the probe is one
+cheap query) hands its wake-up on to the next waiter, which does the same; a wake-up goes only
+to requests that were waiting when it was sent, so it visits each at most once and the chain
+ends (at worst, with a backlog no waiting worker can run, a wake-up another claim used up costs
+one read per waiter, as every wake-up did before). A woken request that hangs up or fails hands
+its wake-up on as well. Tag channels wake all their waiters (a tag has few pulls).
+
+**Several API processes on PostgreSQL.** Before the commit, :meth:`Wakeups.announce` sends
+``NOTIFY hmq_wake`` with each touched channel and its count (PostgreSQL delivers it on commit,
+and only then), and each process that has waiting requests keeps one connection that
+``LISTEN``\\ s (:class:`Listener`, started when the first request waits) and wakes as many of its
+own waiters (each process hands wake-ups on among its own; a process ignores its own notices,
+having woken its waiters already). LISTEN/NOTIFY rather than
 short polling: a wake-up arrives within a millisecond of the commit, and idle waiting costs
 nothing per waiter, where polling would cost one query per waiting request per interval (200
 idle workers polling every 0.25 s would be 800 queries a second). As a safety net (a
@@ -34,10 +47,13 @@ do), so a waiting request reads the index again every quarter of its wait; the w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
+import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
 
 import anyio.to_thread
@@ -50,10 +66,14 @@ WORK = "work"
 """The channel of pending tasks."""
 
 PG_CHANNEL = "hmq_wake"
-"""The PostgreSQL notification channel; the payload is the hmq channel."""
+"""The PostgreSQL notification channel; the payload is ``CHANNEL COUNT ORIGIN`` (``COUNT``
+``*``: every waiter; a payload of the channel alone, from older processes, wakes every waiter)."""
 
 _PENDING = "hmq_wake"  # Session.info key: channels to wake once the transaction is committed
 T = TypeVar("T")
+
+Changes = Mapping[str, Optional[int]]
+"""Channels touched, each with how many waiters could use the change (``None``: all)."""
 
 
 def tag_channel(tag_id: int) -> str:
@@ -61,22 +81,44 @@ def tag_channel(tag_id: int) -> str:
     return f"tag:{tag_id}"
 
 
-def touch(session: Session, *channels: str) -> None:
+def touch(session: Session, *channels: str, count: Optional[int] = None) -> None:
     """Wake the requests waiting on ``channels`` once ``session``'s transaction is committed
-    (here by :class:`Wakeups`, in other processes by PostgreSQL's NOTIFY)."""
-    pending: set[str] = session.info.setdefault(_PENDING, set())
-    fresh = [c for c in channels if c not in pending]
-    if not fresh:
-        return
-    pending.update(fresh)
-    if session.get_bind().dialect.name == "postgresql":
-        for channel in fresh:
-            session.execute(select(func.pg_notify(PG_CHANNEL, channel)))
+    (here by :class:`Wakeups`, in other processes by PostgreSQL's NOTIFY): ``count`` of them
+    (the tasks that became pending; touches in one transaction add up), or all (``None``)."""
+    pending: dict[str, Optional[int]] = session.info.setdefault(_PENDING, {})
+    for channel in channels:
+        before = pending.get(channel, 0)
+        pending[channel] = None if before is None or count is None else before + count
 
 
-def committed(session: Session) -> set[str]:
-    """The channels :func:`touch`\\ ed in ``session`` (taken: asked once, after its commit)."""
-    return session.info.pop(_PENDING, set())
+def committed(session: Session) -> dict[str, Optional[int]]:
+    """The channels :func:`touch`\\ ed in ``session`` and their counts (taken: asked once, after
+    its commit)."""
+    return session.info.pop(_PENDING, {})
+
+
+def _payload(channel: str, count: Optional[int], origin: str) -> str:
+    return f"{channel} {'*' if count is None else count} {origin}"
+
+
+def _parse(payload: str) -> tuple[str, Optional[int], str]:
+    """A notice's channel, count and origin (older processes send the channel alone)."""
+    parts = payload.split(" ")
+    if len(parts) != 3 or not (parts[1] == "*" or parts[1].isdigit()):
+        return payload, None, ""
+    return parts[0], None if parts[1] == "*" else int(parts[1]), parts[2]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One waiting request: its loop and event; ``seq`` orders the waiters (oldest first);
+    ``token``, once woken by a counted wake-up, the newest ``seq`` that wake-up may go to."""
+
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event
+    seq: int
+    woken: bool = False
+    token: Optional[int] = None
 
 
 class Wakeups:
@@ -94,10 +136,12 @@ class Wakeups:
         self, recheck: float, listen: Optional[Engine] = None, before_wait: Optional[Callable[[], None]] = None
     ) -> None:
         self.recheck = recheck
+        self.origin = uuid.uuid4().hex[:12]  # names this process's notices, which it skips
         self._before_wait = before_wait
         self._lock = threading.Lock()
         self._versions: dict[str, int] = defaultdict(int)
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+        self._waiters: dict[str, dict[_Waiter, None]] = {}  # per channel, oldest first
+        self._seq = 0
         self._engine = listen
         self._listener: Optional[Listener] = None
 
@@ -105,43 +149,81 @@ class Wakeups:
         with self._lock:
             return self._versions[channel]
 
-    def notify(self, channels: Iterable[str]) -> None:
-        """Bump ``channels`` and wake their waiters (from any thread)."""
-        woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    def announce(self, session: Session) -> None:
+        """Before ``session`` commits (PostgreSQL): NOTIFY the other processes of what it touched."""
+        for channel, count in session.info.get(_PENDING, {}).items():
+            session.execute(select(func.pg_notify(PG_CHANNEL, _payload(channel, count, self.origin))))
+
+    def notify(self, changes: Changes) -> None:
+        """Bump the ``changes``' channels and wake as many of their waiters as each says,
+        oldest first (from any thread)."""
         with self._lock:
-            for channel in channels:
+            woken: list[_Waiter] = []
+            for channel, count in changes.items():
                 self._versions[channel] += 1
-                woken += self._waiters.pop(channel, ())
-        for loop, event in woken:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that request's loop is closed: nobody waits there any more
-                pass
+                woken += self._take(channel, count, self._seq)
+        self._wake(woken)
 
     def notify_all(self) -> None:
         """Wake every waiter (they read the index again): after a gap in the notifications."""
         with self._lock:
             channels = list(self._waiters)
-        self.notify(channels)
+        self.notify(dict.fromkeys(channels))
 
-    async def wait(self, channel: str, since: int, timeout: float) -> bool:
+    def pass_on(self, channel: str, token: int) -> None:
+        """Hand a wake-up its waiter could not use to the next one waiting since before it was sent."""
+        with self._lock:
+            woken = self._take(channel, 1, token)
+        self._wake(woken)
+
+    def _take(self, channel: str, count: Optional[int], token: int) -> list[_Waiter]:
+        """Under the lock: remove up to ``count`` (``None``: all) of ``channel``'s oldest
+        waiters, those waiting since before ``token``, marked woken."""
+        queue = self._waiters.get(channel, {})
+        taken = list(itertools.islice(itertools.takewhile(lambda w: w.seq <= token, queue), count))
+        for waiter in taken:
+            del queue[waiter]
+            waiter.woken, waiter.token = True, None if count is None else token
+        return taken
+
+    @staticmethod
+    def _wake(waiters: list[_Waiter]) -> None:
+        for waiter in waiters:
+            try:
+                waiter.loop.call_soon_threadsafe(waiter.event.set)
+            except RuntimeError:  # that request's loop is closed: nobody waits there any more
+                pass
+
+    async def wait(self, channel: str, since: int, timeout: float) -> tuple[bool, Optional[int]]:
         """Wait until ``channel`` moves past version ``since``, at most ``timeout`` seconds;
-        whether it did."""
+        whether it did, and the token of the counted wake-up that woke this waiter (which it
+        must :meth:`pass_on` unless it used it)."""
         self._start_listener()
-        event = asyncio.Event()
-        waiter = (asyncio.get_running_loop(), event)
         with self._lock:
             if self._versions[channel] != since:
-                return True
-            self._waiters[channel].add(waiter)
+                return True, None
+            self._seq += 1
+            waiter = _Waiter(asyncio.get_running_loop(), asyncio.Event(), self._seq)
+            self._waiters.setdefault(channel, {})[waiter] = None
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-            return True
+            await asyncio.wait_for(waiter.event.wait(), timeout)
         except asyncio.TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                self._waiters[channel].discard(waiter)
+            pass
+        except BaseException:  # cancelled: a wake-up this waiter took goes to the next one
+            woken, token = self._leave(channel, waiter)
+            if token is not None:
+                self.pass_on(channel, token)
+            raise
+        return self._leave(channel, waiter)
+
+    def _leave(self, channel: str, waiter: _Waiter) -> tuple[bool, Optional[int]]:
+        with self._lock:
+            queue = self._waiters.get(channel)
+            if queue is not None:
+                queue.pop(waiter, None)
+                if not queue:
+                    del self._waiters[channel]
+            return waiter.woken, waiter.token
 
     async def until(
         self,
@@ -150,26 +232,51 @@ class Wakeups:
         attempt: Callable[[], T],
         found: Callable[[T], bool],
         gone: Optional[Callable[[], Awaitable[bool]]] = None,
+        more: Optional[Callable[[], bool]] = None,
     ) -> T:
         """Run ``attempt`` (in the threadpool: it opens its own transaction) until ``found``
         says its answer is worth giving, again after each wake-up of ``channel`` (or every
         ``recheck`` seconds), for up to ``wait`` seconds; return its last answer. Stops early
-        when ``gone`` says the caller hung up (a claim must not lease tasks nobody receives)."""
+        when ``gone`` says the caller hung up (a claim must not lease tasks nobody receives).
+        A counted wake-up whose attempt found nothing goes on to the next waiter when ``more``
+        (in the threadpool) says something is still there for others (no ``more``: always)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        token: Optional[int] = None
         while True:
             since = self.version(channel)
-            answer = await anyio.to_thread.run_sync(attempt)
+            answer = await self._attempt(channel, token, attempt, found, more)
             left = deadline - loop.time()
             if left <= 0 or found(answer):
                 return answer
             if self._before_wait is not None:
                 self._before_wait()
-            woken = await self.wait(channel, since, min(left, self.recheck))
+            woken, token = await self.wait(channel, since, min(left, self.recheck))
             if not woken and deadline - loop.time() <= 0:
                 return answer  # the wait is over and nothing changed: no need to read again
             if gone is not None and await gone():
+                if token is not None:
+                    self.pass_on(channel, token)
                 return answer
+
+    async def _attempt(
+        self,
+        channel: str,
+        token: Optional[int],
+        attempt: Callable[[], T],
+        found: Callable[[T], bool],
+        more: Optional[Callable[[], bool]],
+    ) -> T:
+        """One ``attempt``; after a counted wake-up (``token``), hand it on unless it was used."""
+        try:
+            answer = await anyio.to_thread.run_sync(attempt)
+        except BaseException:
+            if token is not None:
+                self.pass_on(channel, token)
+            raise
+        if token is not None and not found(answer) and (more is None or await anyio.to_thread.run_sync(more)):
+            self.pass_on(channel, token)
+        return answer
 
     def _start_listener(self) -> None:
         if self._engine is None or self._listener is not None:
@@ -228,6 +335,8 @@ class Listener(threading.Thread):
             self.wakeups.notify_all()  # what changed before we listened
             while not self._stop.is_set():
                 for note in conn.notifies(timeout=1.0):  # yields each as it arrives
-                    self.wakeups.notify([note.payload])
+                    channel, count, origin = _parse(note.payload)
+                    if origin != self.wakeups.origin:  # this process woke its own already
+                        self.wakeups.notify({channel: count})
         finally:
             conn.close()

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, Union
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -52,12 +52,25 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
     return wire.WorkerOut(worker_id=worker_id, lease_seconds=lease, heartbeat_seconds=lease / 4)
 
 
+_LOAD = ("allocated", "running", "used")
+_MINE = (Worker.id == bindparam("p_worker"), Worker.user_id == bindparam("p_user"))
+_SEEN = {  # built once (each claim runs one): without the load, and with it
+    False: update(Worker).where(*_MINE).values(last_seen=bindparam("p_now")).returning(Worker),
+    True: update(Worker)
+    .where(*_MINE)
+    .values(last_seen=bindparam("p_now"), **{k: bindparam(f"p_{k}") for k in _LOAD})
+    .returning(Worker),
+}
+
+
 def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID, **load: int) -> Worker:
     """The caller's own worker, marked as seen now (and its ``load`` recorded): one UPDATE."""
     principal.require("worker")
-    mine = (Worker.id == worker_id, Worker.user_id == principal.user_id)
-    statement = update(Worker).where(*mine).values(last_seen=ctx.now(), **load).returning(Worker)
-    worker = session.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+    params = {"p_worker": worker_id, "p_user": principal.user_id, "p_now": ctx.now()}
+    params.update({f"p_{k}": v for k, v in load.items()})
+    statement = _SEEN[bool(load)]
+    options = {"synchronize_session": False}
+    worker = session.scalars(statement, params, execution_options=options).one_or_none()
     if worker is not None:
         return worker
     if session.get(Worker, worker_id) is None:
@@ -109,7 +122,8 @@ async def claim_waiting(
     """:func:`claim`; when it finds nothing and the claim asks to ``wait``, claim again each
     time tasks become pending (:mod:`lambdas.service.wake`), until some are leased or the wait
     (cut to the API's limit) is over. The first try authenticates and extends the held leases;
-    the next ones only lease."""
+    the next ones only lease. Woken for tasks it could not lease, while tasks are pending, it
+    hands the wake-up on to the next waiting claim."""
     wait = ctx.wait_for(body.wait)
     again = body.model_copy(update={"held": None})
     state: dict[str, Any] = {}
@@ -124,9 +138,18 @@ async def claim_waiting(
         state["first"] = claim(ctx, authenticated, worker_id, body, base_url)
         return state["first"]
 
-    out = await ctx.wakeups.until(WORK, wait, attempt, lambda answer: bool(answer.groups), gone)
+    def leased(answer: wire.ClaimOut) -> bool:
+        return bool(answer.groups)
+
+    out = await ctx.wakeups.until(WORK, wait, attempt, leased, gone, more=lambda: _pending(ctx))
     first: wire.ClaimOut = state["first"]
     return out.model_copy(update={"wait": wait, "held_until": first.held_until, "drop": first.drop})
+
+
+def _pending(ctx: Context) -> bool:
+    """Whether any task is pending (one index probe)."""
+    with ctx.index.read() as session:
+        return session.scalar(select(Task.seq).where(Task.status == TaskStatus.PENDING).limit(1)) is not None
 
 
 def _claimed(session: Session, seqs: list[int]) -> Sequence[Any]:

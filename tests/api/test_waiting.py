@@ -6,33 +6,35 @@ could fail: a claim that only polled would answer after its whole wait, not at t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import hmq
 from hmq import wire
-from tests.helpers import ManualClock, ManualWorker, Server, start_server, submit
+from tests.helpers import ManualClock, ManualWorker, Server, signed, start_server, submit, wait_for
 from worker.session import WorkerSession
 
 
 class Claim(threading.Thread):
     """A claim waiting in a thread; ``out`` and ``seconds`` once it answered."""
 
-    def __init__(self, session: WorkerSession, wait: float, **kwargs: Any) -> None:
+    def __init__(self, session: WorkerSession, wait: float, available: int = 1, n: int = 10, **kwargs: Any) -> None:
         super().__init__(daemon=True)
-        self.session, self.wait, self.kwargs = session, wait, kwargs
+        self.session, self.wait, self.available, self.n, self.kwargs = session, wait, available, n, kwargs
         self.out: wire.ClaimOut | None = None
         self.error: BaseException | None = None
         self.answered = 0.0
 
     def run(self) -> None:
         try:
-            self.out = self.session.claim(10, 1, wait=self.wait, **self.kwargs)
+            self.out = self.session.claim(self.n, self.available, wait=self.wait, **self.kwargs)
         except BaseException as exc:  # shown by the test
             self.error = exc
         self.answered = time.monotonic()
@@ -138,6 +140,114 @@ def test_a_waiting_claim_on_one_api_process_wakes_for_a_submit_to_another(pg_ser
         assert claim.answered - submitted < 10  # neither its wait (20 s) nor a recheck (60 s)
     finally:
         other.stop()
+
+
+def _waiting(server: Server, tmp_path: Path, n: int, **register: Any) -> list[WorkerSession]:
+    """``n`` more registered workers of one identity (their sessions)."""
+    creds = ManualWorker(server, tmp_path).creds
+    sessions = []
+    for _ in range(n):
+        session = WorkerSession.connect(server.url, creds.identity)
+        session.register(register.get("datacenter", "default"), register.get("cores", 1))
+        sessions.append(session)
+    return sessions
+
+
+def _seen_at(server: Server, sessions: list[WorkerSession], at: float) -> int:
+    """How many of ``sessions``' workers the API saw (a claim read the index for them) at ``at``."""
+    mine = {s.worker_id for s in sessions}
+    with server.admin() as admin:
+        return sum(1 for w in admin.workers() if w.id in mine and w.last_seen >= at)
+
+
+def _one_wakes_one(server: Server, other: Server, clock: ManualClock, tmp_path: Path) -> None:
+    """Six claims wait on ``other`` (whose clock is ``clock``); tasks are submitted to ``server``."""
+    user, sessions = server.user(), _waiting(other, tmp_path, 6)
+    claims = [Claim(s, wait=10, n=1) for s in sessions]
+    for c in claims:
+        c.start()
+    time.sleep(1.5)  # all wait now
+    later = clock.advance(1)
+    submit(user, lambda x: x, [(1,)])
+    submitted = time.monotonic()
+    wait_for(lambda: any(not c.is_alive() for c in claims), timeout=30, what="one claim to answer")
+    assert time.monotonic() - submitted < 10
+    time.sleep(1.0)  # time for any other claim to read the index again
+    answered = [c for c in claims if not c.is_alive()]
+    assert len(answered) == 1 and sum(len(g.tasks) for g in answered[0].result().groups) == 1
+    assert _seen_at(other, sessions, later) == 1  # the others did not read the index again
+    submit(user, lambda x: x, [(2,), (3,)])  # two more: two more claims answer, one task each
+    wait_for(lambda: sum(not c.is_alive() for c in claims) == 3, timeout=30, what="two more claims to answer")
+    time.sleep(1.0)
+    assert sum(not c.is_alive() for c in claims) == 3 and _seen_at(other, sessions, later) == 3
+    assert sum(len(g.tasks) for c in claims for g in c.result().groups) == 3  # the others time out
+    for c in claims:
+        c.session.close()
+
+
+def test_one_submitted_task_wakes_one_of_many_waiting_claims(make_server: Any, tmp_path: Path) -> None:
+    """The others go on waiting without reading the index again (each claim that reads it marks
+    its worker as seen): not a thousand claim queries for one task."""
+    clock = ManualClock()
+    server = make_server(clock=clock, wait_recheck_seconds=60)
+    _one_wakes_one(server, server, clock, tmp_path)
+
+
+def test_a_submit_to_one_api_process_wakes_one_waiting_claim_of_another(pg_server: Server, tmp_path: Path) -> None:
+    """The NOTIFY carries the count; the process that sent it does not wake its own twice."""
+    clock = ManualClock()
+    other = start_server(pg_server.settings.replace(wait_recheck_seconds=60), pg_server.admin_key, clock)
+    try:
+        _one_wakes_one(pg_server, other, clock, tmp_path)
+        _one_wakes_one(other, other, clock, tmp_path / "same")  # its own notices come back: ignored
+    finally:
+        other.stop()
+
+
+def test_a_woken_claim_that_cannot_use_the_task_hands_the_wake_up_on(make_server: Any, tmp_path: Path) -> None:
+    """The claim waiting longest is woken first; its worker has one core, the task needs two:
+    it passes the wake-up on, and the two-core worker's claim gets the task at once, not at
+    the next recheck (60 s) nor at the end of its wait (20 s)."""
+    server = make_server(wait_recheck_seconds=60)
+    user = server.user()
+    (small,) = _waiting(server, tmp_path / "small", 1, cores=1)
+    (big,) = _waiting(server, tmp_path / "big", 1, cores=2)
+    first = Claim(small, wait=8)
+    first.start()
+    time.sleep(0.5)
+    second = Claim(big, wait=20, available=2)
+    second.start()
+    time.sleep(1.0)  # both wait, the one-core claim longest
+    submit(user, lambda x: x, [(1,)], ncores=2)
+    submitted = time.monotonic()
+    out = second.result()
+    assert sum(len(g.tasks) for g in out.groups) == 1
+    assert second.answered - submitted < 10
+    assert first.is_alive()  # still waiting: the task was not for it
+    assert first.result().groups == []
+    for s in (small, big):
+        s.close()
+
+
+def test_a_woken_claim_whose_worker_hung_up_hands_the_wake_up_on(make_server: Any, tmp_path: Path) -> None:
+    """The claim waiting longest has been given up by its client (the API learns it only once
+    woken); the task goes to the next waiting claim at once, not at its recheck (60 s)."""
+    server = make_server(wait_recheck_seconds=60)
+    user = server.user()
+    gone, (waiting,) = ManualWorker(server, tmp_path), _waiting(server, tmp_path / "waiting", 1)
+    path = f"/v1/workers/{gone.session.worker_id}/claim"
+    body = json.dumps({"max_tasks": 1, "available": 1, "wait": 20}).encode()
+    headers = signed(gone.creds.identity, "POST", path, body)
+    with httpx.Client() as client, pytest.raises(httpx.ReadTimeout):
+        client.post(server.url + path, content=body, headers=headers, timeout=1.0)
+    claim = Claim(waiting, wait=20)
+    claim.start()
+    time.sleep(1.0)  # the given-up claim has waited longest
+    submit(user, lambda x: x, [(1,)])
+    submitted = time.monotonic()
+    assert sum(len(g.tasks) for g in claim.result().groups) == 1
+    assert claim.answered - submitted < 10
+    waiting.close()
 
 
 # --- pulls -----------------------------------------------------------------------------------
