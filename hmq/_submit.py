@@ -23,6 +23,7 @@ import cloudpickle
 
 from hmq import defaults, formats, wire
 from hmq._errors import Conflict, UsageError
+from hmq._transport import StaleURL
 from hmq.limits import Limits
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ class Submission:
 
     def _upload(self, writer: formats.ChunkWriter, slot: wire.UploadSlot) -> wire.ChunkIn:
         blob, header_len, entries = writer.finish()
-        self.api.transport.put_object(slot.url, blob)
+        try:
+            self.api.transport.put_object(slot.url, blob)
+        except StaleURL:  # a URL kept from before the API moved: a fresh one from its new address
+            slot = self.api._chunk_slots(1)[0]
+            self.api.transport.put_object(slot.url, blob)
         return wire.ChunkIn(
             key=slot.key,
             header_len=header_len,

@@ -123,8 +123,10 @@ class Transport:
             try:
                 response = self.client.request(method, url, **kwargs)
             except httpx.TransportError as exc:
-                if retry and api and isinstance(exc, httpx.ConnectError) and self._relocated():
-                    continue
+                if retry and isinstance(exc, httpx.ConnectError) and self._relocated():
+                    if api:
+                        continue
+                    raise StaleURL(f"{self._part(url)} refused a URL presigned before the API moved") from None
                 failure, problem = exc, str(exc) or type(exc).__name__
             else:
                 if response.status_code not in TRANSIENT_STATUSES:
@@ -239,6 +241,11 @@ class Transport:
                 f"object store refused {method} ({response.status_code}): {_reason(response)}", response.status_code
             )
         return response
+
+
+class StaleURL(StorageError):
+    """A presigned URL of the API's old address was refused: the API moved (``hmq down; hmq
+    up`` found its port taken, :meth:`Transport._relocated`). Ask the API for a new URL."""
 
 
 def _reason(response: httpx.Response) -> str:
