@@ -219,3 +219,8 @@ STACK_STOP_TIMEOUT_SECONDS = 20.0
 
 STACK_PROBE_TIMEOUT_SECONDS = 2.0
 """HTTP timeout of one health probe while ``hmq up`` waits for the API."""
+
+RESULT_SLOT_SPARE = 8
+"""Result upload URLs a worker asks for beyond what a report needs and keeps for the next
+reports (``WorkerSettings.result_slot_spare``); each counts against the worker's unregistered
+uploads until used or swept."""

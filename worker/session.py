@@ -29,9 +29,8 @@ from hmq._version import __version__
 FUNCTION_CACHE = 256
 """Default size of a session's function cache (see ``WorkerSettings.function_cache``)."""
 
-SPARE_RESULT_SLOTS = 8
-"""Result upload URLs a session asks for beyond what a report needs and keeps for the next
-reports (each counts against the worker's unregistered uploads until used or swept)."""
+SPARE_RESULT_SLOTS = defaults.RESULT_SLOT_SPARE
+"""Result upload URLs a session keeps by default (``WorkerSettings.result_slot_spare``)."""
 
 
 class FunctionCache:

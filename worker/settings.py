@@ -98,7 +98,7 @@ class WorkerSettings:
     """A result object is closed once its compressed results and logs reach this many bytes
     (well under the store's object limit, whatever the results' sizes)."""
 
-    result_slot_spare: int = 8
+    result_slot_spare: int = defaults.RESULT_SLOT_SPARE
     """Result upload URLs asked for beyond a report's own, and after a report when none are
     left, kept for the next reports (used while half their lifetime is left): a report then
     costs its PUT and its complete. Unused ones are swept by the API like any unregistered
