@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from lambdas.db import current_revision, head_revision, make_engine, migrate
 from lambdas.db.models import Base
@@ -31,6 +31,23 @@ def test_migrations_build_exactly_the_models(database_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def _seed_chunk(conn: Connection, now: float) -> None:
+    """User 1 (ada) with tag 1, function 1 and chunk 1, as the schemas up to 0005 store them."""
+    conn.execute(
+        text(
+            "INSERT INTO users (name, role, key_id, sign_pub, enc_pub, certificate, created) "
+            "VALUES ('ada', 'user', 'k1', :b, :b, '{}', :t)"
+        ),
+        {"b": b"x" * 32, "t": now},
+    )
+    conn.execute(text("INSERT INTO tags (user_id, name, created) VALUES (1, 't_1', :t)"), {"t": now})
+    conn.execute(
+        text("INSERT INTO functions (user_id, digest, key, size, created) VALUES (1, :d, 'u/k/f/1', 10, :t)"),
+        {"d": "0" * 64, "t": now},
+    )
+    conn.execute(text("INSERT INTO chunks (tag_id, function_id, key, header_len) VALUES (1, 1, 'u/k/c/1', 100)"))
 
 
 def test_upgrade_keeps_existing_rows(database_url: str) -> None:
@@ -61,19 +78,7 @@ def test_tasks_from_before_limits_have_none(database_url: str) -> None:
     migrate(engine, "0002")
     now = time.time()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO users (name, role, key_id, sign_pub, enc_pub, certificate, created) "
-                "VALUES ('ada', 'user', 'k1', :b, :b, '{}', :t)"
-            ),
-            {"b": b"x" * 32, "t": now},
-        )
-        conn.execute(text("INSERT INTO tags (user_id, name, created) VALUES (1, 't_1', :t)"), {"t": now})
-        conn.execute(
-            text("INSERT INTO functions (user_id, digest, key, size, created) VALUES (1, :d, 'u/k/f/1', 10, :t)"),
-            {"d": "0" * 64, "t": now},
-        )
-        conn.execute(text("INSERT INTO chunks (tag_id, function_id, key, header_len) VALUES (1, 1, 'u/k/c/1', 100)"))
+        _seed_chunk(conn, now)
         conn.execute(
             text(
                 'INSERT INTO tasks (id, tag_id, user_id, chunk_id, "offset", length, ncores, python, packages, '
@@ -101,19 +106,7 @@ def test_tasks_from_before_placements_get_theirs(database_url: str) -> None:
     migrate(engine, "0005")
     now = time.time()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO users (name, role, key_id, sign_pub, enc_pub, certificate, created) "
-                "VALUES ('ada', 'user', 'k1', :b, :b, '{}', :t)"
-            ),
-            {"b": b"x" * 32, "t": now},
-        )
-        conn.execute(text("INSERT INTO tags (user_id, name, created) VALUES (1, 't_1', :t)"), {"t": now})
-        conn.execute(
-            text("INSERT INTO functions (user_id, digest, key, size, created) VALUES (1, :d, 'u/k/f/1', 10, :t)"),
-            {"d": "0" * 64, "t": now},
-        )
-        conn.execute(text("INSERT INTO chunks (tag_id, function_id, key, header_len) VALUES (1, 1, 'u/k/c/1', 100)"))
+        _seed_chunk(conn, now)
         kinds = [(None, None), (",hpc,", None), (",hpc,", None), (None, 2**30), (None, None)]
         for status, (datacenters, memory) in enumerate(kinds):
             conn.execute(
