@@ -18,7 +18,9 @@ datacenter nobody serves cost it nothing):
 - their running tasks, counted through ``ix_tasks_user_status`` (what workers hold, not what
   waits);
 - the tasks taken: ordered range reads of ``ix_tasks_pending``, ``FOR UPDATE SKIP LOCKED`` on
-  PostgreSQL, so that concurrent claims take different tasks and never wait for each other.
+  PostgreSQL, so that concurrent claims take different tasks and never wait for each other;
+  with limits per function, a read of the next tasks and their functions first, so that a
+  claim locks only the tasks it takes (what it locks, concurrent claims cannot see).
 
 The state change itself (pending to running) is :meth:`lambdas.service.lifecycle.Lifecycle.lease`'s.
 """
@@ -144,13 +146,16 @@ def divide(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
     return {user_id: count for user_id, count in given.items() if count}
 
 
-def _take(session: Session, placements: Sequence[int], user_id: int, n: int, after: int) -> list[Any]:
+def _take(
+    session: Session, placements: Sequence[int], user_id: int, n: int, after: int, peek: bool = False
+) -> list[Any]:
     """The user's ``n`` oldest pending tasks of ``placements`` after seq ``after`` that no
-    other transaction holds, as ``(seq, id)`` rows in seq order."""
+    other transaction holds, as ``(seq, id)`` rows in seq order, locked on PostgreSQL; to
+    ``peek``: locked or not, none locked here, as ``(seq, id, digest)`` rows (their function)."""
     rows: list[Any] = []
     for placement in placements:
         query = (
-            select(Task.seq, Task.id)
+            select(Task.seq, Task.id, *([Function.digest] if peek else []))
             .where(
                 Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
                 Task.placement_id == bindparam("placement", placement, literal_execute=True),  # as in _WAITING
@@ -160,25 +165,63 @@ def _take(session: Session, placements: Sequence[int], user_id: int, n: int, aft
             .order_by(Task.seq)
             .limit(n)
         )
-        rows += session.execute(skip_locked(session, query)).all()
+        if peek:
+            query = query.join(Chunk, Chunk.id == Task.chunk_id).join(Function, Function.id == Chunk.function_id)
+        rows += session.execute(query if peek else skip_locked(session, query)).all()
     return sorted(rows, key=lambda row: row.seq)[:n]
 
 
-def _functions(session: Session, rows: Sequence[Any], caps: Caps, taken: dict[str, int]) -> tuple[list[Any], bool]:
-    """The leading ``rows`` (one user's, in seq order) within ``caps``' limits per function,
-    counting what the claim ``taken`` of each so far; and whether a limit cut them (the user's
-    next task is of a function the claim may take no more of: their later tasks wait, so that a
-    user's tasks still go in submission order)."""
-    if not rows or not caps.by_function:
-        return list(rows), False
-    digests = dict(
+def _take_capped(
+    session: Session, placements: Sequence[int], user_id: int, n: int, after: int, caps: Caps, taken: dict[str, int]
+) -> tuple[list[Any], bool, bool]:
+    """:func:`_take` within ``caps``' limits per function (see :func:`_functions`); whether a
+    limit cut the rows, and whether fewer than ``n`` were there to take (none left, or the
+    rest are other claims').
+
+    Only the tasks taken are locked. A concurrent claim skips locked tasks: had this one
+    locked ``n`` and leased one (a worker taking one long call), the others would have been
+    hidden from every other claim until this one commits, and an idle worker woken for them
+    would find nothing and wait for its next claim. So the next tasks are read first, unlocked
+    with their functions, and only those within the limits are locked; when other claims
+    hold some of those, the ones locked instead are checked against the limits again."""
+    if not caps.by_function:
+        got = _take(session, placements, user_id, n, after)
+        return got, False, len(got) < n
+    ahead = _take(session, placements, user_id, n, after, peek=True)
+    before = dict(taken)
+    fit, cut = _functions(ahead, {row.seq: row.digest for row in ahead}, caps, taken)
+    got = _take(session, placements, user_id, len(fit), after) if fit else []
+    if [row.seq for row in got] == [row.seq for row in fit]:
+        return got, cut, len(ahead) < n
+    taken.clear()
+    taken.update(before)
+    kept, cut = _functions(got, _digests(session, [row.seq for row in got]), caps, taken)
+    return kept, cut, True
+
+
+def _digests(session: Session, seqs: Sequence[int]) -> dict[int, str]:
+    """The function digest of each task ``seqs``."""
+    if not seqs:
+        return {}
+    return dict(
         session.execute(
             select(Task.seq, Function.digest)
             .join(Chunk, Chunk.id == Task.chunk_id)
             .join(Function, Function.id == Chunk.function_id)
-            .where(Task.seq.in_([row.seq for row in rows]))
+            .where(Task.seq.in_(seqs))
         ).all()
     )
+
+
+def _functions(
+    rows: Sequence[Any], digests: Mapping[int, str], caps: Caps, taken: dict[str, int]
+) -> tuple[list[Any], bool]:
+    """The leading ``rows`` (one user's, in seq order; ``digests`` by seq) within ``caps``'
+    limits per function, counting what the claim ``taken`` of each so far; and whether a limit
+    cut them (the user's next task is of a function the claim may take no more of: their later
+    tasks wait, so that a user's tasks still go in submission order)."""
+    if not rows or not caps.by_function:
+        return list(rows), False
     kept: list[Any] = []
     for row in rows:
         digest = digests[row.seq]
@@ -200,12 +243,11 @@ def choose(session: Session, placements: Sequence[int], n: int, caps: Caps = NO_
     rows: list[Any] = []
     while n > 0 and waiting:
         for user_id, count in divide(waiting, n).items():
-            got = _take(session, placements, user_id, count, after[user_id])
-            kept, cut = _functions(session, got, caps, taken)
+            kept, cut, short = _take_capped(session, placements, user_id, count, after[user_id], caps, taken)
             rows += kept
             n -= len(kept)
             w = waiting[user_id]
-            if cut or len(got) < count or (w.cap is not None and w.cap <= len(kept)):
+            if cut or short or (w.cap is not None and w.cap <= len(kept)):
                 del waiting[user_id]  # none left (or the rest is another claim's), or all they may have
             else:
                 w.held += len(kept)

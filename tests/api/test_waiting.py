@@ -229,6 +229,25 @@ def test_a_woken_claim_that_cannot_use_the_task_hands_the_wake_up_on(make_server
         s.close()
 
 
+def test_claims_woken_together_split_the_tasks_at_once(make_server: Any, tmp_path: Path) -> None:
+    """Two idle one-core workers wait; four calls of a function neither has measured come: one
+    each, at once. The claim asking for up to 20 tasks (but one of an unmeasured function)
+    leaves the other three to the claim woken with it (on PostgreSQL it once locked all four
+    while it took one: the other found nothing and answered only at the end of its wait)."""
+    server = make_server(wait_recheck_seconds=60)
+    user = server.user()
+    claims = [Claim(s, wait=20, n=n, unmeasured=1) for s, n in zip(_waiting(server, tmp_path, 2), (20, 1), strict=True)]
+    for c in claims:
+        c.start()
+    time.sleep(1.0)  # both wait
+    submit(user, lambda x: x, [(i,) for i in range(4)])
+    submitted = time.monotonic()
+    assert [sum(len(g.tasks) for g in c.result().groups) for c in claims] == [1, 1]
+    assert max(c.answered for c in claims) - submitted < 10  # not after a 20 s wait
+    for c in claims:
+        c.session.close()
+
+
 def test_a_woken_claim_whose_worker_hung_up_hands_the_wake_up_on(make_server: Any, tmp_path: Path) -> None:
     """The claim waiting longest has been given up by its client (the API learns it only once
     woken); the task goes to the next waiting claim at once, not at its recheck (60 s)."""

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import Stack
 from tests.helpers import Ledger, Server, submit, tell, wait_for
 
@@ -69,11 +67,6 @@ def _wait_until_idle(embedded: Stack, timeout: float = 120) -> None:
         time.sleep(1)
 
 
-@pytest.mark.xfail(
-    reason="known defect: on PostgreSQL + S3 the second idle worker's first claim can come ~2.7 s after the "
-    "submit (a late wake-up of its waiting claim), so the four calls, split 2/2, take ~14.8 s",
-    strict=False,
-)
 def test_long_calls_spread_over_both_workers(embedded: Stack, tmp_path: Path, ledger: Ledger) -> None:
     _wait_until_idle(embedded)
     script = tmp_path / "slow.py"
