@@ -4,25 +4,56 @@ A warm call is eight small requests (submit, claim, fetch, upload, report, pull)
 ``httpx.Client`` each costs ~0.8 ms of CPU in URL parsing, header models and cookie handling
 before and after the bytes move (``http.client`` on a kept connection: ~0.2 ms), on a machine
 whose cores the API, the workers and the client share. :class:`ConnectionPool` sends a request
-on a kept ``http.client`` connection and answers with an ``httpx.Response``, raising
-``httpx`` transport errors, so that :class:`hmq._transport.Transport` treats both paths alike.
+on a kept ``http.client`` connection and answers with an :class:`Answer` (the part of an
+``httpx.Response`` the transport reads), raising ``httpx`` transport errors, so that
+:class:`hmq._transport.Transport` treats both paths alike.
 TLS uses the context httpx would make (the same CA bundle and ``SSL_CERT_*`` variables).
 """
 
 from __future__ import annotations
 
+import http
 import http.client
+import json
 import select
 import socket
 import ssl
 import threading
 from collections import defaultdict
-from typing import Optional
+from typing import Any, Optional, Union
 
 import httpx
 
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 """What a kept connection the server has closed meanwhile raises before any answer."""
+
+
+class Answer:
+    """A whole answer: status, headers (lower-case names) and body, read as ``httpx.Response``
+    is (``status_code``, ``headers.get``, ``content``, ``text``, ``json()``, ``reason_phrase``)."""
+
+    __slots__ = ("status_code", "headers", "content")
+
+    def __init__(self, status_code: int, headers: dict[str, str], content: bytes) -> None:
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def reason_phrase(self) -> str:
+        try:
+            return http.HTTPStatus(self.status_code).phrase
+        except ValueError:
+            return ""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+Response = Union[httpx.Response, Answer]
+"""What a request answers: an ``httpx.Response`` (through ``httpx``) or an :class:`Answer`."""
 
 
 def split(url: str) -> tuple[str, str, str]:
@@ -56,7 +87,7 @@ class ConnectionPool:
 
     def request(
         self, method: str, url: str, headers: Optional[dict[str, str]], content: Optional[bytes]
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send one request; its whole answer. A kept connection found closed by the server is
         replaced by a new one once; other failures raise ``httpx.TransportError``."""
         scheme, netloc, target = split(url)
@@ -79,7 +110,11 @@ class ConnectionPool:
                 conn.close()
             else:
                 self._keep(scheme, netloc, conn)
-            return httpx.Response(response.status, headers=response.getheaders(), content=body)
+            fields: dict[str, str] = {}
+            for name, value in response.getheaders():
+                name = name.lower()
+                fields[name] = f"{fields[name]}, {value}" if name in fields else value
+            return Answer(response.status, fields, body)
 
     def _take(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
         """A kept connection to the origin that the server has not closed, or a new one."""

@@ -39,7 +39,7 @@ from hmq._errors import (
     Unreachable,
     error_for_status,
 )
-from hmq._http import ConnectionPool
+from hmq._http import ConnectionPool, Response
 from hmq._version import __version__
 
 M = TypeVar("M", bound=BaseModel)
@@ -57,7 +57,7 @@ def backoff_delay(
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _retry_after(response: Optional[httpx.Response]) -> float:
+def _retry_after(response: Optional[Response]) -> float:
     """The ``Retry-After`` of a response in seconds (0 when there is none or it is unreadable)."""
     value = response.headers.get("retry-after", "").strip() if response is not None else ""
     if value.isdigit():
@@ -111,7 +111,7 @@ class Transport:
         self.client.close()
         self._pool.close()
 
-    def _request(self, method: str, url: str, kwargs: dict[str, Any]) -> httpx.Response:
+    def _request(self, method: str, url: str, kwargs: dict[str, Any]) -> Response:
         """One attempt: on a kept connection of the pool, or through ``self.client`` (a proxy
         is configured, or event hooks watch the client)."""
         hooks = self.client.event_hooks
@@ -119,7 +119,7 @@ class Transport:
             return self.client.request(method, url, **kwargs)
         return self._pool.request(method, url, kwargs.get("headers"), kwargs.get("content"))
 
-    def _send(self, method: str, target: str, retry: bool, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, target: str, retry: bool, **kwargs: Any) -> Response:
         """One request, retried (when ``retry``) on no answer and 502/503/504 until the retry
         deadline; see the module docstring. ``target`` is a URL, or a path of the API (which may
         move: a refused connection asks ``relocate`` for its new URL first). ``fresh_headers`` (a
@@ -134,7 +134,7 @@ class Transport:
             if fresh_headers is not None:
                 kwargs["headers"] = fresh_headers()
             failure: Optional[httpx.TransportError] = None
-            response: Optional[httpx.Response] = None
+            response: Optional[Response] = None
             try:
                 response = self._request(method, url, kwargs)
             except httpx.TransportError as exc:
@@ -244,7 +244,7 @@ class Transport:
             return response.content[start : end + 1 if end is not None else None]  # server ignored Range
         return response.content
 
-    def _transfer(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _transfer(self, method: str, url: str, **kwargs: Any) -> Response:
         try:
             response = self._send(method, url, True, **kwargs)
         except httpx.TransportError as exc:
@@ -263,14 +263,14 @@ class StaleURL(StorageError):
     up`` found its port taken, :meth:`Transport._relocated`). Ask the API for a new URL."""
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Response) -> str:
     try:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return response.text[:300].strip() or response.reason_phrase
 
 
-def _api_error(response: httpx.Response) -> HmqError:
+def _api_error(response: Response) -> HmqError:
     code = "error"
     try:
         err = response.json()["error"]
