@@ -85,9 +85,7 @@ class ConnectionPool:
             for conn in conns:
                 conn.close()
 
-    def request(
-        self, method: str, url: str, headers: Optional[dict[str, str]], content: Optional[bytes]
-    ) -> Answer:
+    def request(self, method: str, url: str, headers: Optional[dict[str, str]], content: Optional[bytes]) -> Answer:
         """Send one request; its whole answer. A kept connection found closed by the server is
         replaced by a new one once; other failures raise ``httpx.TransportError``."""
         scheme, netloc, target = split(url)
@@ -122,8 +120,7 @@ class ConnectionPool:
             idle = self._idle.get((scheme, netloc))
             while idle:
                 conn = idle.pop()
-                sock = conn.sock
-                if sock is not None and not select.select([sock], [], [], 0)[0]:
+                if conn.sock is not None and not _readable(conn.sock):
                     return conn, True
                 conn.close()  # readable while idle: closed by the server (or garbage)
         return self._open(scheme, netloc), False
@@ -156,6 +153,14 @@ class ConnectionPool:
                 idle.append(conn)
                 return
         conn.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle socket has something to read (an end of stream, when the server closed
+    it). ``poll``, not ``select``: a process with many open files has descriptors above 1023."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _transport_error(exc: BaseException) -> BaseException:
