@@ -9,6 +9,7 @@ registered (so that warnings turned into errors cannot cut a submit short).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -138,14 +139,28 @@ class Submission:
         without one they are returned."""
         collected: list[str] = []
         sink = sink or collected.extend
+        chunks = iter(self._chunks(calls))
+        first, second = next(chunks, None), next(chunks, None)
+        if first is None:
+            raise UsageError("nothing to submit: no calls were recorded")
+        if second is None:  # one chunk (a call waited for): uploaded here, no hop to an upload thread
+            self._register([self._upload(first, self._slot(1))], progress, sink)
+            return collected
+        total = len(calls) if isinstance(calls, Sized) else 0
+        self._upload_all(
+            itertools.chain((first, second), chunks), max(2, -(-total // defaults.CHUNK_MAX_CALLS)), progress, sink
+        )
+        return collected
+
+    def _upload_all(
+        self, chunks: Iterable[formats.ChunkWriter], estimate: int, progress: Any, sink: Callable[[list[str]], Any]
+    ) -> None:
+        """Upload ``chunks`` (about ``estimate`` of them) in parallel, ``SUBMIT_UPLOADS_IN_FLIGHT``
+        at a time, and register them ``SUBMIT_CHUNKS_PER_REQUEST`` at a time, in order."""
         pending: deque[Future[wire.ChunkIn]] = deque()
         uploaded: list[wire.ChunkIn] = []
-        total = len(calls) if isinstance(calls, Sized) else 0
-        estimate = max(1, -(-total // defaults.CHUNK_MAX_CALLS))
-        chunks = 0
         with ThreadPoolExecutor(defaults.SUBMIT_UPLOADS_IN_FLIGHT, thread_name_prefix="hmq-upload") as pool:
-            for n, writer in enumerate(self._chunks(calls)):
-                chunks += 1
+            for n, writer in enumerate(chunks):
                 pending.append(pool.submit(self._upload, writer, self._slot(estimate - n)))
                 while len(pending) > defaults.SUBMIT_UPLOADS_IN_FLIGHT or (pending and pending[0].done()):
                     uploaded.append(pending.popleft().result())
@@ -156,9 +171,6 @@ class Submission:
                 uploaded.append(pending.popleft().result())
         if uploaded:
             self._register(uploaded, progress, sink)
-        if chunks == 0:
-            raise UsageError("nothing to submit: no calls were recorded")
-        return collected
 
 
 def warn_placement(tag: str, messages: Iterable[str]) -> None:

@@ -24,7 +24,7 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, cast
@@ -73,6 +73,8 @@ _PRIVATE = ""
 _FROM_SERVER = {"completed": LocalState.COMPLETED, "failed": LocalState.FAILED, "cancelled": LocalState.CANCELLED}
 _Row = tuple[int, Optional[bytes], Optional[str], Optional[bytes], str]
 """A finished task's row update: status, result, error, logs, id."""
+_Fetched = tuple[list[formats.ResultRecord], Optional[str], bool]
+"""What became of one result object: its records, what went wrong, whether that is final."""
 
 
 def default_client() -> API:
@@ -302,7 +304,7 @@ class Tag:
         ids = [r[0] for r in self._db.execute("SELECT id FROM tasks WHERE status = 0 ORDER BY seq")]
         return ids if subset is None else [i for i in ids if i in subset]
 
-    def _fetch(self, obj: wire.DoneObject) -> tuple[list[formats.ResultRecord], Optional[str], bool]:
+    def _fetch(self, obj: wire.DoneObject) -> _Fetched:
         """``(records, problem, final)`` of one result object: its records, or what went wrong
         with it and whether that is final (the API confirms the object is gone). A failed
         verification or a missing object the API still sees is not final: the tasks stay open
@@ -340,27 +342,16 @@ class Tag:
         return True, None
 
     def _apply(self, page: wire.DonePage, pool: ThreadPoolExecutor) -> None:
-        """Store one page of finished tasks. Result objects download in parallel through a
-        bounded window (memory stays at a few objects); rows are written as each one arrives."""
+        """Store one page of finished tasks; the rows of each result object are written as it
+        arrives (see :meth:`_fetched`)."""
         rows: list[_Row] = [
             (int(_FROM_SERVER.get(c.status, LocalState.FAILED)), None, c.error, None, str(c.id)) for c in page.closed
         ]
         update = "UPDATE tasks SET status = ?, result = ?, error = ?, logs = ? WHERE id = ? AND status = 0"
         before = self._db.total_changes
         self._db.executemany(update, rows)
-        window: deque[tuple[wire.DoneObject, Future[tuple[list[formats.ResultRecord], Optional[str], bool]]]] = deque()
-        objects = (o for o in page.objects if o.key not in self._failed_this_round)
-        limit = 2 * self._downloads
-        while True:
-            while len(window) < limit:
-                obj = next(objects, None)
-                if obj is None:
-                    break
-                window.append((obj, pool.submit(self._fetch, obj)))
-            if not window:
-                break
-            obj, future = window.popleft()
-            records, problem, final = future.result()
+        objects = [o for o in page.objects if o.key not in self._failed_this_round]
+        for obj, (records, problem, final) in self._fetched(objects, pool):
             stay_open, failure = self._settle(obj, problem, final)
             if not stay_open:
                 self._db.executemany(update, self._rows(obj, records, failure))
@@ -372,6 +363,25 @@ class Tag:
             ((int(LocalState.DELETED), str(t)) for t in page.unknown),
         )
         self._progress.advance(self._db.total_changes - before, 0)
+
+    def _fetched(
+        self, objects: list[wire.DoneObject], pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[wire.DoneObject, _Fetched]]:
+        """Each object with what :meth:`_fetch` made of it, in order: downloaded in parallel
+        through a window of ``2 * workers`` (memory stays at a few objects); a lone object (a
+        call waited for) here, without a hop to a pool thread and back."""
+        if len(objects) == 1:
+            yield objects[0], self._fetch(objects[0])
+            return
+        window: deque[tuple[wire.DoneObject, Future[_Fetched]]] = deque()
+        ahead = iter(objects)
+        while True:
+            while len(window) < 2 * self._downloads and (obj := next(ahead, None)) is not None:
+                window.append((obj, pool.submit(self._fetch, obj)))
+            if not window:
+                return
+            obj, future = window.popleft()
+            yield obj, future.result()
 
     @staticmethod
     def _rows(obj: wire.DoneObject, records: list[formats.ResultRecord], problem: Optional[str]) -> list[_Row]:
