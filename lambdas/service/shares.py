@@ -26,9 +26,10 @@ The state change itself (pending to running) is :meth:`lambdas.service.lifecycle
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from sqlalchemy import Integer, bindparam, func, literal_column, select, text
 from sqlalchemy.orm import Session
@@ -130,18 +131,61 @@ def waiting_users(session: Session, placements: Sequence[int], caps: Caps = NO_C
 
 def divide(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
     """How many of ``n`` tasks each waiting user gets: one at a time to the user holding the
-    fewest per unit of share (ties: the oldest pending task first), none past a user's cap."""
-    heap = [(w.held / w.share, w.first, user_id) for user_id, w in waiting.items()]
+    fewest per unit of share (ties: the oldest pending task first), none past a user's cap.
+
+    The result, in closed form: the user's ``k``-th task has the key ``((held + k - 1) / share,
+    first)``, and the claim gives the ``n`` smallest keys. One user gets ``min(n, cap)``; several
+    get every key below a level found by bisection (:func:`_below`, each user's count in O(1)),
+    then the few left at that level one at a time, as the rule says: O(users), not O(n)."""
+    if n <= 0 or not waiting:
+        return {}
+    if len(waiting) == 1:
+        ((user_id, w),) = waiting.items()
+        return {user_id: n if w.cap is None else min(n, w.cap)}
+    room = [w.cap for w in waiting.values()]
+    if None not in room and sum(cast(list[int], room)) <= n:
+        return {user_id: w.cap for user_id, w in waiting.items() if w.cap}
+    given = _fill(waiting, n)
+    left = n - sum(given.values())
+    heap = [((w.held + given[u]) / w.share, w.first, u) for u, w in waiting.items() if w.cap is None or given[u] < w.cap]
     heapq.heapify(heap)
-    given = dict.fromkeys(waiting, 0)
-    while n > 0 and heap:
+    while left > 0 and heap:
         _, first, user_id = heapq.heappop(heap)
         given[user_id] += 1
-        n -= 1
+        left -= 1
         w = waiting[user_id]
         if w.cap is None or given[user_id] < w.cap:
             heapq.heappush(heap, ((w.held + given[user_id]) / w.share, first, user_id))
     return {user_id: count for user_id, count in given.items() if count}
+
+
+def _below(w: Waiting, level: float) -> int:
+    """How many of the user's tasks have a key below ``level`` (at most their cap): the ``k``
+    with ``(held + k - 1) / share < level``, computed as the heap would compare them."""
+    k = max(0, math.ceil(level * w.share - w.held))
+    if w.cap is not None:
+        k = min(k, w.cap)
+    while k > 0 and (w.held + k - 1) / w.share >= level:
+        k -= 1
+    while (w.cap is None or k < w.cap) and (w.held + k) / w.share < level:
+        k += 1
+    return k
+
+
+def _fill(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
+    """Every task whose key is below the highest level that ``n`` tasks reach (a prefix of the
+    order in which they would be given one at a time), by user: at most ``n`` in all."""
+    low = min(w.held / w.share for w in waiting.values())  # nothing is below it
+    high = max((w.held + n) / w.share for w in waiting.values())  # n tasks or more are below it
+    for _ in range(200):
+        mid = (low + high) / 2
+        if not low < mid < high:
+            break
+        if sum(_below(w, mid) for w in waiting.values()) <= n:
+            low = mid
+        else:
+            high = mid
+    return {user_id: _below(w, low) for user_id, w in waiting.items()}
 
 
 def _take(session: Session, placements: Sequence[int], user_id: int, n: int, after: int) -> list[Any]:
