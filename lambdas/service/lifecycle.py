@@ -25,7 +25,7 @@ Placement: the datacenters a task may run in are stored as ``",dc1,dc2,"``
 task with a memory limit goes only to workers with at least that much memory. Each task points
 at the row of its kind in ``placements`` (:func:`place`): a claim tests the few placement rows,
 not the tasks, and takes pending tasks of the placements its worker can run through an index
-(:func:`_runnable`, then :func:`lambdas.service.shares.choose`, which shares claims between
+(:func:`_runnable`, which skips those with no pending task, then :func:`lambdas.service.shares.choose`, which shares claims between
 users).
 
 Limits: a lease never extends past the task's *deadline*, its start plus the task's timeout plus
@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, cast
 
-from sqlalchemy import ColumnElement, CursorResult, case, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, bindparam, case, delete, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -107,17 +107,41 @@ def place(session: Session, python: str, ncores: int, memory: Optional[int], dat
     return session.scalars(select(Placement.id).where(Placement.key == key)).one()
 
 
-def _runnable(session: Session, worker: Worker, available: int) -> list[int]:
-    """The placements ``worker`` can run with ``available`` cores: its Python, datacenter and
-    memory (a scan of the few placement rows, never of tasks)."""
-    fits = [] if worker.memory is None else [Placement.memory.is_(None) | (Placement.memory <= worker.memory)]
-    query = select(Placement.id).where(
-        Placement.python == worker.python,
-        Placement.ncores <= min(available, worker.cores),
-        runs_in(worker.datacenter, Placement.datacenters),
-        *fits,
+def _runnable_statement(memory: bool) -> Any:
+    """The ids of the placements a worker can run (its Python, ``ncores`` cores at most, its
+    datacenter, and with ``memory``, at most its memory) that have pending tasks: a scan of
+    the few placement rows, and one probe of ``ix_tasks_pending`` each (never a scan of tasks).
+    Core, built once per kind (every claim runs one)."""
+    placements = Placement.__table__
+    pending: Any = (
+        select(literal_column("1"))
+        .select_from(Task.__table__)
+        .where(Task.status == literal_column(str(int(TaskStatus.PENDING))), Task.placement_id == placements.c.id)
+        .correlate(placements)
     )
-    return list(session.scalars(query))
+    where = [
+        placements.c.python == bindparam("python"),
+        placements.c.ncores <= bindparam("ncores"),
+        placements.c.datacenters.is_(None) | placements.c.datacenters.like(bindparam("needle"), escape="/"),
+        pending.exists(),
+    ]
+    if memory:
+        where.append(placements.c.memory.is_(None) | (placements.c.memory <= bindparam("memory")))
+    return select(placements.c.id).where(*where)
+
+
+_RUNNABLE = {memory: _runnable_statement(memory) for memory in (False, True)}
+
+
+def _runnable(session: Session, worker: Any, available: int) -> list[int]:
+    """The placements ``worker`` (a row of its Python, datacenter, cores and memory) can run
+    with ``available`` cores, those with pending tasks only."""
+    needle = cast(str, encode_datacenters([worker.datacenter]))
+    escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    params = {"python": worker.python, "ncores": min(available, worker.cores), "needle": f"%{escaped}%"}
+    if worker.memory is not None:
+        params["memory"] = worker.memory
+    return list(session.connection().execute(_RUNNABLE[worker.memory is not None], params).scalars())
 
 
 def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> str:
@@ -234,8 +258,9 @@ class Lifecycle:
         self.clock = clock
 
     # --- worker side ---------------------------------------------------------------------------
-    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int, caps: Caps = NO_CAPS) -> Lease:
-        """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
+    def lease(self, session: Session, worker: Any, available: int, max_tasks: int, caps: Caps = NO_CAPS) -> Lease:
+        """Lease up to ``max_tasks`` pending tasks ``worker`` (a row of its id, Python,
+        datacenter, cores and memory) can run (its Python, datacenter,
         ``available`` cores, memory), shared between the users waiting by their shares and in
         submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
         revoked users' tasks are skipped. A task with a timeout gets its deadline: the lease
@@ -266,6 +291,8 @@ class Lifecycle:
         load names the same tasks in claim after claim): its end is that much early at most,
         while the worker's next heartbeat is due a quarter lease later."""
         until = self.clock() + self.settings.lease_seconds
+        if not ids:
+            return set(), until
         mine = _held_by(worker_id)
         recent = Task.lease_until >= _capped(until - self.settings.lease_seconds / 16)
         held = self._change(session, ids, [*mine, ~recent], lease_until=_capped(until))

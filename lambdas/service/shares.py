@@ -147,7 +147,9 @@ def divide(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
         return {user_id: w.cap for user_id, w in waiting.items() if w.cap}
     given = _fill(waiting, n)
     left = n - sum(given.values())
-    heap = [((w.held + given[u]) / w.share, w.first, u) for u, w in waiting.items() if w.cap is None or given[u] < w.cap]
+    heap = [
+        ((w.held + given[u]) / w.share, w.first, u) for u, w in waiting.items() if w.cap is None or given[u] < w.cap
+    ]
     heapq.heapify(heap)
     while left > 0 and heap:
         _, first, user_id = heapq.heappop(heap)
