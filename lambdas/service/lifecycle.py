@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, cast
 
-from sqlalchemy import ColumnElement, CursorResult, bindparam, case, delete, literal_column, select, update
+from sqlalchemy import ColumnElement, CursorResult, Float, bindparam, case, delete, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -218,18 +218,46 @@ def _held_by(worker_id: uuid.UUID) -> list[ColumnElement[bool]]:
     return [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING]
 
 
+_HELD_AMONG = select(Task.id).where(
+    Task.worker_id == bindparam("worker"),
+    Task.status == TaskStatus.RUNNING,
+    Task.id.in_(bindparam("ids", expanding=True)),
+)
+
+
 def _one_per_id(session: Session, worker_id: uuid.UUID, rows: Sequence[Any]) -> list[int]:
     """The ``seq`` of the candidate ``(seq, id)`` rows a worker may lease: task ids are unique
     per user only, and a worker's reports name tasks by id, so it never holds two of one id."""
     if not rows:
         return []
-    held = set(session.scalars(select(Task.id).where(*_held_by(worker_id), Task.id.in_([row.id for row in rows]))))
+    params = {"worker": worker_id, "ids": [row.id for row in rows]}
+    held = set(session.connection().execute(_HELD_AMONG, params).scalars())
     seqs = []
     for row in rows:
         if row.id not in held:
             held.add(row.id)
             seqs.append(row.seq)
     return seqs
+
+
+def _lease_statement() -> Any:
+    """Lease the pending tasks ``seqs`` to ``worker`` until ``until``, never past a task's
+    deadline (its timeout from ``start``, the lease time plus the margin; none without a
+    timeout). Built once: every claim that takes tasks runs it."""
+    deadline = Task.timeout + bindparam("start", type_=Float)  # NULL without a timeout
+    return (
+        update(Task)
+        .where(Task.seq.in_(bindparam("seqs", expanding=True)))
+        .values(
+            status=TaskStatus.RUNNING,
+            worker_id=bindparam("worker"),
+            deadline=deadline,
+            lease_until=_capped(bindparam("until", type_=Float), deadline),  # type: ignore[arg-type]
+        )
+    )
+
+
+_LEASE = _lease_statement()
 
 
 @dataclass(frozen=True)
@@ -270,17 +298,9 @@ class Lifecycle:
         rows = choose(session, _runnable(session, worker, available), max_tasks, caps)
         seqs = _one_per_id(session, worker.id, rows)
         if seqs:
-            deadline = Task.timeout + (now + self.settings.timeout_margin_seconds)  # NULL without a timeout
-            session.execute(
-                update(Task)
-                .where(Task.seq.in_(seqs))
-                .values(
-                    status=TaskStatus.RUNNING,
-                    worker_id=worker.id,
-                    deadline=deadline,
-                    lease_until=_capped(until, deadline),
-                )
-            )
+            start = now + self.settings.timeout_margin_seconds
+            params = {"seqs": seqs, "worker": worker.id, "start": start, "until": until}
+            session.execute(_LEASE, params, execution_options={"synchronize_session": False})
         return Lease(seqs, until)
 
     def extend(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[set[uuid.UUID], float]:

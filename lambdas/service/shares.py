@@ -34,7 +34,6 @@ from typing import Any, Optional, cast
 from sqlalchemy import Integer, bindparam, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
-from lambdas.db import skip_locked
 from lambdas.db.models import Chunk, Function, Task, TaskStatus, User
 
 _PENDING = int(TaskStatus.PENDING)
@@ -102,29 +101,34 @@ class Waiting:
     cap: Optional[int] = None  # most tasks this claim may give them (what the worker can start soon)
 
 
+_USERS = select(User.id, User.share, User.key_id).where(
+    User.id.in_(bindparam("users", expanding=True)), User.revoked.is_(None)
+)
+_HELD = (
+    select(Task.user_id, func.count())
+    .where(Task.user_id.in_(bindparam("users", expanding=True)), Task.status == TaskStatus.RUNNING)
+    .group_by(Task.user_id)
+)
+
+
 def waiting_users(session: Session, placements: Sequence[int], caps: Caps = NO_CAPS) -> dict[int, Waiting]:
     """The users (not revoked) with pending tasks of ``placements``, by user id, each with the
     limit ``caps`` sets them (see :func:`choose`)."""
+    connection = session.connection()
     first: dict[int, int] = {}
     for placement in placements:
-        for user_id, seq in session.execute(_WAITING, {"placement": placement}).all():
+        for user_id, seq in connection.execute(_WAITING, {"placement": placement}).all():
             first[user_id] = min(seq, first.get(user_id, seq))
     if not first:
         return {}
-    query = select(User.id, User.share, User.key_id).where(User.id.in_(list(first)), User.revoked.is_(None))
     waiting = {
         row.id: Waiting(share=row.share, first=first[row.id], cap=caps.user(row.key_id))
-        for row in session.execute(query)
+        for row in connection.execute(_USERS, {"users": list(first)})
     }
     waiting = {user_id: w for user_id, w in waiting.items() if w.cap != 0}
     if not waiting:
         return {}
-    held = session.execute(
-        select(Task.user_id, func.count())
-        .where(Task.user_id.in_(list(waiting)), Task.status == TaskStatus.RUNNING)
-        .group_by(Task.user_id)
-    ).all()
-    for user_id, count in held:
+    for user_id, count in connection.execute(_HELD, {"users": list(waiting)}).all():
         waiting[user_id].held = count
     return waiting
 
@@ -190,23 +194,34 @@ def _fill(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
     return {user_id: _below(w, low) for user_id, w in waiting.items()}
 
 
+def _take_statement(locked: bool) -> Any:
+    """The oldest pending tasks of one user and placement after a seq, as ``(seq, id)`` rows;
+    built once (``locked``: ``FOR UPDATE SKIP LOCKED``, for PostgreSQL)."""
+    query = (
+        select(Task.seq, Task.id)
+        .where(
+            Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
+            Task.placement_id == bindparam("placement", type_=Integer, literal_execute=True),  # as in _WAITING
+            Task.user_id == bindparam("user", type_=Integer, literal_execute=True),
+            Task.seq > bindparam("after", type_=Integer),
+        )
+        .order_by(Task.seq)
+        .limit(bindparam("n", type_=Integer))
+    )
+    return query.with_for_update(skip_locked=True) if locked else query
+
+
+_TAKE = {locked: _take_statement(locked) for locked in (False, True)}
+
+
 def _take(session: Session, placements: Sequence[int], user_id: int, n: int, after: int) -> list[Any]:
     """The user's ``n`` oldest pending tasks of ``placements`` after seq ``after`` that no
     other transaction holds, as ``(seq, id)`` rows in seq order."""
+    connection = session.connection()
+    query = _TAKE[connection.dialect.name == "postgresql"]  # SQLite: the transaction holds the write lock
     rows: list[Any] = []
     for placement in placements:
-        query = (
-            select(Task.seq, Task.id)
-            .where(
-                Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
-                Task.placement_id == bindparam("placement", placement, literal_execute=True),  # as in _WAITING
-                Task.user_id == bindparam("user", user_id, literal_execute=True),
-                Task.seq > after,
-            )
-            .order_by(Task.seq)
-            .limit(n)
-        )
-        rows += session.execute(skip_locked(session, query)).all()
+        rows += connection.execute(query, {"placement": placement, "user": user_id, "after": after, "n": n}).all()
     return sorted(rows, key=lambda row: row.seq)[:n]
 
 
