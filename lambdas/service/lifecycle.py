@@ -25,7 +25,7 @@ Placement: the datacenters a task may run in are stored as ``",dc1,dc2,"``
 task with a memory limit goes only to workers with at least that much memory. Each task points
 at the row of its kind in ``placements`` (:func:`place`): a claim tests the few placement rows,
 not the tasks, and takes pending tasks of the placements its worker can run through an index
-(:func:`_runnable`, which skips those with no pending task, then :func:`lambdas.service.shares.choose`, which shares claims between
+(:func:`runnable`, which skips those with no pending task, then :func:`lambdas.service.shares.choose`, which shares claims between
 users).
 
 Limits: a lease never extends past the task's *deadline*, its start plus the task's timeout plus
@@ -52,7 +52,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Float, bindparam, case, delete, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Float,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -107,41 +120,47 @@ def place(session: Session, python: str, ncores: int, memory: Optional[int], dat
     return session.scalars(select(Placement.id).where(Placement.key == key)).one()
 
 
-def _runnable_statement(memory: bool) -> Any:
-    """The ids of the placements a worker can run (its Python, ``ncores`` cores at most, its
-    datacenter, and with ``memory``, at most its memory) that have pending tasks: a scan of
-    the few placement rows, and one probe of ``ix_tasks_pending`` each (never a scan of tasks).
-    Core, built once per kind (every claim runs one)."""
+def runnable(workers: Any, available: Any, dialect: str) -> Any:
+    """SQL, correlated to a row of the ``workers`` table: the ids of the placements that worker
+    can run with ``available`` cores (its Python, datacenter and memory) and that have pending
+    tasks, joined by commas (``NULL``: none). A scan of the few placement rows and one probe of
+    ``ix_tasks_pending`` each, never a scan of tasks: in a claim, part of the statement that
+    marks the worker seen (:func:`lambdas.service.work.claim`), so an empty claim ends there."""
     placements = Placement.__table__
-    pending: Any = (
+    pending = (
         select(literal_column("1"))
         .select_from(Task.__table__)
         .where(Task.status == literal_column(str(int(TaskStatus.PENDING))), Task.placement_id == placements.c.id)
         .correlate(placements)
+        .exists()
     )
-    where = [
-        placements.c.python == bindparam("python"),
-        placements.c.ncores <= bindparam("ncores"),
-        placements.c.datacenters.is_(None) | placements.c.datacenters.like(bindparam("needle"), escape="/"),
-        pending.exists(),
-    ]
-    if memory:
-        where.append(placements.c.memory.is_(None) | (placements.c.memory <= bindparam("memory")))
-    return select(placements.c.id).where(*where)
+    escaped = func.replace(func.replace(func.replace(workers.c.datacenter, "/", "//"), "%", "/%"), "_", "/_")
+    memory = placements.c.memory
+    ids = (
+        func.string_agg(cast_(placements.c.id, Text), ",")
+        if dialect == "postgresql"
+        else func.group_concat(placements.c.id)
+    )
+    return (
+        select(ids)
+        .where(
+            placements.c.python == workers.c.python,
+            placements.c.ncores <= case((available < workers.c.cores, available), else_=workers.c.cores),
+            placements.c.datacenters.is_(None) | placements.c.datacenters.like("%," + escaped + ",%", escape="/"),
+            memory.is_(None) | workers.c.memory.is_(None) | (memory <= workers.c.memory),
+            pending,
+        )
+        .correlate(workers)
+        .scalar_subquery()
+    )
 
 
-_RUNNABLE = {memory: _runnable_statement(memory) for memory in (False, True)}
+_RUNNABLE: dict[str, Any] = {}  # by dialect: the placements one worker can run (see Lifecycle._runnable)
 
 
-def _runnable(session: Session, worker: Any, available: int) -> list[int]:
-    """The placements ``worker`` (a row of its Python, datacenter, cores and memory) can run
-    with ``available`` cores, those with pending tasks only."""
-    needle = cast(str, encode_datacenters([worker.datacenter]))
-    escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    params = {"python": worker.python, "ncores": min(available, worker.cores), "needle": f"%{escaped}%"}
-    if worker.memory is not None:
-        params["memory"] = worker.memory
-    return list(session.connection().execute(_RUNNABLE[worker.memory is not None], params).scalars())
+def runnable_ids(joined: Optional[str]) -> list[int]:
+    """The placement ids :func:`runnable` gave."""
+    return [int(i) for i in joined.split(",")] if joined else []
 
 
 def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> str:
@@ -287,21 +306,32 @@ class Lifecycle:
 
     # --- worker side ---------------------------------------------------------------------------
     def lease(self, session: Session, worker: Any, available: int, max_tasks: int, caps: Caps = NO_CAPS) -> Lease:
-        """Lease up to ``max_tasks`` pending tasks ``worker`` (a row of its id, Python,
-        datacenter, cores and memory) can run (its Python, datacenter,
-        ``available`` cores, memory), shared between the users waiting by their shares and in
-        submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
+        """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
+        ``available`` cores, memory: the placements :func:`runnable` finds, or which the worker
+        row gives as ``runnable`` when the claim's update returned them), shared between the
+        users waiting by their shares and in submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
         revoked users' tasks are skipped. A task with a timeout gets its deadline: the lease
         ends then at the latest."""
         now = self.clock()
         until = now + self.settings.lease_seconds
-        rows = choose(session, _runnable(session, worker, available), max_tasks, caps)
+        joined = worker.runnable if hasattr(worker, "runnable") else self._runnable(session, worker, available)
+        rows = choose(session, runnable_ids(joined), max_tasks, caps)
         seqs = _one_per_id(session, worker.id, rows)
         if seqs:
             start = now + self.settings.timeout_margin_seconds
             params = {"seqs": seqs, "worker": worker.id, "start": start, "until": until}
             session.execute(_LEASE, params, execution_options={"synchronize_session": False})
         return Lease(seqs, until)
+
+    @staticmethod
+    def _runnable(session: Session, worker: Any, available: int) -> Optional[str]:
+        dialect = session.get_bind().dialect.name
+        if dialect not in _RUNNABLE:  # built once per dialect
+            workers = Worker.__table__
+            _RUNNABLE[dialect] = select(runnable(workers, bindparam("available"), dialect)).where(
+                workers.c.id == bindparam("worker")
+            )
+        return session.connection().execute(_RUNNABLE[dialect], {"available": available, "worker": worker.id}).scalar()
 
     def extend(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[set[uuid.UUID], float]:
         """Extend the leases of the named tasks the worker still holds, never past a task's

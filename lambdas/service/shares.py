@@ -12,7 +12,8 @@ state, so an idle user earns no credit and a claim takes no lock but the tasks' 
 What a claim reads, however many tasks wait that the worker cannot run (1,000,000 pinned to a
 datacenter nobody serves cost it nothing):
 
-- the placements it can run: a scan of the few rows of ``placements``;
+- the placements it can run that have pending tasks: a scan of the few rows of ``placements``,
+  one probe of ``ix_tasks_pending`` each (a claim that finds nothing ends there);
 - the users waiting in each: a loose scan of ``ix_tasks_pending`` (``placement_id, user_id,
   seq`` over pending tasks), one probe per waiting user;
 - their running tasks, counted through ``ix_tasks_user_status`` (what workers hold, not what

@@ -12,14 +12,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, Union, cast
 
-from sqlalchemy import Table, bindparam, literal_column, select, update
+from sqlalchemy import Integer, Table, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, delete_objects, placement
+from lambdas.service import Context, delete_objects, lifecycle, placement
 from lambdas.service.lifecycle import runs_in
 from lambdas.service.shares import Caps
 from lambdas.service.submit import registered, upload_prefix
@@ -55,19 +55,25 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
 _LOAD = ("allocated", "running", "used")
 _WORKERS = cast(Table, Worker.__table__)
 _SEEN_COLUMNS = [_WORKERS.c[name] for name in ("id", "datacenter", "cores", "python", "memory", "sampled", *_LOAD)]
-_SEEN: dict[tuple[bool, bool], Any] = {}  # by (with the load, with the builds): built once each
+_SEEN: dict[tuple[bool, bool, str], Any] = {}  # by (load, builds, dialect to find runnable placements in)
 
 
-def _seen_statement(load: bool, building: bool) -> Any:
+def _seen_statement(load: bool, building: bool, runnable: str = "") -> Any:
     """``UPDATE workers SET last_seen (, the load) (, building) WHERE it is the caller's
-    RETURNING`` what a claim needs: Core, built once (each claim and heartbeat runs one)."""
-    key = (load, building)
+    RETURNING`` what a claim needs, with ``runnable`` (a dialect's name) the placements it
+    can run (:func:`lambdas.service.lifecycle.runnable`): Core, built once (each claim and
+    heartbeat runs one)."""
+    key = (load, building, runnable)
     if key not in _SEEN:
         values: dict[str, Any] = {"last_seen": bindparam("p_now")}
         values.update({k: bindparam(f"p_{k}") for k in _LOAD} if load else {})
         values.update({"building": bindparam("p_building")} if building else {})
         mine = (_WORKERS.c.id == bindparam("p_worker"), _WORKERS.c.user_id == bindparam("p_user"))
-        _SEEN[key] = update(_WORKERS).where(*mine).values(**values).returning(*_SEEN_COLUMNS)
+        returned = list(_SEEN_COLUMNS)
+        if runnable:
+            available = bindparam("p_available", type_=Integer)
+            returned.append(lifecycle.runnable(_WORKERS, available, runnable).label("runnable"))
+        _SEEN[key] = update(_WORKERS).where(*mine).values(**values).returning(*returned)
     return _SEEN[key]
 
 
@@ -77,17 +83,26 @@ def _seen(
     principal: Principal,
     worker_id: uuid.UUID,
     builds: wire.Builds = None,
+    available: Optional[int] = None,
     **load: int,
 ) -> Any:
     """The caller's own worker, marked as seen now (its ``load`` and the ``builds`` it reports
     recorded: :func:`lambdas.service.placement.builds_column`): one UPDATE. A row of the
-    worker's placement, load and last sampled minute (:meth:`lambdas.service.metrics.Metrics.sample`)."""
+    worker's placement, load and last sampled minute (:meth:`lambdas.service.metrics.Metrics.sample`),
+    and given the cores ``available``, on PostgreSQL, the placements it can run with them
+    (``runnable``)."""
     principal.require("worker")
     params: dict[str, Any] = {"p_worker": worker_id, "p_user": principal.user_id, "p_now": ctx.now()}
     params.update({f"p_{k}": v for k, v in load.items()})
     if builds is not None:
         params["p_building"] = placement.builds_column(ctx, builds)
-    worker = session.connection().execute(_seen_statement(bool(load), builds is not None), params).first()
+    connection = session.connection()
+    # PostgreSQL: the runnable placements in the same statement (SQLite's RETURNING leaves the
+    # columns of a subquery unqualified, so there the lease looks them up on its own).
+    runnable = connection.dialect.name if available is not None and connection.dialect.name == "postgresql" else ""
+    if runnable:
+        params["p_available"] = available
+    worker = connection.execute(_seen_statement(bool(load), builds is not None, runnable), params).first()
     if worker is not None:
         return worker
     if session.get(Worker, worker_id) is None:
@@ -110,7 +125,7 @@ def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base
     with ctx.index.write() as session:
         principal = _who(who, session)
         load = {"allocated": body.allocated, "running": body.running, "used": body.used}
-        worker = _seen(ctx, session, principal, worker_id, body.building, **load)
+        worker = _seen(ctx, session, principal, worker_id, body.building, body.available, **load)
         ctx.metrics.sample(session, worker, ctx.now())
         held_until, drop = None, []
         if body.held is not None:
