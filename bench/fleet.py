@@ -14,6 +14,7 @@ requests and all) driven by a thread; a few processes hold the threads. Two figu
   - *submit to claimed*: from the start of a one-task submit to a waiting claim answering with
     that task (what a submitter waits for an idle fleet to pick work up; it includes the
     submit's own request);
+- an empty claim: API CPU per signed claim that finds nothing (:func:`claim_cost`);
 - busy fleets (100 and 10 workers) draining 20,000 no-op tasks (:func:`busy_worker`): they claim
   as a real worker claims for no-op calls, skip running them (a no-op result for each) and
   upload and report results as a real worker does; tasks per second from the first claim to the
@@ -301,6 +302,25 @@ def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
     ]
 
 
+def claim_cost(home: Path, claims: int) -> float:
+    """API CPU (ms) per signed claim that finds nothing: one worker holding nothing claims
+    ``claims`` times back to back without waiting, after the idle fleets (their tasks made
+    its placement, as in an idle fleet: nothing is pending)."""
+    state = stack.StackState.load(home)
+    assert state is not None
+    creds = WorkerCredentials.load(home / "worker.json")
+    session, _ = _session(state.url, creds)
+    try:
+        for _ in range(20):  # warm: connections, caches
+            session.claim(1, 1, allocated=1, others=1, wait=0, held=[])
+        cpu0 = _cpu_seconds(state.api.pid)
+        for _ in range(claims):
+            session.claim(1, 1, allocated=1, others=1, wait=0, held=[])
+        return (_cpu_seconds(state.api.pid) - cpu0) / claims * 1e3
+    finally:
+        session.close()
+
+
 def run(quick: bool) -> None:
     """Start PostgreSQL, S3 and one API process, run the fleets, print the table."""
     idle, busy, tasks, seconds = (
@@ -317,6 +337,7 @@ def run(quick: bool) -> None:
 
             window = seconds if quick else max(seconds, 3 * WorkerSettings.claim_wait_seconds)
             rows += [idle_row(n, home, window) for n in idle]
+            empty = claim_cost(home, 100 if quick else 1_000)
             rows += [busy_row(n, tasks, home) for n in busy]
         finally:
             stack.down(home)
@@ -330,6 +351,7 @@ def run(quick: bool) -> None:
         "errors",
         "tasks/s",
     ]
+    print(f"fleet       an empty claim (one worker, back to back): {empty:.2f} ms of API CPU")
     print("fleet       simulated workers (WorkerSession in threads) against one API process:")
     for line in [head, ["---"] * len(head), *rows]:
         print("  | " + " | ".join(line) + " |")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Connection, Executable, Row, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,10 @@ _USER = select(User.id, User.name, User.role, User.key_id, User.sign_pub, User.e
 _NONCE = insert(Nonce.metadata.tables[Nonce.__tablename__]).values(
     nonce=bindparam("nonce"), expires=bindparam("expires")
 )
+# PostgreSQL: the nonce row and the key look-up in one round trip (a data-modifying CTE runs
+# whether or not the query reads it). A replayed nonce fails the statement, as _NONCE would;
+# a key that fails its checks afterwards rolls the nonce back with the transaction.
+_USER_AND_NONCE = _USER.add_cte(_NONCE.cte("hmq_nonce"))
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,16 @@ class Authenticator:
     def _check(
         self, session: Session, auth: crypto.RequestAuth, method: str, target: str, body: bytes, now: float
     ) -> Principal:
-        """Look the key up, verify (users), remember the nonce: one transaction, ``session``'s."""
+        """Look the key up, verify (users), remember the nonce: one transaction, ``session``'s
+        (on PostgreSQL, the look-up and the nonce are one statement)."""
         admin = self.settings.admin
+        nonce = {"nonce": auth.nonce, "expires": max(auth.timestamp, now) + 2 * self.settings.request_max_skew_seconds}
+        connection = session.connection()
+        together = connection.dialect.name == "postgresql" and auth.key_id != admin.key_id
         if auth.key_id == admin.key_id:
             principal = Principal(None, "admin", "admin", admin.key_id)
         else:
-            user = session.connection().execute(_USER, {"key_id": auth.key_id}).first()
+            user = _execute(connection, _USER_AND_NONCE if together else _USER, {"key_id": auth.key_id, **nonce})
             if user is None:
                 raise AuthenticationError(
                     "unknown key: this key has not been granted access (run hmq.request_access and ask the admin)"
@@ -93,9 +101,15 @@ class Authenticator:
             if user.revoked is not None:
                 raise PermissionDenied(f"access of user {user.name!r} has been revoked")
             principal = Principal(user.id, user.name, user.role, user.key_id)
-        expires = max(auth.timestamp, now) + 2 * self.settings.request_max_skew_seconds
-        try:
-            session.connection().execute(_NONCE, {"nonce": auth.nonce, "expires": expires})
-        except DBIntegrityError:
-            raise AuthenticationError("request was replayed: its nonce has been used before") from None
+        if not together:
+            _execute(connection, _NONCE, nonce)
         return principal
+
+
+def _execute(connection: Connection, statement: Executable, params: dict[str, Any]) -> Optional[Row[Any]]:
+    """Run one of the statements above; a nonce already stored means the request was replayed."""
+    try:
+        result = connection.execute(statement, params)
+    except DBIntegrityError:
+        raise AuthenticationError("request was replayed: its nonce has been used before") from None
+    return result.first() if result.returns_rows else None

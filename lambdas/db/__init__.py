@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hmq._errors import HmqError
@@ -69,10 +71,36 @@ def make_engine(url: str, *, serverless: bool = False, secret: Optional[Database
     if serverless:
         engine = create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=False)
     else:
-        engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=300)
+        engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=300)
+        _ping_when_idle(engine, PING_IDLE_SECONDS)
     if secret is not None:
         _follow_rotation(engine, secret)
     return engine
+
+
+PING_IDLE_SECONDS = 10.0
+"""A pooled PostgreSQL connection unused for longer is pinged before it is handed out."""
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """Ping a pooled connection on checkout only when it sat unused for ``idle`` seconds: a
+    server restart or an idle timeout most likely broke it then. A connection in steady use
+    (every claim checks one out) costs no round trip; one broken in between fails its request
+    (503, retried by the caller), and SQLAlchemy then replaces the pool's older connections."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["hmq_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("hmq_idle_since")
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # broken: the pool discards it and hands out another
+            raise DisconnectionError(str(exc)) from exc
 
 
 def connect(database: DatabaseSettings, *, serverless: bool = False) -> Engine:

@@ -40,11 +40,11 @@ async def claim(
     body: wire.ClaimIn,
     request: Request,
     check: Check = Depends(signature),
-    c: Context = Depends(ctx),
 ) -> Response:
     """Lease tasks; with ``wait``, the answer waits (holding no connection) until there are some.
-    The answer is serialized here, once: FastAPI would validate the model again first."""
-    out = await work.claim_waiting(c, check, worker_id, body, base_url(request), request.is_disconnected)
+    The answer is serialized here, once: FastAPI would validate the model again first. The
+    context is read here, not as a dependency: a plain one would run in the threadpool."""
+    out = await work.claim_waiting(ctx(request), check, worker_id, body, base_url(request), request.is_disconnected)
     return Response(out.model_dump_json(), media_type="application/json")
 
 
@@ -61,9 +61,9 @@ def uploads(
 
 @router.post("/{worker_id}/heartbeat", response_model=wire.HeartbeatOut, responses=errors(404))
 def heartbeat(
-    worker_id: uuid.UUID, body: wire.HeartbeatIn, check: Check = Depends(signature), c: Context = Depends(ctx)
+    worker_id: uuid.UUID, body: wire.HeartbeatIn, request: Request, check: Check = Depends(signature)
 ) -> wire.HeartbeatOut:
-    return work.heartbeat(c, check, worker_id, body)
+    return work.heartbeat(ctx(request), check, worker_id, body)
 
 
 @router.post("/{worker_id}/corrupt", response_model=wire.CorruptOut, responses=errors(404))

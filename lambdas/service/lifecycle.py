@@ -25,7 +25,7 @@ Placement: the datacenters a task may run in are stored as ``",dc1,dc2,"``
 task with a memory limit goes only to workers with at least that much memory. Each task points
 at the row of its kind in ``placements`` (:func:`place`): a claim tests the few placement rows,
 not the tasks, and takes pending tasks of the placements its worker can run through an index
-(:func:`_runnable`, then :func:`lambdas.service.shares.choose`, which shares claims between
+(:func:`runnable`, which skips those with no pending task, then :func:`lambdas.service.shares.choose`, which shares claims between
 users).
 
 Limits: a lease never extends past the task's *deadline*, its start plus the task's timeout plus
@@ -52,7 +52,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, cast
 
-from sqlalchemy import ColumnElement, CursorResult, case, delete, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Float,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -107,17 +120,47 @@ def place(session: Session, python: str, ncores: int, memory: Optional[int], dat
     return session.scalars(select(Placement.id).where(Placement.key == key)).one()
 
 
-def _runnable(session: Session, worker: Worker, available: int) -> list[int]:
-    """The placements ``worker`` can run with ``available`` cores: its Python, datacenter and
-    memory (a scan of the few placement rows, never of tasks)."""
-    fits = [] if worker.memory is None else [Placement.memory.is_(None) | (Placement.memory <= worker.memory)]
-    query = select(Placement.id).where(
-        Placement.python == worker.python,
-        Placement.ncores <= min(available, worker.cores),
-        runs_in(worker.datacenter, Placement.datacenters),
-        *fits,
+def runnable(workers: Any, available: Any, dialect: str) -> Any:
+    """SQL, correlated to a row of the ``workers`` table: the ids of the placements that worker
+    can run with ``available`` cores (its Python, datacenter and memory) and that have pending
+    tasks, joined by commas (``NULL``: none). A scan of the few placement rows and one probe of
+    ``ix_tasks_pending`` each, never a scan of tasks: in a claim, part of the statement that
+    marks the worker seen (:func:`lambdas.service.work.claim`), so an empty claim ends there."""
+    placements = Placement.__table__
+    pending = (
+        select(literal_column("1"))
+        .select_from(Task.__table__)
+        .where(Task.status == literal_column(str(int(TaskStatus.PENDING))), Task.placement_id == placements.c.id)
+        .correlate(placements)
+        .exists()
     )
-    return list(session.scalars(query))
+    escaped = func.replace(func.replace(func.replace(workers.c.datacenter, "/", "//"), "%", "/%"), "_", "/_")
+    memory = placements.c.memory
+    ids = (
+        func.string_agg(cast_(placements.c.id, Text), ",")
+        if dialect == "postgresql"
+        else func.group_concat(placements.c.id)
+    )
+    return (
+        select(ids)
+        .where(
+            placements.c.python == workers.c.python,
+            placements.c.ncores <= case((available < workers.c.cores, available), else_=workers.c.cores),
+            placements.c.datacenters.is_(None) | placements.c.datacenters.like("%," + escaped + ",%", escape="/"),
+            memory.is_(None) | workers.c.memory.is_(None) | (memory <= workers.c.memory),
+            pending,
+        )
+        .correlate(workers)
+        .scalar_subquery()
+    )
+
+
+_RUNNABLE: dict[str, Any] = {}  # by dialect: the placements one worker can run (see Lifecycle._runnable)
+
+
+def runnable_ids(joined: Optional[str]) -> list[int]:
+    """The placement ids :func:`runnable` gave."""
+    return [int(i) for i in joined.split(",")] if joined else []
 
 
 def _describe(python: str, datacenters: Optional[str], ncores: int, memory: Optional[int]) -> str:
@@ -194,18 +237,46 @@ def _held_by(worker_id: uuid.UUID) -> list[ColumnElement[bool]]:
     return [Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING]
 
 
+_HELD_AMONG = select(Task.id).where(
+    Task.worker_id == bindparam("worker"),
+    Task.status == TaskStatus.RUNNING,
+    Task.id.in_(bindparam("ids", expanding=True)),
+)
+
+
 def _one_per_id(session: Session, worker_id: uuid.UUID, rows: Sequence[Any]) -> list[int]:
     """The ``seq`` of the candidate ``(seq, id)`` rows a worker may lease: task ids are unique
     per user only, and a worker's reports name tasks by id, so it never holds two of one id."""
     if not rows:
         return []
-    held = set(session.scalars(select(Task.id).where(*_held_by(worker_id), Task.id.in_([row.id for row in rows]))))
+    params = {"worker": worker_id, "ids": [row.id for row in rows]}
+    held = set(session.connection().execute(_HELD_AMONG, params).scalars())
     seqs = []
     for row in rows:
         if row.id not in held:
             held.add(row.id)
             seqs.append(row.seq)
     return seqs
+
+
+def _lease_statement() -> Any:
+    """Lease the pending tasks ``seqs`` to ``worker`` until ``until``, never past a task's
+    deadline (its timeout from ``start``, the lease time plus the margin; none without a
+    timeout). Built once: every claim that takes tasks runs it."""
+    deadline = Task.timeout + bindparam("start", type_=Float)  # NULL without a timeout
+    return (
+        update(Task)
+        .where(Task.seq.in_(bindparam("seqs", expanding=True)))
+        .values(
+            status=TaskStatus.RUNNING,
+            worker_id=bindparam("worker"),
+            deadline=deadline,
+            lease_until=_capped(bindparam("until", type_=Float), deadline),  # type: ignore[arg-type]
+        )
+    )
+
+
+_LEASE = _lease_statement()
 
 
 @dataclass(frozen=True)
@@ -234,29 +305,33 @@ class Lifecycle:
         self.clock = clock
 
     # --- worker side ---------------------------------------------------------------------------
-    def lease(self, session: Session, worker: Worker, available: int, max_tasks: int, caps: Caps = NO_CAPS) -> Lease:
+    def lease(self, session: Session, worker: Any, available: int, max_tasks: int, caps: Caps = NO_CAPS) -> Lease:
         """Lease up to ``max_tasks`` pending tasks ``worker`` can run (its Python, datacenter,
-        ``available`` cores, memory), shared between the users waiting by their shares and in
-        submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
+        ``available`` cores, memory: the placements :func:`runnable` finds, or which the worker
+        row gives as ``runnable`` when the claim's update returned them), shared between the
+        users waiting by their shares and in submission order within a user, at most ``caps`` of each (:mod:`lambdas.service.shares`);
         revoked users' tasks are skipped. A task with a timeout gets its deadline: the lease
         ends then at the latest."""
         now = self.clock()
         until = now + self.settings.lease_seconds
-        rows = choose(session, _runnable(session, worker, available), max_tasks, caps)
+        joined = worker.runnable if hasattr(worker, "runnable") else self._runnable(session, worker, available)
+        rows = choose(session, runnable_ids(joined), max_tasks, caps)
         seqs = _one_per_id(session, worker.id, rows)
         if seqs:
-            deadline = Task.timeout + (now + self.settings.timeout_margin_seconds)  # NULL without a timeout
-            session.execute(
-                update(Task)
-                .where(Task.seq.in_(seqs))
-                .values(
-                    status=TaskStatus.RUNNING,
-                    worker_id=worker.id,
-                    deadline=deadline,
-                    lease_until=_capped(until, deadline),
-                )
-            )
+            start = now + self.settings.timeout_margin_seconds
+            params = {"seqs": seqs, "worker": worker.id, "start": start, "until": until}
+            session.execute(_LEASE, params, execution_options={"synchronize_session": False})
         return Lease(seqs, until)
+
+    @staticmethod
+    def _runnable(session: Session, worker: Any, available: int) -> Optional[str]:
+        dialect = session.get_bind().dialect.name
+        if dialect not in _RUNNABLE:  # built once per dialect
+            workers = Worker.__table__
+            _RUNNABLE[dialect] = select(runnable(workers, bindparam("available"), dialect)).where(
+                workers.c.id == bindparam("worker")
+            )
+        return session.connection().execute(_RUNNABLE[dialect], {"available": available, "worker": worker.id}).scalar()
 
     def extend(self, session: Session, worker_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[set[uuid.UUID], float]:
         """Extend the leases of the named tasks the worker still holds, never past a task's
@@ -266,6 +341,8 @@ class Lifecycle:
         load names the same tasks in claim after claim): its end is that much early at most,
         while the worker's next heartbeat is due a quarter lease later."""
         until = self.clock() + self.settings.lease_seconds
+        if not ids:
+            return set(), until
         mine = _held_by(worker_id)
         recent = Task.lease_until >= _capped(until - self.settings.lease_seconds / 16)
         held = self._change(session, ids, [*mine, ~recent], lease_until=_capped(until))

@@ -10,8 +10,8 @@ What is kept (``lambdas.db.models``), per minute (unix time // 60):
   whichever request samples the minute first.
 
 Cost: :meth:`Metrics.sample` runs inside the claim or heartbeat transaction. Within a minute it
-compares two integers and returns (the worker row, loaded already, says which minute it was
-last sampled in); once per worker and minute it writes one upsert row, plus one per user with
+compares two integers and returns (the worker row, returned by its update, says which minute it was
+last sampled in); once per worker and minute it marks the worker sampled and writes one upsert row, plus one per user with
 tasks on that worker (an indexed query of the worker's tasks), plus once per minute for the
 whole fleet a primary-key look-up and, the first time, a count of open tasks. The index is
 the source of truth: several API processes (Lambda sandboxes) sampling the same minute
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -60,12 +60,13 @@ class Metrics:
     def __init__(self, retention_seconds: float) -> None:
         self.retention_seconds = retention_seconds
 
-    def sample(self, session: Session, worker: Worker, now: float) -> None:
-        """The claim's and heartbeat's one hook: sample ``worker`` (and the queue) once per minute."""
+    def sample(self, session: Session, worker: Any, now: float) -> None:
+        """The claim's and heartbeat's one hook: sample ``worker`` (a row of its id, datacenter,
+        cores, load and ``sampled`` minute) and the queue, once per minute."""
         minute = int(now // MINUTE)
         if worker.sampled == minute:
             return
-        worker.sampled = minute
+        session.execute(update(Worker).where(Worker.id == worker.id).values(sampled=minute))
         load = {"datacenter": worker.datacenter, "cores": worker.cores, "allocated": worker.allocated or 0}
         load.update(used=worker.used or 0, running=worker.running or 0)
         _upsert(session, MetricSample, [{"minute": minute, "worker_id": worker.id, **load}], ["minute", "worker_id"])

@@ -93,13 +93,12 @@ def tag_warnings(ctx: Context, session: Session, tag: Tag, pending: int, open_ta
     return _unique(out)
 
 
-def record_builds(ctx: Context, worker: Worker, builds: wire.Builds) -> None:
-    """Keep what a worker reports building (``None``, an older worker: nothing changes)."""
-    if builds is None:
-        return
+def builds_column(ctx: Context, builds: wire.Builds) -> Optional[str]:
+    """The stored form of what a worker reports building (``Worker.building``), which its
+    claim or heartbeat writes (``None`` there, an older worker: the column is left as it is)."""
     now = ctx.now()
-    kept = [{"packages": wire.normalise_packages(b.packages), "since": now - b.seconds} for b in builds]
-    worker.building = json.dumps(kept) if kept else None
+    kept = [{"packages": wire.normalise_packages(b.packages), "since": now - b.seconds} for b in builds or ()]
+    return json.dumps(kept) if kept else None
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ state, so an idle user earns no credit and a claim takes no lock but the tasks' 
 What a claim reads, however many tasks wait that the worker cannot run (1,000,000 pinned to a
 datacenter nobody serves cost it nothing):
 
-- the placements it can run: a scan of the few rows of ``placements``;
+- the placements it can run that have pending tasks: a scan of the few rows of ``placements``,
+  one probe of ``ix_tasks_pending`` each (a claim that finds nothing ends there);
 - the users waiting in each: a loose scan of ``ix_tasks_pending`` (``placement_id, user_id,
   seq`` over pending tasks), one probe per waiting user;
 - their running tasks, counted through ``ix_tasks_user_status`` (what workers hold, not what
@@ -28,14 +29,14 @@ The state change itself (pending to running) is :meth:`lambdas.service.lifecycle
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from sqlalchemy import Integer, bindparam, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
-from lambdas.db import skip_locked
 from lambdas.db.models import Chunk, Function, Task, TaskStatus, User
 
 _PENDING = int(TaskStatus.PENDING)
@@ -103,47 +104,121 @@ class Waiting:
     cap: Optional[int] = None  # most tasks this claim may give them (what the worker can start soon)
 
 
+_USERS = select(User.id, User.share, User.key_id).where(
+    User.id.in_(bindparam("users", expanding=True)), User.revoked.is_(None)
+)
+_HELD = (
+    select(Task.user_id, func.count())
+    .where(Task.user_id.in_(bindparam("users", expanding=True)), Task.status == TaskStatus.RUNNING)
+    .group_by(Task.user_id)
+)
+
+
 def waiting_users(session: Session, placements: Sequence[int], caps: Caps = NO_CAPS) -> dict[int, Waiting]:
     """The users (not revoked) with pending tasks of ``placements``, by user id, each with the
     limit ``caps`` sets them (see :func:`choose`)."""
+    connection = session.connection()
     first: dict[int, int] = {}
     for placement in placements:
-        for user_id, seq in session.execute(_WAITING, {"placement": placement}).all():
+        for user_id, seq in connection.execute(_WAITING, {"placement": placement}).all():
             first[user_id] = min(seq, first.get(user_id, seq))
     if not first:
         return {}
-    query = select(User.id, User.share, User.key_id).where(User.id.in_(list(first)), User.revoked.is_(None))
     waiting = {
         row.id: Waiting(share=row.share, first=first[row.id], cap=caps.user(row.key_id))
-        for row in session.execute(query)
+        for row in connection.execute(_USERS, {"users": list(first)})
     }
     waiting = {user_id: w for user_id, w in waiting.items() if w.cap != 0}
     if not waiting:
         return {}
-    held = session.execute(
-        select(Task.user_id, func.count())
-        .where(Task.user_id.in_(list(waiting)), Task.status == TaskStatus.RUNNING)
-        .group_by(Task.user_id)
-    ).all()
-    for user_id, count in held:
+    for user_id, count in connection.execute(_HELD, {"users": list(waiting)}).all():
         waiting[user_id].held = count
     return waiting
 
 
 def divide(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
     """How many of ``n`` tasks each waiting user gets: one at a time to the user holding the
-    fewest per unit of share (ties: the oldest pending task first), none past a user's cap."""
-    heap = [(w.held / w.share, w.first, user_id) for user_id, w in waiting.items()]
+    fewest per unit of share (ties: the oldest pending task first), none past a user's cap.
+
+    The result, in closed form: the user's ``k``-th task has the key ``((held + k - 1) / share,
+    first)``, and the claim gives the ``n`` smallest keys. One user gets ``min(n, cap)``; several
+    get every key below a level found by bisection (:func:`_below`, each user's count in O(1)),
+    then the few left at that level one at a time, as the rule says: O(users), not O(n)."""
+    if n <= 0 or not waiting:
+        return {}
+    if len(waiting) == 1:
+        ((user_id, w),) = waiting.items()
+        return {user_id: n if w.cap is None else min(n, w.cap)}
+    room = [w.cap for w in waiting.values()]
+    if None not in room and sum(cast(list[int], room)) <= n:
+        return {user_id: w.cap for user_id, w in waiting.items() if w.cap}
+    given = _fill(waiting, n)
+    left = n - sum(given.values())
+    heap = [
+        ((w.held + given[u]) / w.share, w.first, u) for u, w in waiting.items() if w.cap is None or given[u] < w.cap
+    ]
     heapq.heapify(heap)
-    given = dict.fromkeys(waiting, 0)
-    while n > 0 and heap:
+    while left > 0 and heap:
         _, first, user_id = heapq.heappop(heap)
         given[user_id] += 1
-        n -= 1
+        left -= 1
         w = waiting[user_id]
         if w.cap is None or given[user_id] < w.cap:
             heapq.heappush(heap, ((w.held + given[user_id]) / w.share, first, user_id))
     return {user_id: count for user_id, count in given.items() if count}
+
+
+def _below(w: Waiting, level: float) -> int:
+    """How many of the user's tasks have a key below ``level`` (at most their cap): the ``k``
+    with ``(held + k - 1) / share < level``, computed as the heap would compare them."""
+    k = max(0, math.ceil(level * w.share - w.held))
+    if w.cap is not None:
+        k = min(k, w.cap)
+    while k > 0 and (w.held + k - 1) / w.share >= level:
+        k -= 1
+    while (w.cap is None or k < w.cap) and (w.held + k) / w.share < level:
+        k += 1
+    return k
+
+
+def _fill(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
+    """Every task whose key is below the highest level that ``n`` tasks reach (a prefix of the
+    order in which they would be given one at a time), by user: at most ``n`` in all."""
+    low = min(w.held / w.share for w in waiting.values())  # nothing is below it
+    high = max((w.held + n) / w.share for w in waiting.values())  # n tasks or more are below it
+    for _ in range(200):
+        mid = (low + high) / 2
+        if not low < mid < high:
+            break
+        if sum(_below(w, mid) for w in waiting.values()) <= n:
+            low = mid
+        else:
+            high = mid
+    return {user_id: _below(w, low) for user_id, w in waiting.items()}
+
+
+def _take_statement(locked: bool, peek: bool = False) -> Any:
+    """The oldest pending tasks of one user and placement after a seq, as ``(seq, id)`` rows
+    (``peek``: ``(seq, id, digest)``, their function's too, never locked); built once
+    (``locked``: ``FOR UPDATE SKIP LOCKED``, for PostgreSQL)."""
+    query = (
+        select(Task.seq, Task.id, *([Function.digest] if peek else []))
+        .where(
+            Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
+            Task.placement_id == bindparam("placement", type_=Integer, literal_execute=True),  # as in _WAITING
+            Task.user_id == bindparam("user", type_=Integer, literal_execute=True),
+            Task.seq > bindparam("after", type_=Integer),
+        )
+        .order_by(Task.seq)
+        .limit(bindparam("n", type_=Integer))
+    )
+    if peek:
+        return query.join(Chunk, Chunk.id == Task.chunk_id).join(Function, Function.id == Chunk.function_id)
+    return query.with_for_update(skip_locked=True) if locked else query
+
+
+_TAKE = {(locked, False): _take_statement(locked) for locked in (False, True)}
+_TAKE[(False, True)] = _take_statement(False, peek=True)
 
 
 def _take(
@@ -152,22 +227,12 @@ def _take(
     """The user's ``n`` oldest pending tasks of ``placements`` after seq ``after`` that no
     other transaction holds, as ``(seq, id)`` rows in seq order, locked on PostgreSQL; to
     ``peek``: locked or not, none locked here, as ``(seq, id, digest)`` rows (their function)."""
+    connection = session.connection()
+    # SQLite: the transaction holds the write lock
+    query = _TAKE[(connection.dialect.name == "postgresql" and not peek, peek)]
     rows: list[Any] = []
     for placement in placements:
-        query = (
-            select(Task.seq, Task.id, *([Function.digest] if peek else []))
-            .where(
-                Task.status == literal_column(str(_PENDING)),  # a literal: see models.PENDING_ONLY
-                Task.placement_id == bindparam("placement", placement, literal_execute=True),  # as in _WAITING
-                Task.user_id == bindparam("user", user_id, literal_execute=True),
-                Task.seq > after,
-            )
-            .order_by(Task.seq)
-            .limit(n)
-        )
-        if peek:
-            query = query.join(Chunk, Chunk.id == Task.chunk_id).join(Function, Function.id == Chunk.function_id)
-        rows += session.execute(query if peek else skip_locked(session, query)).all()
+        rows += connection.execute(query, {"placement": placement, "user": user_id, "after": after, "n": n}).all()
     return sorted(rows, key=lambda row: row.seq)[:n]
 
 

@@ -10,16 +10,16 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Integer, Table, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, delete_objects, placement
+from lambdas.service import Context, delete_objects, lifecycle, placement
 from lambdas.service.lifecycle import runs_in
 from lambdas.service.shares import Caps
 from lambdas.service.submit import registered, upload_prefix
@@ -53,24 +53,56 @@ def register(ctx: Context, principal: Principal, body: wire.WorkerIn) -> wire.Wo
 
 
 _LOAD = ("allocated", "running", "used")
-_MINE = (Worker.id == bindparam("p_worker"), Worker.user_id == bindparam("p_user"))
-_SEEN = {  # built once (each claim runs one): without the load, and with it
-    False: update(Worker).where(*_MINE).values(last_seen=bindparam("p_now")).returning(Worker),
-    True: update(Worker)
-    .where(*_MINE)
-    .values(last_seen=bindparam("p_now"), **{k: bindparam(f"p_{k}") for k in _LOAD})
-    .returning(Worker),
-}
+_WORKERS = cast(Table, Worker.__table__)
+_SEEN_COLUMNS = [_WORKERS.c[name] for name in ("id", "datacenter", "cores", "python", "memory", "sampled", *_LOAD)]
+_SEEN: dict[tuple[bool, bool, str], Any] = {}  # by (load, builds, dialect to find runnable placements in)
 
 
-def _seen(ctx: Context, session: Session, principal: Principal, worker_id: uuid.UUID, **load: int) -> Worker:
-    """The caller's own worker, marked as seen now (and its ``load`` recorded): one UPDATE."""
+def _seen_statement(load: bool, building: bool, runnable: str = "") -> Any:
+    """``UPDATE workers SET last_seen (, the load) (, building) WHERE it is the caller's
+    RETURNING`` what a claim needs, with ``runnable`` (a dialect's name) the placements it
+    can run (:func:`lambdas.service.lifecycle.runnable`): Core, built once (each claim and
+    heartbeat runs one)."""
+    key = (load, building, runnable)
+    if key not in _SEEN:
+        values: dict[str, Any] = {"last_seen": bindparam("p_now")}
+        values.update({k: bindparam(f"p_{k}") for k in _LOAD} if load else {})
+        values.update({"building": bindparam("p_building")} if building else {})
+        mine = (_WORKERS.c.id == bindparam("p_worker"), _WORKERS.c.user_id == bindparam("p_user"))
+        returned = list(_SEEN_COLUMNS)
+        if runnable:
+            available = bindparam("p_available", type_=Integer)
+            returned.append(lifecycle.runnable(_WORKERS, available, runnable).label("runnable"))
+        _SEEN[key] = update(_WORKERS).where(*mine).values(**values).returning(*returned)
+    return _SEEN[key]
+
+
+def _seen(
+    ctx: Context,
+    session: Session,
+    principal: Principal,
+    worker_id: uuid.UUID,
+    builds: wire.Builds = None,
+    available: Optional[int] = None,
+    **load: int,
+) -> Any:
+    """The caller's own worker, marked as seen now (its ``load`` and the ``builds`` it reports
+    recorded: :func:`lambdas.service.placement.builds_column`): one UPDATE. A row of the
+    worker's placement, load and last sampled minute (:meth:`lambdas.service.metrics.Metrics.sample`),
+    and given the cores ``available``, on PostgreSQL, the placements it can run with them
+    (``runnable``)."""
     principal.require("worker")
-    params = {"p_worker": worker_id, "p_user": principal.user_id, "p_now": ctx.now()}
+    params: dict[str, Any] = {"p_worker": worker_id, "p_user": principal.user_id, "p_now": ctx.now()}
     params.update({f"p_{k}": v for k, v in load.items()})
-    statement = _SEEN[bool(load)]
-    options = {"synchronize_session": False}
-    worker = session.scalars(statement, params, execution_options=options).one_or_none()
+    if builds is not None:
+        params["p_building"] = placement.builds_column(ctx, builds)
+    connection = session.connection()
+    # PostgreSQL: the runnable placements in the same statement (SQLite's RETURNING leaves the
+    # columns of a subquery unqualified, so there the lease looks them up on its own).
+    runnable = connection.dialect.name if available is not None and connection.dialect.name == "postgresql" else ""
+    if runnable:
+        params["p_available"] = available
+    worker = connection.execute(_seen_statement(bool(load), builds is not None, runnable), params).first()
     if worker is not None:
         return worker
     if session.get(Worker, worker_id) is None:
@@ -93,9 +125,8 @@ def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base
     with ctx.index.write() as session:
         principal = _who(who, session)
         load = {"allocated": body.allocated, "running": body.running, "used": body.used}
-        worker = _seen(ctx, session, principal, worker_id, **load)
+        worker = _seen(ctx, session, principal, worker_id, body.building, body.available, **load)
         ctx.metrics.sample(session, worker, ctx.now())
-        placement.record_builds(ctx, worker, body.building)
         held_until, drop = None, []
         if body.held is not None:
             held, held_until = ctx.lifecycle.extend(session, worker_id, body.held)
@@ -104,9 +135,7 @@ def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base
         lease = ctx.lifecycle.lease(session, worker, body.available, body.max_tasks, caps)
         rows = _claimed(session, lease.seqs)
         users = {r.user_id for r in rows}
-        certificates = (
-            dict(session.execute(select(User.id, User.certificate).where(User.id.in_(users))).all()) if users else {}
-        )
+        certificates = dict(session.connection().execute(_CERTIFICATES, {"users": list(users)}).all()) if users else {}
     groups = _groups(ctx, rows, certificates, base_url)
     return wire.ClaimOut(groups=groups, lease_until=lease.until, held_until=held_until, drop=drop)
 
@@ -146,36 +175,41 @@ async def claim_waiting(
     return out.model_copy(update={"wait": wait, "held_until": first.held_until, "drop": first.drop})
 
 
+_ANY_PENDING = select(Task.seq).where(Task.status == literal_column(str(int(TaskStatus.PENDING)))).limit(1)
+_CERTIFICATES = select(User.id, User.certificate).where(User.id.in_(bindparam("users", expanding=True)))
+_CLAIMED = (  # built once, as the claim's other statements: what a worker needs to run the tasks
+    select(
+        Task.id,
+        Task.offset,
+        Task.length,
+        Task.attempt,
+        Task.failures,
+        Task.user_id,
+        Chunk.key,
+        Chunk.header_len,
+        Function.digest,
+        Function.key.label("fkey"),
+        Tag.name,
+    )
+    .join(Chunk, Chunk.id == Task.chunk_id)
+    .join(Function, Function.id == Chunk.function_id)
+    .join(Tag, Tag.id == Task.tag_id)
+    .where(Task.seq.in_(bindparam("seqs", expanding=True)))
+    .order_by(Task.seq)
+)
+
+
 def _pending(ctx: Context) -> bool:
-    """Whether any task is pending (one index probe)."""
+    """Whether any task is pending (one probe of the partial index of pending tasks)."""
     with ctx.index.read() as session:
-        return session.scalar(select(Task.seq).where(Task.status == TaskStatus.PENDING).limit(1)) is not None
+        return session.connection().execute(_ANY_PENDING).first() is not None
 
 
 def _claimed(session: Session, seqs: list[int]) -> Sequence[Any]:
     """What a worker needs to run the tasks ``seqs``: their chunk, function and tag."""
     if not seqs:
         return []
-    return session.execute(
-        select(
-            Task.id,
-            Task.offset,
-            Task.length,
-            Task.attempt,
-            Task.failures,
-            Task.user_id,
-            Chunk.key,
-            Chunk.header_len,
-            Function.digest,
-            Function.key.label("fkey"),
-            Tag.name,
-        )
-        .join(Chunk, Chunk.id == Task.chunk_id)
-        .join(Function, Function.id == Chunk.function_id)
-        .join(Tag, Tag.id == Task.tag_id)
-        .where(Task.seq.in_(seqs))
-        .order_by(Task.seq)
-    ).all()
+    return session.connection().execute(_CLAIMED, {"seqs": seqs}).all()
 
 
 def _groups(ctx: Context, rows: Sequence[Any], certificates: dict[int, str], base_url: str) -> list[wire.ClaimGroup]:
@@ -207,9 +241,8 @@ def heartbeat(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.Heartbeat
     re-leased after this worker was presumed dead). Keep the environments it says it builds.
     One transaction, authentication included when ``who`` is a check."""
     with ctx.index.write() as session:
-        worker = _seen(ctx, session, _who(who, session), worker_id)
+        worker = _seen(ctx, session, _who(who, session), worker_id, body.building)
         ctx.metrics.sample(session, worker, ctx.now())
-        placement.record_builds(ctx, worker, body.building)
         held, lease_until = ctx.lifecycle.extend(session, worker_id, body.tasks)
     return wire.HeartbeatOut(lease_until=lease_until, drop=[t for t in body.tasks if t not in held])
 

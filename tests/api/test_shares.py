@@ -4,6 +4,7 @@ and pending tasks no worker can run costing a claim nothing."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 import hmq
+from lambdas.service.shares import Waiting, divide
 from tests.helpers import ManualClock, ManualWorker, Server, raw_request, signed, submit
 
 
@@ -158,3 +160,34 @@ def test_share_errors_are_clear_and_change_nothing(clocked: Server, tmp_path: Pa
         user.transport.call("POST", "/v1/users/ada/share", {"share": 5})
     with clocked.admin() as admin:
         assert {u.name: u.share for u in admin.users()}["ada"] == 1
+
+
+def _one_at_a_time(waiting: dict[int, Waiting], n: int) -> dict[int, int]:
+    """The rule :func:`divide` computes in closed form, applied literally: each task to the
+    user with the fewest held per unit of share (ties: the oldest pending task), within caps."""
+    given = dict.fromkeys(waiting, 0)
+    for _ in range(n):
+        open_ = [u for u, w in waiting.items() if w.cap is None or given[u] < w.cap]
+        if not open_:
+            break
+        u = min(open_, key=lambda u: ((waiting[u].held + given[u]) / waiting[u].share, waiting[u].first, u))
+        given[u] += 1
+    return {u: c for u, c in given.items() if c}
+
+
+def test_divide_gives_what_one_at_a_time_would() -> None:
+    rng = random.Random(7)
+    shares = [1.0, 2.0, 0.5, 3.0, 0.1, 1e-3, 7.25, 1000.0]
+    for _ in range(3000):
+        users = rng.randint(1, 6)
+        waiting = {
+            u: Waiting(
+                share=rng.choice(shares),
+                first=rng.randint(1, 50),
+                held=rng.choice([0, 0, 1, 3, 10, 100, rng.randint(0, 2000)]),
+                cap=rng.choice([None, None, 1, 2, 5, 40, rng.randint(1, 3000)]),
+            )
+            for u in range(1, users + 1)
+        }
+        n = rng.choice([0, 1, 2, 3, 10, 128, rng.randint(0, 2000)])
+        assert divide(waiting, n) == _one_at_a_time(waiting, n), (waiting, n)
