@@ -19,7 +19,7 @@ listed in the README's command table (tests/test_docs.py checks it).
 """
 
 from hmq.cli import access, autoscale, files, fleet, local, status, tags  # noqa: F401  (they add the commands)
-from hmq.cli._app import SERVER_MODULES, main
+from hmq.cli._app import SERVER_MODULES, SERVER_SPEEDUPS, main
 
 main.add_lazy_command(
     "dashboard",
@@ -27,4 +27,4 @@ main.add_lazy_command(
     "Serve a web dashboard of your tags (and, with the admin key, the fleet) on 127.0.0.1.",
 )
 
-__all__ = ["SERVER_MODULES", "main"]
+__all__ = ["SERVER_MODULES", "SERVER_SPEEDUPS", "main"]

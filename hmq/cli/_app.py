@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "mangum", "boto3", "psycopg")
 """What the ``server`` extra installs (pyproject.toml): `hmq up`, `hmq serve` and `hmq migrate` need it."""
 
+SERVER_SPEEDUPS = ("httptools",)
+"""Also in the ``server`` extra, but not needed: uvicorn picks its C HTTP parser when it is installed."""
+
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
