@@ -158,6 +158,17 @@ PENDING_ONLY = text(f"status = {int(TaskStatus.PENDING)}")
 """The predicate of the partial index of pending tasks; a query uses that index only when its
 own condition is written the same way (a literal, not a bound parameter)."""
 
+INDEXED_PACKAGES_CHARS = 600
+"""Longest package set (its stored JSON, in characters) indexed with its text in
+``ix_tasks_pending_packages``: at 4 bytes a character at most, within the size of a PostgreSQL
+btree entry (2,704 bytes). Pending tasks with a longer set are in ``ix_tasks_pending_long_packages``."""
+
+PENDING_PACKAGES = text(
+    f"status = {int(TaskStatus.PENDING)} AND packages <> '[]' AND length(packages) <= {INDEXED_PACKAGES_CHARS}"
+)
+PENDING_LONG_PACKAGES = text(f"status = {int(TaskStatus.PENDING)} AND length(packages) > {INDEXED_PACKAGES_CHARS}")
+"""The predicates of the partial indexes of pending tasks' package sets (see :mod:`lambdas.service.queue`)."""
+
 
 class Task(Base):
     """A task. Its id (made by the submitting client) is unique per user, so that no one learns
@@ -174,6 +185,19 @@ class Task(Base):
             "seq",
             sqlite_where=PENDING_ONLY,
             postgresql_where=PENDING_ONLY,
+        ),
+        Index(
+            "ix_tasks_pending_packages",
+            "placement_id",
+            "packages",
+            sqlite_where=PENDING_PACKAGES,
+            postgresql_where=PENDING_PACKAGES,
+        ),
+        Index(
+            "ix_tasks_pending_long_packages",
+            "placement_id",
+            sqlite_where=PENDING_LONG_PACKAGES,
+            postgresql_where=PENDING_LONG_PACKAGES,
         ),
         Index("ix_tasks_tag_seq", "tag_id", "seq"),
         Index("ix_tasks_tag_batch", "tag_id", "batch_id", "seq"),

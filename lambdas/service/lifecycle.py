@@ -214,10 +214,6 @@ def missing(
     return f"{seen} {lacks[0]}" + "".join(f"; none {more}" for more in lacks[1:])
 
 
-def _same(column: Any, value: Any) -> ColumnElement[bool]:
-    return column.is_(None) if value is None else column == value
-
-
 def _capped(until: float, deadline: Any = Task.deadline) -> Any:
     """SQL: ``until``, or the task's deadline when that comes first (no deadline: ``until``)."""
     return case((deadline < until, deadline), else_=until)
@@ -533,29 +529,28 @@ class Lifecycle:
 
     def fail_unplaceable(self, session: Session) -> int:
         """Fail pending tasks that no worker seen within the placement timeout could run (its
-        Python version, enough cores and memory, one of its datacenters); return how many."""
+        Python version, enough cores and memory, one of its datacenters); return how many.
+        The rows of ``placements`` are tested, not the tasks: only the old pending tasks of a
+        placement no worker can run are read, those that fail."""
         timeout = self.settings.placement_timeout_seconds
         if timeout <= 0:  # wait forever
             return 0
         cutoff = self.clock() - timeout
         old = (Task.status == TaskStatus.PENDING, Task.created < cutoff)
-        kinds = session.execute(
-            select(Task.python, Task.datacenters, Task.ncores, Task.memory).distinct().where(*old)
-        ).all()
-        if not kinds:
-            return 0
         workers = session.execute(
             select(Worker.python, Worker.datacenter, Worker.cores, Worker.memory).where(Worker.last_seen >= cutoff)
         ).all()
+        placements = session.execute(
+            select(Placement.id, Placement.python, Placement.datacenters, Placement.ncores, Placement.memory)
+        ).all()
         failed = 0
-        for kind in kinds:
+        for p in placements:
+            kind = (p.python, p.datacenters, p.ncores, p.memory)
             if any(can_run(w, *kind) for w in workers):
                 continue
-            python, datacenters, ncores, memory = kind
-            same = (_same(Task.datacenters, datacenters), _same(Task.memory, memory))
-            rows = session.execute(
-                select(Task.seq, Task.tag_id).where(*old, Task.python == python, Task.ncores == ncores, *same)
-            ).all()
+            rows = session.execute(select(Task.seq, Task.tag_id).where(*old, Task.placement_id == p.id)).all()
+            if not rows:
+                continue
             message = (
                 f"task failed: no worker able to run it ({_describe(*kind)}) has been seen "
                 f"for {timeout / 3600:.1f} h ({missing(workers, *kind, span(timeout))}). "

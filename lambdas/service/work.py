@@ -19,8 +19,7 @@ from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, delete_objects, lifecycle, placement
-from lambdas.service.lifecycle import runs_in
+from lambdas.service import Context, delete_objects, lifecycle, placement, queue
 from lambdas.service.shares import Caps
 from lambdas.service.submit import registered, upload_prefix
 from lambdas.service.wake import WORK
@@ -292,12 +291,8 @@ def package_sets(ctx: Context, principal: Principal, datacenter: str, python: st
     """Package sets that pending tasks runnable in ``datacenter`` need (to pre-build envs)."""
     principal.require("worker")
     with ctx.index.read() as session:
-        rows = session.scalars(
-            select(Task.packages)
-            .distinct()
-            .where(Task.status == TaskStatus.PENDING, Task.python == python, Task.packages != "[]", runs_in(datacenter))
-        )
-        return wire.PackageSetsOut(packagesets=[json.loads(p) for p in rows])
+        sets = queue.package_sets(session, queue.placements(session, datacenter, python))
+    return wire.PackageSetsOut(packagesets=sets)
 
 
 def list_workers(ctx: Context, principal: Principal, since: float = 0.0) -> list[wire.WorkerInfo]:

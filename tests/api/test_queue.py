@@ -56,3 +56,22 @@ def test_workers_may_read_the_depth_and_users_may_not(server: Server, tmp_path: 
     assert worker.session.queue_depth(python="2.7").groups == []
     with pytest.raises(PermissionDenied, match="admin or worker role"):
         user.transport.call("GET", "/v1/queue")
+
+
+def test_package_sets_are_those_pending_tasks_runnable_here_need(server: Server, tmp_path: Path) -> None:
+    user = server.user()
+    long_set = [f"package-number-{i:03d}>=1.0" for i in range(40)]  # past the indexed length of a set
+    submit(user, lambda: 7, [()], packages=["toml"], ncores=4, datacenters=["hpc"])  # the oldest: leased
+    hpc = ManualWorker(server, tmp_path, datacenter="hpc", cores=4)
+    assert len(hpc.claim(1, available=4)) == 1
+    submit(user, lambda: 1, [()] * 2, packages=["six"])
+    submit(user, lambda: 2, [()], packages=["six"], ncores=2)  # another placement, the same set
+    submit(user, lambda: 3, [()], packages=["attrs", "idna"], datacenters=["hpc"])
+    submit(user, lambda: 4, [()], packages=long_set)
+    submit(user, lambda: 5, [()] * 3)  # no packages: nothing to build
+    with pytest.warns(UserWarning, match="datacenter cloud"):
+        submit(user, lambda: 6, [()], packages=["pyyaml"], datacenters=["cloud"])  # not runnable in hpc
+    sets = hpc.session.missing_dependencies("hpc", [], wire.PYTHON)
+    assert sorted(sets) == sorted([["six"], ["attrs", "idna"], sorted(long_set)])
+    assert hpc.session.missing_dependencies("hpc", [["six"]], "2.7") == []
+    assert sorted(hpc.session.missing_dependencies("cloud", [["six"]], wire.PYTHON)) == [sorted(long_set), ["pyyaml"]]
