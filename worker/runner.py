@@ -255,13 +255,14 @@ class CachedWorker:
     def _claim(self, size: ClaimSize) -> tuple[int, bool]:
         """Claim what ``size`` says; return how many tasks came and whether the API waited for
         them. The claim names every task held (a heartbeat too). A worker that holds nothing
-        and has nothing to report lets the API wait for work (``claim_wait_seconds``, never
-        past the moment it would leave): it is idle, and its main loop has nothing else to do."""
+        and has nothing to report lets the API wait for work (``claim_wait_seconds`` less a
+        random part, ``WorkerSettings.idle_claim_wait``; never past the moment it would leave):
+        it is idle, and its main loop has nothing else to do."""
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
             held = sorted(self._held)
             idle = not held and not (self._outcomes or self._rejected or self._released)
-        wait = self.life.patience(self.settings.claim_wait_seconds) if idle else 0.0
+        wait = self.life.patience(self.settings.idle_claim_wait()) if idle else 0.0
         sent = time.monotonic()
         claim = self._send_claim(size, wait, held, running, used)
         if self._claims_failing:

@@ -162,9 +162,13 @@ def test_an_idle_worker_waits_for_work_no_longer_than_it_may_stay() -> None:
     assert life.patience(5) == 1  # 89 s in: claiming ends at 100 - 10
     clock.now += 2
     assert life.patience(5) == 0
-    assert WorkerSettings(url="http://127.0.0.1:9").claim_wait_seconds == defaults.MAX_WAIT_SECONDS
-    with pytest.raises(ConfigurationError):
-        WorkerSettings(url="http://127.0.0.1:9", claim_wait_seconds=-1)
+    settings = WorkerSettings(url="http://127.0.0.1:9")
+    assert settings.claim_wait_seconds == defaults.MAX_WAIT_SECONDS
+    assert settings.idle_claim_wait(lambda: 0.0) == settings.claim_wait_seconds
+    assert settings.idle_claim_wait(lambda: 0.5) == 0.875 * settings.claim_wait_seconds  # a quarter at most less
+    for wrong in ({"claim_wait_seconds": -1}, {"claim_wait_jitter": 1.0}, {"claim_wait_jitter": -0.1}):
+        with pytest.raises(ConfigurationError):
+            WorkerSettings(url="http://127.0.0.1:9", **wrong)  # type: ignore[arg-type]
 
 
 def _waiting_worker(server: Server, directory: Path) -> Any:
