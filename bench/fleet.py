@@ -10,7 +10,9 @@ requests and all) driven by a thread; a few processes hold the threads. Two figu
   CPU (% of one core, from ``/proc/<pid>/stat``), and two latencies, p50 and p99:
 
   - *claim beyond its wait*: how much longer than the wait the API granted an empty claim took
-    to answer (what a worker waits for the API, not for work);
+    to answer (what a worker waits for the API, not for work), for the claims sent once the
+    fleet runs (:data:`RAMP` seconds after its start, as the CPU figure: every worker starts
+    within half a second, and the first claims of a thousand queue for seconds);
   - *submit to claimed*: from the start of a one-task submit to a waiting claim answering with
     that task (what a submitter waits for an idle fleet to pick work up; it includes the
     submit's own request);
@@ -49,12 +51,15 @@ from hmq.credentials import WorkerCredentials
 PROCESSES = 4
 """Processes a fleet's threads are spread over."""
 
+RAMP = 3.0
+"""Seconds after a fleet's start that its figures leave out (its first claims, sent together)."""
+
 
 @dataclass
 class Stats:
     """What the workers of one process saw."""
 
-    claims: list[float] = field(default_factory=list)  # seconds per claim (idle: beyond its wait)
+    claims: list[float] = field(default_factory=list)  # seconds per claim (idle: beyond its wait, past the ramp)
     picked: list[float] = field(default_factory=list)  # time.time() of each idle claim that got a task
     requests: int = 0
     errors: int = 0
@@ -87,27 +92,30 @@ def _claim(session: Any, stats: Stats, want: int) -> wire.ClaimOut:
     return out
 
 
-def idle_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentials) -> None:
+def idle_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentials, ramp: float = 0.0) -> None:
     """Wait for work as a real idle worker of one core does (``worker.runner.CachedWorker._claim``):
     claim what a fresh one-core worker asks for (``Pace.size``: one task, ``others`` one),
     holding nothing (``held=[]``: the claim is its heartbeat, none is sent apart), waiting on
-    the API up to ``claim_wait_seconds`` (never past ``until``, as ``Life.patience``); claim
-    again at once when it answers. A task that comes is reported done (a no-op result, as
-    :func:`busy_worker`), then the worker is idle again. Change this function when the claim
-    protocol changes."""
+    the API as long as its settings say (``WorkerSettings.idle_claim_wait``, never past
+    ``until``, as ``Life.patience``); claim again at once when it answers. A task that comes is
+    reported done (a no-op result, as :func:`busy_worker`), then the worker is idle again.
+    Claims sent before ``ramp`` (``time.monotonic``) are not timed. Change this function when
+    the claim protocol changes."""
     from worker.settings import WorkerSettings
 
+    settings = WorkerSettings(url=session.url)
     users: dict[str, crypto.PublicIdentity] = {}
     while (left := until - time.monotonic()) > 0:
         try:
+            timed = time.monotonic() >= ramp
             t0 = time.perf_counter()
-            out = session.claim(1, 1, allocated=1, others=1, wait=min(WorkerSettings.claim_wait_seconds, left), held=[])
+            out = session.claim(1, 1, allocated=1, others=1, wait=min(settings.idle_claim_wait(), left), held=[])
             seconds = time.perf_counter() - t0
             with stats.lock:
                 stats.requests += 1
                 if out.groups:
                     stats.picked.append(time.time())
-                else:
+                elif timed:
                     stats.claims.append(max(0.0, seconds - out.wait))
             for group in out.groups:
                 user = users.get(group.certificate["sig"]) or crypto.verify_certificate(group.certificate, creds.admin)
@@ -177,8 +185,9 @@ def fleet_process(kind: str, count: int, url: str, credentials: Path, go: Path, 
         time.sleep(0.05)
     time.sleep(max(0.0, float(go.read_text()) - time.time()))
     until = time.monotonic() + seconds
+    ramp = time.monotonic() + RAMP
     targets: dict[str, Callable[[Any, float], None]] = {
-        "idle": lambda s, beat: idle_worker(s, stats, until, creds),
+        "idle": lambda s, beat: idle_worker(s, stats, until, creds, ramp),
         "busy": lambda s, beat: busy_worker(s, stats, until, creds),
     }
 
@@ -226,7 +235,7 @@ def _fleet(
     start = time.time() + 1  # every worker is registered: all start together
     go.with_suffix(".tmp").write_text(str(start))
     go.with_suffix(".tmp").rename(go)  # whole, never half written
-    time.sleep(max(0.0, start + 3 - time.time()))  # past the start and the first ramp of claims
+    time.sleep(max(0.0, start + RAMP - time.time()))  # past the start and the first ramp of claims
     cpu0, t0 = _cpu_seconds(state.api.pid), time.monotonic()
     extra = during(start + seconds - 1)
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]

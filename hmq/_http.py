@@ -8,6 +8,9 @@ on a kept ``http.client`` connection and answers with an :class:`Answer` (the pa
 ``httpx.Response`` the transport reads), raising ``httpx`` transport errors, so that
 :class:`hmq._transport.Transport` treats both paths alike.
 TLS uses the context httpx would make (the same CA bundle and ``SSL_CERT_*`` variables).
+
+A request in flight can be ended from another thread (:class:`Interrupt`): a worker told to stop
+while its claim waits on the API does not sit the wait out.
 """
 
 from __future__ import annotations
@@ -67,6 +70,48 @@ def split(url: str) -> tuple[str, str, str]:
     return scheme, netloc, target if query < 0 else target[:query]
 
 
+class Interrupt:
+    """Ends one request in flight from another thread (a waiting claim, when the worker is told
+    to stop). :meth:`fire` half-closes the request's connection: the server sees its client hang
+    up, while an answer already on its way is still read; ``grace`` seconds later the reading
+    stops too (a server that does not notice). A request that starts after :meth:`fire` is not
+    sent. The connection is not kept afterwards."""
+
+    def __init__(self, grace: float = 5.0) -> None:
+        self.grace = grace
+        self.fired = False
+        self._sock: Optional[socket.socket] = None
+        self._lock = threading.Lock()
+
+    def fire(self) -> None:
+        """End the request (from any thread; safe from a signal handler's thread too)."""
+        with self._lock:
+            self.fired, sock = True, self._sock
+        if sock is not None:
+            _shut(sock, socket.SHUT_WR)
+            timer = threading.Timer(self.grace, _shut, (sock, socket.SHUT_RDWR))
+            timer.daemon = True
+            timer.start()
+
+    def attach(self, sock: Optional[socket.socket]) -> None:
+        """The request is about to be sent on ``sock``; raises if it was ended already."""
+        with self._lock:
+            if self.fired:
+                raise httpx.ReadError("the request was interrupted")
+            self._sock = sock
+
+    def detach(self) -> None:
+        with self._lock:
+            self._sock = None
+
+
+def _shut(sock: socket.socket, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:  # closed meanwhile: nothing left to end
+        pass
+
+
 class ConnectionPool:
     """Idle connections per origin (at most ``max_idle`` each), shared by threads."""
 
@@ -85,26 +130,39 @@ class ConnectionPool:
             for conn in conns:
                 conn.close()
 
-    def request(self, method: str, url: str, headers: Optional[dict[str, str]], content: Optional[bytes]) -> Answer:
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Optional[dict[str, str]],
+        content: Optional[bytes],
+        interrupt: Optional[Interrupt] = None,
+    ) -> Answer:
         """Send one request; its whole answer. A kept connection found closed by the server is
-        replaced by a new one once; other failures raise ``httpx.TransportError``."""
+        replaced by a new one once (unless the request was interrupted); other failures raise
+        ``httpx.TransportError``."""
         scheme, netloc, target = split(url)
         sent = {**self.headers, **(headers or {})}
         while True:
             conn, reused = self._take(scheme, netloc)
             try:
+                if interrupt is not None:
+                    interrupt.attach(conn.sock)
                 conn.request(method, target, body=content, headers=sent)
                 response = conn.getresponse()
                 body = response.read()
             except _STALE as exc:
                 conn.close()
-                if reused:
+                if reused and not (interrupt is not None and interrupt.fired):
                     continue
                 raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
             except BaseException as exc:
                 conn.close()
                 raise _transport_error(exc) from None
-            if response.will_close:
+            finally:
+                if interrupt is not None:
+                    interrupt.detach()
+            if response.will_close or (interrupt is not None and interrupt.fired):
                 conn.close()
             else:
                 self._keep(scheme, netloc, conn)

@@ -39,7 +39,7 @@ from hmq._errors import (
     Unreachable,
     error_for_status,
 )
-from hmq._http import ConnectionPool, Response
+from hmq._http import ConnectionPool, Interrupt, Response
 from hmq._version import __version__
 
 M = TypeVar("M", bound=BaseModel)
@@ -115,9 +115,10 @@ class Transport:
         """One attempt: on a kept connection of the pool, or through ``self.client`` (a proxy
         is configured, or event hooks watch the client)."""
         hooks = self.client.event_hooks
-        if not self._lean or hooks["request"] or hooks["response"]:
-            return self.client.request(method, url, **kwargs)
-        return self._pool.request(method, url, kwargs.get("headers"), kwargs.get("content"))
+        interrupt: Optional[Interrupt] = kwargs.get("interrupt")
+        if not self._lean or hooks["request"] or hooks["response"]:  # not interruptible: it runs its course
+            return self.client.request(method, url, **{k: v for k, v in kwargs.items() if k != "interrupt"})
+        return self._pool.request(method, url, kwargs.get("headers"), kwargs.get("content"), interrupt)
 
     def _send(self, method: str, target: str, retry: bool, **kwargs: Any) -> Response:
         """One request, retried (when ``retry``) on no answer and 502/503/504 until the retry
@@ -204,8 +205,10 @@ class Transport:
         signed: bool = True,
         retry: bool = True,
         model: Optional[type[M]] = None,
+        interrupt: Optional[Interrupt] = None,
     ) -> Any:
-        """Send one API request; return the decoded JSON (or ``model``); raise the mapped error."""
+        """Send one API request; return the decoded JSON (or ``model``); raise the mapped error.
+        ``interrupt`` can end it from another thread (:class:`hmq._http.Interrupt`)."""
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
         target = crypto.canonical_target(path, query)
         data = _jsonable(body)
@@ -220,7 +223,9 @@ class Transport:
             return out
 
         try:
-            response = self._send(method, target, retry, content=data or None, fresh_headers=headers)
+            response = self._send(
+                method, target, retry, content=data or None, fresh_headers=headers, interrupt=interrupt
+            )
         except httpx.TransportError as exc:
             raise Unreachable(
                 f"cannot reach the hmq API at {self.url} ({exc or type(exc).__name__}{self._retried(retry)}): "

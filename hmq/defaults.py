@@ -160,10 +160,11 @@ MAX_WAIT_SECONDS = 20.0
 (``Settings.max_wait_seconds``) and the most a request may ask for. Well below the HTTP timeout
 (``REQUEST_TIMEOUT_SECONDS``) and API Gateway's 30 s."""
 
-CLAIM_WAIT_SECONDS = 5.0
+CLAIM_WAIT_SECONDS = MAX_WAIT_SECONDS
 """How long an idle worker's claim waits on the API for tasks (``WorkerSettings.claim_wait_seconds``):
-an idle worker costs the API one claim per this many seconds, and a worker asked to stop while
-its claim waits leaves at most this late."""
+an idle worker costs the API one claim per this many seconds (1,000 idle workers: 50 claims a
+second). The API answers as soon as tasks come; a worker asked to stop while its claim waits
+ends the claim at once (it hangs up; the API hands back whatever it leased for it)."""
 
 PULL_WAIT_SECONDS = 15.0
 """How long one request of a blocking ``Tag.pull`` waits on the API for results."""

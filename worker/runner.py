@@ -12,7 +12,9 @@ never kept alive and returns to the queue when its lease runs out.
 Leaving (:mod:`worker.life`): idle too long, enough tasks taken, run time almost up, or asked to
 (:meth:`CachedWorker.drain`, on SIGTERM). The worker then claims nothing more, hands back what it
 has not started at once, lets running calls finish until the deadline, and stops and hands back
-whatever still runs then.
+whatever still runs then. A claim waiting on the API when the worker is asked to leave or stop
+is ended at once (:class:`hmq._http.Interrupt`): the API hands back what it leased for a claim
+whose worker hung up, and whatever answer still arrives is handed back by the shutdown.
 
 Outages are waited out, never turned into failures: requests are retried by the transport (see
 ``hmq._transport``); tasks whose objects cannot be fetched now are handed back unrun and the
@@ -33,6 +35,7 @@ from typing import Any, Optional
 
 from hmq import wire
 from hmq._errors import HmqError, IntegrityError
+from hmq._http import Interrupt
 from hmq._transport import backoff_delay
 from hmq.credentials import WorkerCredentials
 from worker.envs import EnvManager
@@ -99,6 +102,7 @@ class CachedWorker:
         self._free = self.cores
         self._beaten = time.monotonic()  # when the held leases were last extended (heartbeat or claim)
         self._stop = threading.Event()
+        self._waiting: Optional[Interrupt] = None  # ends the claim waiting on the API, if one is
         self._avg_seconds: Optional[float] = None
         self._threads: list[threading.Thread] = []
         self._changes = 0  # bumped (under the lock) by the other threads as they change what the main loop acts on
@@ -108,16 +112,22 @@ class CachedWorker:
     def stop(self) -> None:
         """Ask the worker to stop now: unstarted and interrupted tasks are handed back to the queue."""
         self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
+        self._end_wait()
 
     def drain(self, reason: str = "asked to stop", grace: Optional[float] = None) -> None:
         """Ask the worker to leave gracefully: it claims nothing more, hands back what it has not
         started, gives running calls ``grace`` seconds (default: ``settings.grace``) to finish,
         then stops and hands back the rest. Safe to call from a signal handler."""
         self.life.leave(reason, grace)
+        self._end_wait()
+
+    def _end_wait(self) -> None:
+        """Wake the main loop; end the claim waiting on the API, if one is."""
         with self._cv:
+            waiting = self._waiting
             self._cv.notify_all()
+        if waiting is not None:
+            waiting.fire()
 
     def run(self) -> None:
         """Work until the worker leaves (see :mod:`worker.life`) or :meth:`stop` is called."""
@@ -245,26 +255,16 @@ class CachedWorker:
     def _claim(self, size: ClaimSize) -> tuple[int, bool]:
         """Claim what ``size`` says; return how many tasks came and whether the API waited for
         them. The claim names every task held (a heartbeat too). A worker that holds nothing
-        and has nothing to report lets the API wait for work (``claim_wait_seconds``, never
-        past the moment it would leave): it is idle, and its main loop has nothing else to do."""
+        and has nothing to report lets the API wait for work (``claim_wait_seconds`` less a
+        random part, ``WorkerSettings.idle_claim_wait``; never past the moment it would leave):
+        it is idle, and its main loop has nothing else to do."""
         with self._cv:
             used, running = self.cores - self._free, len(self._running)
             held = sorted(self._held)
             idle = not held and not (self._outcomes or self._rejected or self._released)
-        wait = self.life.patience(self.settings.claim_wait_seconds) if idle else 0.0
+        wait = self.life.patience(self.settings.idle_claim_wait()) if idle else 0.0
         sent = time.monotonic()
-        claim = self.session.claim(
-            size.total,
-            self.cores,
-            allocated=self.cores,
-            running=running,
-            used=used,
-            per_function=size.per_function,
-            unmeasured=size.unmeasured,
-            building=self.envs.building(),
-            wait=wait,
-            held=held,
-        )
+        claim = self._send_claim(size, wait, held, running, used)
         if self._claims_failing:
             log.warning("claiming works again")
             self._claims_failing = False
@@ -293,6 +293,33 @@ class CachedWorker:
             self._cv.notify_all()
         self._pause(bool(released))
         return len(jobs) + len(rejected) + len(released), wait > 0 and claim.wait > 0
+
+    def _send_claim(self, size: ClaimSize, wait: float, held: list[str], running: int, used: int) -> wire.ClaimOut:
+        """One claim; a waiting one (``wait``) can be ended by :meth:`drain` or :meth:`stop`
+        (then, or when the worker was asked to leave meanwhile, the answer is empty, or what
+        was already on its way)."""
+        interrupt = Interrupt() if wait > 0 else None
+        with self._cv:
+            self._waiting = interrupt
+        if interrupt is not None and (self._stop.is_set() or self.life.leaving is not None):
+            interrupt.fire()  # asked to leave before the claim could be ended: not sent
+        try:
+            return self.session.claim(
+                size.total,
+                self.cores,
+                allocated=self.cores,
+                running=running,
+                used=used,
+                per_function=size.per_function,
+                unmeasured=size.unmeasured,
+                building=self.envs.building(),
+                wait=wait,
+                held=held,
+                interrupt=interrupt,
+            )
+        finally:
+            with self._cv:
+                self._waiting = None
 
     def _pause(self, handed_back: bool) -> None:
         """After tasks had to be handed back, claim again only after a pause: jittered, doubling

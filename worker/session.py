@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Optional
 
 from hmq import crypto, defaults, wire
-from hmq._errors import IntegrityError, UsageError
+from hmq._errors import IntegrityError, Unreachable, UsageError
+from hmq._http import Interrupt
 from hmq._transport import Transport
 from hmq._version import __version__
 
@@ -164,6 +165,7 @@ class WorkerSession:
         building: Optional[Builds] = None,
         wait: float = 0.0,
         held: Optional[Iterable[str]] = None,
+        interrupt: Optional[Interrupt] = None,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
         a repeated claim would lease other tasks), at most ``per_user[key id]`` of a user named
@@ -174,7 +176,10 @@ class WorkerSession:
         (``None``: not told). With ``wait``, the API holds the claim up to that long (cut to its
         own limit) until there are tasks. ``held`` (every task the worker holds) makes the claim
         a heartbeat too: the answer's ``held_until`` and ``drop`` are a heartbeat's (an API that
-        does not read ``held`` answers ``held_until`` null)."""
+        does not read ``held`` answers ``held_until`` null). ``interrupt`` ends a waiting claim
+        from another thread (the worker is told to stop): the API, seeing its client hang up,
+        hands back whatever it leased for it; an answer already on its way is still read, and
+        nothing else comes back but an empty answer."""
         body = wire.ClaimIn(
             max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
             available=max(available, 1),
@@ -189,7 +194,14 @@ class WorkerSession:
             wait=min(max(wait, 0.0), 600.0),
             held=None if held is None else [uuid.UUID(str(t)) for t in held],
         )
-        return self.transport.call("POST", self._path("claim"), body, model=wire.ClaimOut, retry=False)
+        try:
+            return self.transport.call(
+                "POST", self._path("claim"), body, model=wire.ClaimOut, retry=False, interrupt=interrupt
+            )
+        except Unreachable:
+            if interrupt is None or not interrupt.fired:
+                raise
+            return wire.ClaimOut(groups=[], lease_until=0.0)
 
     def heartbeat(self, held: Iterable[str], building: Optional[Builds] = None) -> list[str]:
         """Extend the leases of the ``held`` tasks; returns those to drop (cancelled, deleted or

@@ -9,7 +9,9 @@ may ask for, the largest result) stay in :mod:`hmq.defaults`: the API enforces t
 from __future__ import annotations
 
 import os
+import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -77,6 +79,11 @@ class WorkerSettings:
     claim_wait_seconds: float = defaults.CLAIM_WAIT_SECONDS
     """How long the claim of a worker that holds nothing waits on the API for tasks (the API
     answers as soon as some are submitted; it may cut the wait shorter); 0: never waits."""
+
+    claim_wait_jitter: float = 0.25
+    """Each such claim waits up to this share of ``claim_wait_seconds`` less, at random
+    (:meth:`idle_claim_wait`): workers that started, or came back after an outage, together
+    do not keep claiming in step (a thousand claims in the same second, every 20 s)."""
 
     retry_deadline_seconds: float = defaults.REQUEST_RETRY_DEADLINE_SECONDS
     """How long one request to the API or the object store is retried while it gets no answer or
@@ -186,9 +193,12 @@ class WorkerSettings:
             self.flush_seconds <= 0
             or self.retry_deadline_seconds < 0
             or self.claim_wait_seconds < 0
+            or not 0 <= self.claim_wait_jitter < 1
             or self.result_slot_spare < 0
         ):
-            raise ConfigurationError("invalid worker settings: flush interval, retry deadline or spare upload URLs")
+            raise ConfigurationError(
+                "invalid worker settings: flush interval, retry deadline, claim wait or spare upload URLs"
+            )
         if self.claim_horizon_seconds <= 0:
             raise ConfigurationError("claim_horizon_seconds must be positive")
         if self.executor_batch_seconds < 0 or self.start_within_seconds <= 0:
@@ -206,6 +216,11 @@ class WorkerSettings:
                 f"max_runtime ({self.max_runtime:g} s) must be longer than grace ({self.grace:g} s): the worker "
                 f"stops claiming grace seconds before its time is up"
             )
+
+    def idle_claim_wait(self, draw: Callable[[], float] = random.random) -> float:
+        """How long one claim of an idle worker asks the API to wait: ``claim_wait_seconds``
+        less up to ``claim_wait_jitter`` of it (``draw``: a number in [0, 1))."""
+        return self.claim_wait_seconds * (1 - self.claim_wait_jitter * draw())
 
     @classmethod
     def from_options(cls, **options: Any) -> WorkerSettings:

@@ -6,12 +6,14 @@ extend, finish, release) are :mod:`lambdas.service.lifecycle`'s.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, Union, cast
 
+import anyio.to_thread
 from sqlalchemy import Integer, Table, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
@@ -151,7 +153,9 @@ async def claim_waiting(
     time tasks become pending (:mod:`lambdas.service.wake`), until some are leased or the wait
     (cut to the API's limit) is over. The first try authenticates and extends the held leases;
     the next ones only lease. Woken for tasks it could not lease, while tasks are pending, it
-    hands the wake-up on to the next waiting claim."""
+    hands the wake-up on to the next waiting claim. A worker that hung up (``gone``: it was told
+    to stop) is left alone once woken (its wake-up goes on); tasks leased for it while it hung
+    up are handed back at once, not when their lease runs out."""
     wait = ctx.wait_for(body.wait)
     again = body.model_copy(update={"held": None})
     state: dict[str, Any] = {}
@@ -170,8 +174,27 @@ async def claim_waiting(
         return bool(answer.groups)
 
     out = await ctx.wakeups.until(WORK, wait, attempt, leased, gone, more=lambda: _pending(ctx))
+    if out.groups and wait > 0 and gone is not None and await _hung_up(gone):
+        ids = [t.id for g in out.groups for t in g.tasks]
+        await anyio.to_thread.run_sync(_hand_back, ctx, worker_id, ids)
+        out = out.model_copy(update={"groups": []})
     first: wire.ClaimOut = state["first"]
     return out.model_copy(update={"wait": wait, "held_until": first.held_until, "drop": first.drop})
+
+
+async def _hung_up(gone: Callable[[], Awaitable[bool]]) -> bool:
+    """Whether the worker hung up, after one turn of the event loop: a hang-up the server has
+    seen (its connection closing) is told to the request only on the loop's next turn."""
+    await asyncio.sleep(0)
+    return await gone()
+
+
+def _hand_back(ctx: Context, worker_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+    """Hand back tasks leased for a claim whose worker hung up: pending again at once (and the
+    waiting claims woken for them), not when their lease runs out."""
+    with ctx.index.write() as session:
+        released = ctx.lifecycle.release(session, worker_id, ids)
+    log.info("worker %s hung up on its claim: %d of its %d tasks handed back", worker_id, len(released), len(ids))
 
 
 _ANY_PENDING = select(Task.seq).where(Task.status == literal_column(str(int(TaskStatus.PENDING)))).limit(1)

@@ -18,6 +18,7 @@ import pytest
 
 import hmq
 from hmq import wire
+from hmq._http import Interrupt
 from tests.helpers import ManualClock, ManualWorker, Server, signed, start_server, submit, wait_for
 from worker.session import WorkerSession
 
@@ -338,3 +339,25 @@ def test_a_waiting_pull_for_another_users_tag_is_an_unknown_tag(server: Server) 
     with pytest.raises(hmq.NotFound, match="unknown tag"):
         bob.done_page(tag.name, wait=5)
     assert ada.get_tag_status(tag.name)["pending"] == 1
+
+
+def test_a_waiting_claim_ends_as_soon_as_its_worker_hangs_up(server: Server, tmp_path: Path) -> None:
+    """A worker told to stop ends its waiting claim (it half-closes the connection): the API
+    closes it at once, well before the worker would stop reading (30 s) and the wait would end
+    (20 s); the claim answers empty, and the next claim gets the next task."""
+    (session,) = _waiting(server, tmp_path, 1)
+    interrupt = Interrupt(grace=30)
+    claim = Claim(session, wait=20, interrupt=interrupt)
+    claim.start()
+    time.sleep(1.0)  # it waits
+    ended = time.monotonic()
+    interrupt.fire()
+    assert claim.result().groups == []
+    assert claim.answered - ended < 10
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,)])
+    (other,) = _waiting(server, tmp_path / "other", 1)
+    assert sum(len(g.tasks) for g in other.claim(1, 1, wait=5).groups) == 1
+    assert user.get_tag_status(tag.name)["running"] == 1
+    for s in (session, other):
+        s.close()

@@ -3,14 +3,16 @@ time is up, and drains on SIGTERM (running calls finish within the grace, the re
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import hmq
-from hmq import ConfigurationError
+from hmq import ConfigurationError, defaults
 from tests.helpers import HttpLedger, Server, reporting_sleeper, submit, wait_for
 from worker.life import Life
 from worker.settings import WorkerSettings
@@ -160,6 +162,49 @@ def test_an_idle_worker_waits_for_work_no_longer_than_it_may_stay() -> None:
     assert life.patience(5) == 1  # 89 s in: claiming ends at 100 - 10
     clock.now += 2
     assert life.patience(5) == 0
-    assert WorkerSettings(url="http://127.0.0.1:9").claim_wait_seconds == 5.0
-    with pytest.raises(ConfigurationError):
-        WorkerSettings(url="http://127.0.0.1:9", claim_wait_seconds=-1)
+    settings = WorkerSettings(url="http://127.0.0.1:9")
+    assert settings.claim_wait_seconds == defaults.MAX_WAIT_SECONDS
+    assert settings.idle_claim_wait(lambda: 0.0) == settings.claim_wait_seconds
+    assert settings.idle_claim_wait(lambda: 0.5) == 0.875 * settings.claim_wait_seconds  # a quarter at most less
+    for wrong in ({"claim_wait_seconds": -1}, {"claim_wait_jitter": 1.0}, {"claim_wait_jitter": -0.1}):
+        with pytest.raises(ConfigurationError):
+            WorkerSettings(url="http://127.0.0.1:9", **wrong)  # type: ignore[arg-type]
+
+
+def _waiting_worker(server: Server, directory: Path) -> Any:
+    """A worker process that holds nothing and waits on the API for work (its claim waits
+    ``claim_wait_seconds``, 20 s)."""
+    proc = server.start_worker(directory)
+    wait_for(lambda: "registered as" in proc.log_path.read_text(), what="the worker to register")
+    time.sleep(1.5)  # its first claim found nothing and waits
+    return proc
+
+
+def test_sigterm_ends_a_waiting_claim_at_once(server: Server, tmp_path: Path) -> None:
+    """A worker told to stop while its claim waits on the API does not sit out the wait."""
+    proc = _waiting_worker(server, tmp_path)
+    stopped = time.monotonic()
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0
+    assert time.monotonic() - stopped < 12  # the claim waits 20 s
+    assert "leaving: SIGTERM received" in proc.log_path.read_text()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3])
+def test_a_task_submitted_as_a_waiting_worker_stops_is_not_lost(server: Server, tmp_path: Path, delay: float) -> None:
+    """The submit wakes the waiting claim while the worker hangs up on it: whether the API
+    leased the task for it or not, the task is pending again as soon as the worker is gone
+    (not when a lease runs out, 120 s), and the next worker runs it."""
+    user = server.user()
+    proc = _waiting_worker(server, tmp_path / "first")
+    stopper = threading.Timer(delay, proc.terminate)
+    stopper.start()
+    tag = submit(user, lambda x: x * 3, [(5,)])
+    stopper.join()
+    assert proc.wait(timeout=60) == 0
+    wait_for(lambda: user.get_tag_status(tag.name)["running"] == 0, timeout=20, what="the task to be handed back")
+    status = user.get_tag_status(tag.name)
+    assert (status["pending"] + status["completed"], status["failed"]) == (1, 0)
+    server.start_worker(tmp_path / "second")
+    _pull(tag)
+    assert list(tag.results) == [15]
