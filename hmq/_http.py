@@ -81,7 +81,7 @@ class Interrupt:
         self.grace = grace
         self.fired = False
         self._sock: Optional[socket.socket] = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # fire() may run in a signal handler while attach() holds it
 
     def fire(self) -> None:
         """End the request (from any thread; safe from a signal handler's thread too)."""
@@ -96,9 +96,10 @@ class Interrupt:
     def attach(self, sock: Optional[socket.socket]) -> None:
         """The request is about to be sent on ``sock``; raises if it was ended already."""
         with self._lock:
+            self._sock = sock  # first: a fire() from a signal handler landing here then ends it
             if self.fired:
+                self._sock = None
                 raise httpx.ReadError("the request was interrupted")
-            self._sock = sock
 
     def detach(self) -> None:
         with self._lock:
@@ -107,7 +108,7 @@ class Interrupt:
 
 def _shut(sock: socket.socket, how: int) -> None:
     try:
-        sock.shutdown(how)
+        socket.socket.shutdown(sock, how)  # not SSLSocket.shutdown: it drops the TLS state the answer needs
     except OSError:  # closed meanwhile: nothing left to end
         pass
 
