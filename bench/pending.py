@@ -176,13 +176,13 @@ def measure(database_url: str, n: int = 1_000_000, repeats: int = 51) -> dict[st
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM ANALYZE"))
         empty, got_none = _timed(engine, claim(10), repeats)
+        blocks = {"empty_blocks": _blocks(engine, claim(10))} if engine.dialect.name == "postgresql" else {}
         with Session(engine) as session, session.begin():
             _insert_pending(session, bob, f"ten-{uuid.uuid4().hex[:6]}", 10, ["here"])
         ten, got_ten = _timed(engine, claim(10), repeats)
         assert (got_none, got_ten) == (0, 10), (got_none, got_ten)
-        blocks = {}
         if engine.dialect.name == "postgresql":
-            blocks = {"ten_blocks": _blocks(engine, claim(10))}
+            blocks["ten_blocks"] = _blocks(engine, claim(10))
         with Session(engine) as session, session.begin():  # the ten go: the next round starts empty again
             session.execute(text("DELETE FROM tasks WHERE datacenters = :d"), {"d": encode_datacenters(["here"])})
         return {"empty_ms": empty * 1000, "ten_ms": ten * 1000, **blocks}

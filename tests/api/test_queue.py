@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,15 @@ def test_package_sets_are_those_pending_tasks_runnable_here_need(server: Server,
     assert sorted(sets) == sorted([["six"], ["attrs", "idna"], sorted(long_set)])
     assert hpc.session.missing_dependencies("hpc", [["six"]], "2.7") == []
     assert sorted(hpc.session.missing_dependencies("cloud", [["six"]], wire.PYTHON)) == [sorted(long_set), ["pyyaml"]]
+
+
+def test_claims_read_no_more_of_the_index_with_a_large_pending_set_elsewhere(postgres: Any) -> None:
+    """Claims stay O(claimed) however many tasks are pending that the worker cannot run: the
+    pages (PostgreSQL buffers, by ``EXPLAIN (ANALYZE, BUFFERS)``, not a timing) an empty claim
+    and a claim of 10 read, before and after 50,000 tasks pinned to a datacenter no worker has."""
+    from bench import pending
+
+    out = pending.measure(postgres.database(), 50_000, repeats=1)
+    before, after = out["before"], out["after"]
+    assert after["empty_blocks"] <= 2 * before["empty_blocks"] + 10, out
+    assert after["ten_blocks"] <= 2 * before["ten_blocks"] + 10, out
