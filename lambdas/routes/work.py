@@ -76,6 +76,7 @@ def corrupt(
 
 @router.post("/{worker_id}/complete", response_model=wire.CompleteOut, responses=errors(404))
 def complete(
-    worker_id: uuid.UUID, body: wire.CompleteIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
+    worker_id: uuid.UUID, body: wire.CompleteIn, request: Request, check: Check = Depends(signature)
 ) -> wire.CompleteOut:
-    return work.complete(c, p, worker_id, body)
+    """Record a worker's report, authenticated in the report's own transaction."""
+    return work.complete(ctx(request), check, worker_id, body)
