@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hmq import defaults, wire
 from lambdas.auth import Principal
-from lambdas.routes import SIGNED, Check, base_url, ctx, errors, principal, signature
+from lambdas.routes import SIGNED, Check, answer, base_url, ctx, errors, principal, signature
 from lambdas.service import Context, submit, tags
 
 router = APIRouter(prefix="/v1", tags=["tasks"], responses=errors(*SIGNED))
@@ -37,10 +37,10 @@ def get_function(
 
 
 @router.post("/tasks", response_model=wire.SubmitOut, responses=errors(409))
-def submit_tasks(body: wire.SubmitIn, request: Request, check: Check = Depends(signature)) -> wire.SubmitOut:
+def submit_tasks(body: wire.SubmitIn, request: Request, check: Check = Depends(signature)) -> Response:
     """Register uploaded chunks' tasks. Idempotent: task ids already known are skipped.
     Authenticated in the submit's own transaction."""
-    return submit.submit(ctx(request), check, body)
+    return answer(submit.submit(ctx(request), check, body))
 
 
 @router.post("/tasks/status", response_model=wire.TaskStatusOut)
@@ -107,10 +107,11 @@ async def done(
     limit: int = Query(default=defaults.PULL_PAGE_TASKS, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
     wait: float = Query(default=0.0, ge=0, le=600),
     check: Check = Depends(signature),
-) -> wire.DonePage:
+) -> Response:
     """Finished tasks after ``cursor``, grouped by result object, with presigned GET URLs.
     With ``wait`` (seconds, cut to the API's limit), an answer with nothing new for a tag with
     open tasks waits, holding no connection, until some finish. Authenticated in the
     transaction of the first read."""
     c = ctx(request)
-    return await tags.done_waiting(c, check, tag, cursor, limit, base_url(request), wait, request.is_disconnected)
+    page = await tags.done_waiting(c, check, tag, cursor, limit, base_url(request), wait, request.is_disconnected)
+    return answer(page)
