@@ -121,8 +121,8 @@ def submit(ctx: Context, who: Who, body: wire.SubmitIn) -> wire.SubmitOut:
         _check_chunks(ctx, principal, body.chunks)
         if isinstance(who, Principal):  # authenticated in another transaction: revoked since?
             _not_revoked(session, principal)
-        tag = _own_or_new_tag(ctx, session, principal, body.tag)
         placements = placement.of_chunks(body.chunks)
+        tag = _own_or_new_tag(ctx, session, principal, body.tag, placements)
         placement.remember(session, tag, placements)
         registered(session, [c.key for c in body.chunks])
         functions = _functions(session, principal, body.chunks)
@@ -187,12 +187,15 @@ def _check_chunks(ctx: Context, principal: Principal, chunks: list[wire.ChunkIn]
         raise cast(HmqError, refused[upto])
 
 
-def _own_or_new_tag(ctx: Context, session: Session, principal: Principal, name: str) -> Tag:
+def _own_or_new_tag(
+    ctx: Context, session: Session, principal: Principal, name: str, placements: list[placement.Placement]
+) -> Tag:
     """The caller's tag ``name``, made on first use (names are per user: another user's tag of
-    the same name is another tag)."""
+    the same name is another tag), then keeping ``placements`` (:func:`placement.remember`
+    has nothing to add to a new tag)."""
     tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
     if tag is None:
-        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now(), placements="[]")
+        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now(), placements=json.dumps(placements))
         session.add(tag)
         session.flush()
     return tag
@@ -241,9 +244,17 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
         return 0
     if session.get_bind().dialect.name == "postgresql":
         return _insert_new_postgres(session, table, rows)
+    return len(list(session.scalars(_INSERT_NEW_SQLITE, rows)))
+
+
+def _insert_new_sqlite() -> Any:
     from sqlalchemy.dialects.sqlite import insert
 
-    return len(list(session.scalars(insert(table).on_conflict_do_nothing().returning(table.c.id), rows)))
+    table = cast(Table, Task.__table__)
+    return insert(table).on_conflict_do_nothing().returning(table.c.id)
+
+
+_INSERT_NEW_SQLITE = _insert_new_sqlite()  # built once: each submit runs it per chunk
 
 
 _PER_TASK = ("id", "offset", "length")
