@@ -193,7 +193,14 @@ def fleet_process(kind: str, count: int, url: str, credentials: Path, go: Path, 
 
     def one(session: Any, heartbeat: float) -> None:
         time.sleep(random.uniform(0, 0.5))  # real workers do not start in step
-        targets[kind](session, heartbeat)
+        try:
+            targets[kind](session, heartbeat)
+        except HmqError as exc:  # a simulated worker that gave up is an error of the run, said once
+            with stats.lock:
+                stats.errors += 1
+                first = stats.errors == 1
+            if first:
+                print(f"a simulated {kind} worker stopped: {exc}", file=sys.stderr, flush=True)
 
     threads = [threading.Thread(target=one, args=s, daemon=True) for s in sessions]
     for t in threads:

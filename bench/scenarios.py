@@ -24,9 +24,23 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+STALL_SECONDS = 600.0
+"""A scenario waiting for its results fails once this long passes without a new one."""
+
+
 def _wait(tag: hmq.Tag) -> None:
-    while tag.pull() != 0:
-        time.sleep(0.2)
+    """Until every task of ``tag`` has its result: blocking pulls, which wait on the API, so the
+    last result is pulled as soon as it is reported, not at a next poll (which added up to its
+    interval to the figures). No overall deadline while results keep coming; none for ``STALL_SECONDS``
+    fails the scenario (:class:`hmq.PullTimeout` names what is left) rather than hanging."""
+    while True:
+        before = tag.n_results + tag.n_errors
+        try:
+            tag.pull(blocking=True, timeout=STALL_SECONDS)
+            return
+        except hmq.PullTimeout:
+            if tag.n_results + tag.n_errors == before:
+                raise
 
 
 def end_to_end(n: int) -> dict[str, Any]:

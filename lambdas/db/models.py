@@ -236,12 +236,16 @@ class Task(Base):
 
 class Upload(Base):
     """An upload URL handed out whose object is not registered yet. Registering the object
-    removes the row; the sweep deletes objects (and rows) older than the grace period."""
+    removes the row; the sweep deletes objects (and rows) older than the grace period. At most
+    ``max_pending_uploads`` per user, and per worker for a worker's result uploads."""
 
     __tablename__ = "uploads"
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     issued: Mapped[float] = mapped_column(Float, index=True)
+    # the worker a result upload URL was issued to: workers sharing one identity each have a
+    # quota of their own (NULL: a user's upload, counted per user)
+    worker_id: Mapped[Optional[uuid.UUID]] = mapped_column(Uuid, nullable=True, index=True)
 
 
 class Worker(Base):

@@ -55,7 +55,7 @@ def uploads(
     p: Principal = Depends(principal),
     c: Context = Depends(ctx),
 ) -> wire.UploadsOut:
-    return submit.uploads(c, p, wire.UploadsIn(kind="results", count=body.count), base_url(request))
+    return submit.uploads(c, p, wire.UploadsIn(kind="results", count=body.count), base_url(request), worker_id)
 
 
 @router.post("/{worker_id}/heartbeat", response_model=wire.HeartbeatOut, responses=errors(404))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from hmq import wire
 from hmq._errors import BadRequest, Conflict, HmqError, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
-from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User
+from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User, Worker
 from lambdas.service import Context, Who, caller, delete_objects, placement
 from lambdas.service.lifecycle import encode_datacenters, place
 from lambdas.service.wake import WORK, touch
@@ -28,27 +28,49 @@ def upload_prefix(principal: Principal, kind: str) -> str:
     return f"u/{principal.key_id}/{KIND_LETTER[kind]}/"
 
 
-def uploads(ctx: Context, principal: Principal, body: wire.UploadsIn, base_url: str) -> wire.UploadsOut:
+def uploads(
+    ctx: Context, principal: Principal, body: wire.UploadsIn, base_url: str, worker_id: Optional[uuid.UUID] = None
+) -> wire.UploadsOut:
     """Presigned PUT URLs under the caller's prefix, each recorded until its object is
     registered (unregistered ones are swept after ``upload_grace_seconds``), at most
-    ``max_pending_uploads`` per caller at a time."""
+    ``max_pending_uploads`` per caller at a time: per user, or per worker for the result
+    uploads of ``worker_id`` (which must be the caller's), since the workers of a fleet often
+    share one identity and each keeps spare URLs (``result_slot_spare``)."""
     principal.require("worker" if body.kind == "results" else "user")
     prefix = upload_prefix(principal, body.kind)
     keys = [prefix + uuid.uuid4().hex for _ in range(body.count)]
     limit = ctx.settings.max_pending_uploads
     with ctx.index.write() as session:
-        pending = session.scalar(select(func.count()).select_from(Upload).where(Upload.user_id == principal.user_id))
-        if (pending or 0) + len(keys) > limit:
+        pending = _pending_uploads(session, principal, worker_id)
+        if pending + len(keys) > limit:
+            whose = "of this worker" if worker_id is not None else "of yours"
             raise BadRequest(
                 "upload_quota",
-                f"{pending} upload URLs of yours are not registered yet and at most {limit} may be (each may carry "
+                f"{pending} upload URLs {whose} are not registered yet and at most {limit} may be (each may carry "
                 f"{ctx.settings.max_object_bytes} bytes): register what you uploaded, or wait until unregistered "
                 f"uploads are deleted, {ctx.settings.upload_grace_seconds:.0f} s after their URL was issued",
                 status=429,
             )
-        session.add_all(Upload(key=key, user_id=principal.user_id, issued=ctx.now()) for key in keys)
+        now = ctx.now()
+        session.add_all(Upload(key=key, user_id=principal.user_id, issued=now, worker_id=worker_id) for key in keys)
     slots = [wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)) for key in keys]
     return wire.UploadsOut(slots=slots, expires_in=ctx.settings.presign_expiry_seconds)
+
+
+def _pending_uploads(session: Session, principal: Principal, worker_id: Optional[uuid.UUID]) -> int:
+    """The unregistered uploads counted against this request's quota: the worker's (it must be
+    registered by the caller), or the user's own."""
+    mine: tuple[Any, ...]
+    if worker_id is None:
+        mine = (Upload.user_id == principal.user_id, Upload.worker_id.is_(None))
+    else:
+        owner = session.scalar(select(Worker.user_id).where(Worker.id == worker_id))
+        if owner is None:
+            raise NotFound("unknown_worker", f"unknown worker {worker_id}; register first")
+        if owner != principal.user_id:
+            raise PermissionDenied("this worker was registered by another identity")
+        mine = (Upload.worker_id == worker_id,)
+    return session.scalar(select(func.count()).select_from(Upload).where(*mine)) or 0
 
 
 _REGISTERED = delete(Upload).where(Upload.key.in_(bindparam("keys", expanding=True)))

@@ -108,3 +108,41 @@ def test_unregistered_upload_urls_are_bounded_per_caller(make_server: Any) -> No
     assert info.value.reason.startswith("4 upload URLs of yours are not registered yet and at most 5 may be")
     assert "register what you uploaded, or wait" in info.value.reason
     assert len(server.user()._upload_slots("chunk", 5)) == 5  # another user has a quota of her own
+
+
+def test_result_upload_urls_are_bounded_per_worker_not_per_worker_identity(make_server: Any, tmp_path: Path) -> None:
+    """The workers of a fleet share one identity and each keeps spare result URLs: one worker
+    at its quota does not stop the others from reporting."""
+    server = make_server(max_pending_uploads=5)
+    first = ManualWorker(server, tmp_path)
+    first.session.result_slots(4, spare=0)
+    with pytest.raises(hmq.BadRequest) as info:
+        first.session.result_slots(2, spare=0)
+    assert info.value.status == 429 and info.value.code == "upload_quota"
+    assert info.value.reason.startswith("4 upload URLs of this worker are not registered yet and at most 5 may be")
+    second = first.api._worker_session()  # the same identity, another worker
+    second.register("default", 1, None)
+    assert len(second.result_slots(5, spare=0)) == 5
+    # a user's quota is its own: the workers' URLs do not count against it
+    assert len(server.user()._upload_slots("chunk", 5)) == 5
+    # and what is reported still works for the worker at its quota once it registers one
+    user = server.user()
+    submit(user, lambda x: x, [(1,)])
+    (group,) = first.claim()
+    with pytest.raises(hmq.BadRequest):
+        first.complete(group, {str(t.id): 1 for t in group.tasks})  # no URL left for its result
+    assert user.get_tag_status(group.tag)["running"] == 1  # nothing lost: still its lease
+
+
+def test_result_upload_urls_need_the_callers_own_registered_worker(make_server: Any, tmp_path: Path) -> None:
+    import uuid
+
+    from hmq import wire
+
+    server = make_server()
+    mine, other = ManualWorker(server, tmp_path), ManualWorker(server, tmp_path)  # two identities
+    body = wire.UploadsIn(kind="results", count=1)
+    for worker_id, code in ((uuid.uuid4(), "unknown_worker"), (other.session.worker_id, "forbidden")):
+        with pytest.raises(hmq.HmqError) as info:
+            mine.session.transport.call("POST", f"/v1/workers/{worker_id}/uploads", body, model=wire.UploadsOut)
+        assert getattr(info.value, "code", None) == code, info.value

@@ -6,19 +6,25 @@ could fail: a claim that only polled would answer after its whole wait, not at t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, text
 
 import hmq
 from hmq import wire
 from hmq._http import Interrupt
+from lambdas.db import make_engine
+from lambdas.db.models import Worker
 from tests.helpers import ManualClock, ManualWorker, Server, signed, start_server, submit, wait_for
 from worker.session import WorkerSession
 
@@ -268,6 +274,111 @@ def test_a_woken_claim_whose_worker_hung_up_hands_the_wake_up_on(make_server: An
     assert sum(len(g.tasks) for g in claim.result().groups) == 1
     assert claim.answered - submitted < 10
     waiting.close()
+
+
+def _claim_over_socket(server: Server, w: ManualWorker, wait: float) -> socket.socket:
+    """A waiting claim of ``w``'s worker for one task, signed, sent over a connection of its own."""
+    path = f"/v1/workers/{w.session.worker_id}/claim"
+    body = json.dumps({"max_tasks": 1, "available": 1, "wait": wait}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    headers = {
+        "host": f"{host}:{port}",
+        **signed(w.creds.identity, "POST", path, body),
+        "content-length": str(len(body)),
+    }
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _hang_up(sock: socket.socket) -> bytes:
+    """Half-close, as a worker told to stop does, and read until the API closes the connection
+    (uvicorn marks the request disconnected before it closes the socket): what it answered."""
+    sock.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    return answer
+
+
+@contextlib.contextmanager
+def _holding_up(server: Server, worker_id: uuid.UUID) -> Iterator[Callable[[], None]]:
+    """Hold up the claims of ``worker_id`` in the index: on PostgreSQL, lock its worker row
+    (a claim's first statement updates it); on SQLite, take the write lock (each write waits).
+    Yields a function that returns once a claim waits for it (PostgreSQL: seen waiting on the
+    lock; SQLite, where no one can see that: after a second)."""
+    engine = make_engine(server.settings.database_url)
+
+    def lock_waits() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.scalar(text(_LOCK_WAITS)))
+
+    def until_waiting() -> None:
+        if engine.dialect.name == "postgresql":
+            wait_for(lock_waits, timeout=30, what="the claim to wait for the locked worker row")
+        else:
+            time.sleep(1.0)
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(select(Worker.id).where(Worker.id == worker_id).with_for_update())
+            yield until_waiting
+    finally:
+        engine.dispose()
+
+
+_LOCK_WAITS = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+
+
+def _handed_back(server: Server, user: hmq.API, tag: Any, gone: ManualWorker, since: float, tmp_path: Path) -> None:
+    """Once the claim of ``gone``'s worker (which hung up) leased the task (its worker seen
+    after ``since``), the task is pending again within 10 s, its lease (120 s) still running,
+    and another worker's claim gets it."""
+    assert server.settings.lease_seconds == 120
+    wait_for(lambda: _seen_at(server, [gone.session], since) == 1, timeout=30, what="the claim to lease the task")
+    wait_for(lambda: user.get_tag_status(tag.name)["pending"] == 1, timeout=10, what="the task to be handed back")
+    (other,) = _waiting(server, tmp_path / "other", 1)
+    assert sum(len(g.tasks) for g in other.claim(1, 1, wait=5).groups) == 1
+    assert user.get_tag_status(tag.name)["running"] == 1
+    other.close()
+
+
+def test_a_task_leased_for_a_worker_that_hung_up_meanwhile_is_handed_back_at_once(
+    server: Server, tmp_path: Path
+) -> None:
+    """A waiting claim whose worker hangs up while the claim is leasing (here: while it waits
+    for the index) leases the pending task all the same; the API, finding its worker gone,
+    hands the task back at once, not when its lease runs out (that worker never heard of it)."""
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,)])
+    gone = ManualWorker(server, tmp_path / "gone")
+    sent = time.time()
+    with _holding_up(server, gone.session.worker_id) as until_waiting:
+        sock = _claim_over_socket(server, gone, wait=20)
+        until_waiting()
+        assert _hang_up(sock) == b""  # no answer: the API has seen the hang-up
+    _handed_back(server, user, tag, gone, sent, tmp_path)
+
+
+def test_a_task_a_woken_claim_leased_for_a_worker_that_hung_up_is_handed_back_at_once(
+    pg_server: Server, tmp_path: Path
+) -> None:
+    """The claim waits; the submit wakes it, and its worker hangs up while the woken claim is
+    leasing (it waits for its worker's row): the task is pending again at once. (PostgreSQL:
+    on SQLite the submit would wait for the held write lock too.)"""
+    user = pg_server.user()
+    gone = ManualWorker(pg_server, tmp_path / "gone")
+    sent = time.time()
+    sock = _claim_over_socket(pg_server, gone, wait=20)
+    wait_for(lambda: _seen_at(pg_server, [gone.session], sent) == 1, timeout=30, what="the claim's first read")
+    woken = time.time()
+    with _holding_up(pg_server, gone.session.worker_id) as until_waiting:
+        tag = submit(user, lambda x: x, [(1,)])
+        until_waiting()  # woken, it waits for the worker row
+        assert _hang_up(sock) == b""
+    _handed_back(pg_server, user, tag, gone, woken, tmp_path)
 
 
 # --- pulls -----------------------------------------------------------------------------------
