@@ -83,7 +83,8 @@ def create_app(settings: Settings, *, serverless: bool = False, clock: Callable[
     app.state.ctx = Context.create(settings, index, store, clock, serverless=serverless)
     app.state.auth = Authenticator(settings, index, clock)
     errors.install(app)
-    for module in (users, tags, work, queue, blobs):
+    for module in (users, tags, work, queue):
         app.include_router(module.router)
+    app.router.routes.extend(blobs.routes)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app

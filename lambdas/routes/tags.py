@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hmq import defaults, wire
 from lambdas.auth import Principal
-from lambdas.routes import SIGNED, base_url, ctx, errors, principal
+from lambdas.routes import SIGNED, Check, answer, base_url, ctx, errors, principal, signature
 from lambdas.service import Context, submit, tags
 
 router = APIRouter(prefix="/v1", tags=["tasks"], responses=errors(*SIGNED))
@@ -37,9 +37,10 @@ def get_function(
 
 
 @router.post("/tasks", response_model=wire.SubmitOut, responses=errors(409))
-def submit_tasks(body: wire.SubmitIn, p: Principal = Depends(principal), c: Context = Depends(ctx)) -> wire.SubmitOut:
-    """Register uploaded chunks' tasks. Idempotent: task ids already known are skipped."""
-    return submit.submit(c, p, body)
+def submit_tasks(body: wire.SubmitIn, request: Request, check: Check = Depends(signature)) -> Response:
+    """Register uploaded chunks' tasks. Idempotent: task ids already known are skipped.
+    Authenticated in the submit's own transaction."""
+    return answer(submit.submit(ctx(request), check, body))
 
 
 @router.post("/tasks/status", response_model=wire.TaskStatusOut)
@@ -105,10 +106,12 @@ async def done(
     cursor: str = Query(default="", pattern=wire.CURSOR_RE),
     limit: int = Query(default=defaults.PULL_PAGE_TASKS, ge=1, le=defaults.MAX_TASKS_PER_REQUEST),
     wait: float = Query(default=0.0, ge=0, le=600),
-    p: Principal = Depends(principal),
-    c: Context = Depends(ctx),
-) -> wire.DonePage:
+    check: Check = Depends(signature),
+) -> Response:
     """Finished tasks after ``cursor``, grouped by result object, with presigned GET URLs.
     With ``wait`` (seconds, cut to the API's limit), an answer with nothing new for a tag with
-    open tasks waits, holding no connection, until some finish."""
-    return await tags.done_waiting(c, p, tag, cursor, limit, base_url(request), wait, request.is_disconnected)
+    open tasks waits, holding no connection, until some finish. Authenticated in the
+    transaction of the first read."""
+    c = ctx(request)
+    page = await tags.done_waiting(c, check, tag, cursor, limit, base_url(request), wait, request.is_disconnected)
+    return answer(page)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hmq import wire
 from lambdas.auth import Principal
-from lambdas.routes import SIGNED, Check, base_url, ctx, errors, principal, signature
+from lambdas.routes import SIGNED, Check, answer, base_url, ctx, errors, principal, signature
 from lambdas.service import Context, submit, work
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=errors(*SIGNED))
@@ -42,10 +42,9 @@ async def claim(
     check: Check = Depends(signature),
 ) -> Response:
     """Lease tasks; with ``wait``, the answer waits (holding no connection) until there are some.
-    The answer is serialized here, once: FastAPI would validate the model again first. The
-    context is read here, not as a dependency: a plain one would run in the threadpool."""
+    The context is read here, not as a dependency: a plain one would run in the threadpool."""
     out = await work.claim_waiting(ctx(request), check, worker_id, body, base_url(request), request.is_disconnected)
-    return Response(out.model_dump_json(), media_type="application/json")
+    return answer(out)
 
 
 @router.post("/{worker_id}/uploads", response_model=wire.UploadsOut, responses=errors(404, 429))
@@ -76,6 +75,7 @@ def corrupt(
 
 @router.post("/{worker_id}/complete", response_model=wire.CompleteOut, responses=errors(404))
 def complete(
-    worker_id: uuid.UUID, body: wire.CompleteIn, p: Principal = Depends(principal), c: Context = Depends(ctx)
-) -> wire.CompleteOut:
-    return work.complete(c, p, worker_id, body)
+    worker_id: uuid.UUID, body: wire.CompleteIn, request: Request, check: Check = Depends(signature)
+) -> Response:
+    """Record a worker's report, authenticated in the report's own transaction."""
+    return answer(work.complete(ctx(request), check, worker_id, body))

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Union
+
+from sqlalchemy.orm import Session
 
 from hmq._errors import StorageError
+from lambdas.auth import Principal
 from lambdas.db import Index
 from lambdas.service.lifecycle import Clock, Lifecycle
 from lambdas.service.metrics import Metrics
@@ -21,6 +26,17 @@ from lambdas.settings import Settings
 from lambdas.storage import ObjectStore
 
 log = logging.getLogger("hmq.api")
+
+Who = Union[Principal, Callable[[Session], Principal]]
+"""The caller, or a check that authenticates it inside the operation's transaction (the
+routes' :func:`lambdas.routes.signature`: key look-up, nonce and the operation's work in one
+transaction, on one connection)."""
+
+
+def caller(who: Who, session: Session) -> Principal:
+    """The caller of an operation whose transaction is ``session``: authenticated in it when
+    ``who`` is a check (an authentication failure rolls the transaction back: nothing is stored)."""
+    return who if isinstance(who, Principal) else who(session)
 
 
 @dataclass(frozen=True)

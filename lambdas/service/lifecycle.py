@@ -56,11 +56,13 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Float,
+    Table,
     Text,
     bindparam,
     case,
     delete,
     func,
+    insert,
     literal_column,
     select,
     update,
@@ -227,12 +229,18 @@ def _capped(until: float, deadline: Any = Task.deadline) -> Any:
 
 
 # --- batches -----------------------------------------------------------------------------------
+_BATCHES = cast(Table, Batch.__table__)
+_NEW_BATCH = (
+    insert(_BATCHES)
+    .values(tag_id=bindparam("tag"), key=bindparam("key"), created=bindparam("now"))
+    .returning(_BATCHES.c.id)
+)
+
+
 def new_batch(session: Session, tag_id: int, now: float, key: Optional[str] = None) -> int:
-    """A new batch id: the pull cursor advances over batches in creation order."""
-    batch = Batch(tag_id=tag_id, key=key, created=now)
-    session.add(batch)
-    session.flush()
-    return batch.id
+    """A new batch id: the pull cursor advances over batches in creation order (one INSERT ...
+    RETURNING, built once: each report of results runs it)."""
+    return int(session.connection().execute(_NEW_BATCH, {"tag": tag_id, "key": key, "now": now}).scalar_one())
 
 
 def _held_by(worker_id: uuid.UUID) -> list[ColumnElement[bool]]:
@@ -280,6 +288,40 @@ def _lease_statement() -> Any:
 
 
 _LEASE = _lease_statement()
+
+# What a report of results runs, built once (every complete runs them): the batch of a result
+# object already recorded, the tag of the tasks this worker holds, and the changes of those tasks.
+_RECORDED = select(Batch.id).where(Batch.key == bindparam("key"))
+_HELD_IN_TAG = (
+    select(Task.tag_id)
+    .join(Tag, Tag.id == Task.tag_id)
+    .where(
+        Tag.name == bindparam("tag"),
+        Task.id.in_(bindparam("ids", expanding=True)),
+        Task.worker_id == bindparam("worker"),
+        Task.status == TaskStatus.RUNNING,
+    )
+    .limit(1)
+)
+_MINE_IN_TAG = (
+    Task.id.in_(bindparam("ids", expanding=True)),
+    Task.worker_id == bindparam("worker"),
+    Task.status == TaskStatus.RUNNING,
+    Task.tag_id == bindparam("tag"),
+)
+_RETRY = (
+    update(Task)
+    .where(*_MINE_IN_TAG, Task.failures < Task.retries)
+    .values(status=TaskStatus.PENDING, failures=Task.failures + 1, worker_id=None, lease_until=None)
+    .returning(Task.id)
+)
+_FINISH_AS = {
+    status: update(Task)
+    .where(*_MINE_IN_TAG)
+    .values(status=status, batch_id=bindparam("batch"), lease_until=None)
+    .returning(Task.id)
+    for status in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+}
 
 
 @dataclass(frozen=True)
@@ -379,18 +421,16 @@ class Lifecycle:
 
     def _record_object(self, session: Session, worker_id: uuid.UUID, stored: wire.StoredResults, out: Finished) -> None:
         ids = [*stored.completed, *stored.failed]
-        recorded = session.scalars(select(Batch.id).where(Batch.key == stored.key)).one_or_none()
+        connection = session.connection()
+        recorded = connection.execute(_RECORDED, {"key": stored.key}).scalar_one_or_none()
         if recorded is not None:  # a retried report: answer as the first time did
             taken = set(session.scalars(select(Task.id).where(Task.id.in_(ids), Task.batch_id == recorded)))
             out.accepted += len(taken)
             out.ignored += [i for i in ids if i not in taken]
             return
-        tag_id = session.scalar(  # tag names are per user: the tag of the tasks this worker holds
-            select(Task.tag_id)
-            .join(Tag, Tag.id == Task.tag_id)
-            .where(Tag.name == stored.tag, Task.id.in_(ids), *_held_by(worker_id))
-            .limit(1)
-        )
+        # tag names are per user: the tag of the tasks this worker holds
+        held = {"tag": stored.tag, "ids": ids, "worker": worker_id}
+        tag_id = connection.execute(_HELD_IN_TAG, held).scalar() if ids else None
         if tag_id is None:
             out.ignored += ids
         if tag_id is None or not self._attach(session, worker_id, stored, tag_id, out):
@@ -405,20 +445,12 @@ class Lifecycle:
         The object stays (its batch too) when it only holds retried failures, so that a
         repeated report still finds it; it is deleted with its tag."""
         batch = new_batch(session, tag_id, self.clock(), stored.key)
-        mine = [*_held_by(worker_id), Task.tag_id == tag_id]
-        retried = self._change(
-            session,
-            stored.failed,
-            [*mine, Task.failures < Task.retries],
-            status=TaskStatus.PENDING,
-            failures=Task.failures + 1,
-            worker_id=None,
-            lease_until=None,
-        )
+        mine = {"worker": worker_id, "tag": tag_id, "batch": batch}
+        retried = self._set(session, _RETRY, stored.failed, mine)
         failed = [i for i in stored.failed if i not in retried]
         taken = len(retried)
         for part, status in ((stored.completed, TaskStatus.COMPLETED), (failed, TaskStatus.FAILED)):
-            done = self._change(session, part, mine, status=status, batch_id=batch, lease_until=None)
+            done = self._set(session, _FINISH_AS[status], part, mine)
             taken += len(done)
             out.ignored += [i for i in part if i not in done]
         out.accepted += taken
@@ -451,6 +483,17 @@ class Lifecycle:
                 touch(session, tag_channel(tag_id))
             values = {"status": TaskStatus.FAILED, "batch_id": batches[tag_id], "lease_until": None, "error": rej.error}
             out.accepted += len(self._change(session, [rej.id], _held_by(worker_id), **values))
+
+    def _set(
+        self, session: Session, statement: Any, ids: Sequence[uuid.UUID], params: dict[str, Any]
+    ) -> set[uuid.UUID]:
+        """Run a prebuilt ``UPDATE ... WHERE id IN :ids ... RETURNING id`` over ``ids`` (a page at
+        a time) with ``params``; return the ids changed."""
+        changed: set[uuid.UUID] = set()
+        connection = session.connection()
+        for part in batched(list(ids), self.settings.select_page):
+            changed.update(connection.execute(statement, {**params, "ids": part}).scalars())
+        return changed
 
     def _change(
         self, session: Session, ids: Sequence[uuid.UUID], where: list[ColumnElement[bool]], **values: Any

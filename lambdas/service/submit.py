@@ -10,10 +10,10 @@ from sqlalchemy import Table, bindparam, delete, func, literal, select
 from sqlalchemy.orm import Session
 
 from hmq import wire
-from hmq._errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PermissionDenied
+from hmq._errors import BadRequest, Conflict, HmqError, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User, Worker
-from lambdas.service import Context, delete_objects, placement
+from lambdas.service import Context, Who, caller, delete_objects, placement
 from lambdas.service.lifecycle import encode_datacenters, place
 from lambdas.service.wake import WORK, touch
 
@@ -73,13 +73,17 @@ def _pending_uploads(session: Session, principal: Principal, worker_id: Optional
     return session.scalar(select(func.count()).select_from(Upload).where(*mine)) or 0
 
 
+_REGISTERED = delete(Upload).where(Upload.key.in_(bindparam("keys", expanding=True)))
+
+
 def registered(session: Session, keys: list[str]) -> None:
     """The objects at ``keys`` are registered: their uploads are no longer swept."""
-    session.execute(delete(Upload).where(Upload.key.in_(keys)))
+    if keys:
+        session.connection().execute(_REGISTERED, {"keys": keys})
 
 
-def _checked_size(ctx: Context, key: str, minimum: int) -> int:
-    size = ctx.store.size(key)
+def _checked_size(ctx: Context, key: str, minimum: int, size: Optional[int]) -> int:
+    """``size``, the object at ``key``'s (``None``: there is none), if it may be registered."""
     if size is None:
         raise BadRequest("object_missing", f"object {key!r} has not been uploaded")
     if size > ctx.settings.max_object_bytes:
@@ -96,7 +100,7 @@ def register_function(ctx: Context, principal: Principal, body: wire.FunctionIn)
     principal.require("user")
     if not body.key.startswith(upload_prefix(principal, "function")):
         raise PermissionDenied("function object was not uploaded through this user's upload slots")
-    size = _checked_size(ctx, body.key, body.size)
+    size = _checked_size(ctx, body.key, body.size, ctx.store.size(body.key))
     with ctx.index.write() as session:
         existing = session.scalars(
             select(Function).where(Function.user_id == principal.user_id, Function.digest == body.digest)
@@ -129,18 +133,18 @@ def get_function(ctx: Context, principal: Principal, digest: str, base_url: str)
     return wire.FunctionOut(digest=fn.digest, size=fn.size, url=ctx.presign_get(fn.key, base_url), corrupt=fn.corrupt)
 
 
-def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.SubmitOut:
+def submit(ctx: Context, who: Who, body: wire.SubmitIn) -> wire.SubmitOut:
     """Register the tasks of uploaded chunks as pending. Idempotent: task ids already known are
-    skipped. The answer warns when no worker seen recently can run them (:mod:`.placement`)."""
-    principal.require("user")
-    for chunk in body.chunks:
-        _check_chunk(ctx, principal, chunk)
+    skipped. The answer warns when no worker seen recently can run them (:mod:`.placement`).
+    One transaction (the caller's authentication too, when ``who`` is a check)."""
     created = existing = 0
     with ctx.index.write() as session:
-        if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
-            raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
-        tag = _own_or_new_tag(ctx, session, principal, body.tag)
+        principal = caller(who, session).require("user")
+        _check_chunks(ctx, principal, body.chunks)
+        if isinstance(who, Principal):  # authenticated in another transaction: revoked since?
+            _not_revoked(session, principal)
         placements = placement.of_chunks(body.chunks)
+        tag = _own_or_new_tag(ctx, session, principal, body.tag, placements)
         placement.remember(session, tag, placements)
         registered(session, [c.key for c in body.chunks])
         functions = _functions(session, principal, body.chunks)
@@ -153,6 +157,11 @@ def submit(ctx: Context, principal: Principal, body: wire.SubmitIn) -> wire.Subm
         if created:
             touch(session, WORK, count=created)  # as many waiting claims claim again once this is committed
     return wire.SubmitOut(created=created, existing=existing, warnings=warnings)
+
+
+def _not_revoked(session: Session, principal: Principal) -> None:
+    if session.scalar(select(User.revoked).where(User.id == principal.user_id)) is not None:
+        raise PermissionDenied(f"access of user {principal.name!r} has been revoked")
 
 
 def _functions(session: Session, principal: Principal, chunks: list[wire.ChunkIn]) -> dict[str, int]:
@@ -178,20 +187,37 @@ def _functions(session: Session, principal: Principal, chunks: list[wire.ChunkIn
     return {digest: r.id for digest, r in found.items()}
 
 
-def _check_chunk(ctx: Context, principal: Principal, chunk: wire.ChunkIn) -> None:
+def _chunk_refused(principal: Principal, chunk: wire.ChunkIn) -> Optional[HmqError]:
+    """Why ``chunk`` may not be submitted, before its object is looked at (``None``: it may)."""
     if not chunk.key.startswith(upload_prefix(principal, "chunk")):
-        raise PermissionDenied("chunk object was not uploaded through this user's upload slots")
+        return PermissionDenied("chunk object was not uploaded through this user's upload slots")
     if any(offset < chunk.header_len or length <= 0 for _, offset, length in chunk.tasks):
-        raise BadRequest("invalid_chunk", "call ranges must lie after the chunk header")
-    _checked_size(ctx, chunk.key, max(offset + length for _, offset, length in chunk.tasks))
+        return BadRequest("invalid_chunk", "call ranges must lie after the chunk header")
+    return None
 
 
-def _own_or_new_tag(ctx: Context, session: Session, principal: Principal, name: str) -> Tag:
+def _check_chunks(ctx: Context, principal: Principal, chunks: list[wire.ChunkIn]) -> None:
+    """Each chunk was uploaded through the caller's slots, its call ranges lie after its header
+    and its object is there, no larger than allowed and long enough, in submit order: the first
+    that is not is the answer. The objects are looked up together (:meth:`ObjectStore.sizes`)."""
+    refused = [_chunk_refused(principal, chunk) for chunk in chunks]
+    upto = next((i for i, why in enumerate(refused) if why is not None), len(chunks))
+    sizes = ctx.store.sizes([chunk.key for chunk in chunks[:upto]])
+    for chunk in chunks[:upto]:
+        _checked_size(ctx, chunk.key, max(offset + length for _, offset, length in chunk.tasks), sizes[chunk.key])
+    if upto < len(chunks):
+        raise cast(HmqError, refused[upto])
+
+
+def _own_or_new_tag(
+    ctx: Context, session: Session, principal: Principal, name: str, placements: list[placement.Placement]
+) -> Tag:
     """The caller's tag ``name``, made on first use (names are per user: another user's tag of
-    the same name is another tag)."""
+    the same name is another tag), then keeping ``placements`` (:func:`placement.remember`
+    has nothing to add to a new tag)."""
     tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
     if tag is None:
-        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now(), placements="[]")
+        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now(), placements=json.dumps(placements))
         session.add(tag)
         session.flush()
     return tag
@@ -240,9 +266,17 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
         return 0
     if session.get_bind().dialect.name == "postgresql":
         return _insert_new_postgres(session, table, rows)
+    return len(list(session.scalars(_INSERT_NEW_SQLITE, rows)))
+
+
+def _insert_new_sqlite() -> Any:
     from sqlalchemy.dialects.sqlite import insert
 
-    return len(list(session.scalars(insert(table).on_conflict_do_nothing().returning(table.c.id), rows)))
+    table = cast(Table, Task.__table__)
+    return insert(table).on_conflict_do_nothing().returning(table.c.id)
+
+
+_INSERT_NEW_SQLITE = _insert_new_sqlite()  # built once: each submit runs it per chunk
 
 
 _PER_TASK = ("id", "offset", "length")

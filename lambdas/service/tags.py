@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, cast
 
 import anyio.to_thread
-from sqlalchemy import delete, exists, func, select, tuple_
+from sqlalchemy import BigInteger, Integer, bindparam, delete, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -19,7 +19,7 @@ from hmq._batching import batched
 from hmq._errors import BadRequest, NotFound
 from lambdas.auth import Principal
 from lambdas.db.models import OPEN_STATES, Batch, Chunk, Tag, Task, TaskStatus
-from lambdas.service import Context, delete_objects, placement
+from lambdas.service import Context, Who, caller, delete_objects, placement
 from lambdas.service.wake import tag_channel, touch
 
 
@@ -117,26 +117,48 @@ def _done_columns() -> tuple:
     return (Task.seq, Task.id, Task.status, Task.batch_id, Task.error, Batch.key)
 
 
-def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit: int, base_url: str) -> wire.DonePage:
-    """Finished tasks of a tag after ``cursor``, grouped by the result object holding them."""
+# What a pull runs, built once (a blocking pull runs them for each page it reads).
+_OWN_TAG_ID = select(Tag.id).where(Tag.user_id == bindparam("user"), Tag.name == bindparam("name"))
+_DONE_AFTER = (
+    select(*_done_columns())
+    .join(Batch, Batch.id == Task.batch_id)
+    .where(
+        Task.tag_id == bindparam("tag"),
+        Task.batch_id.is_not(None),
+        tuple_(Task.batch_id, Task.seq)
+        > tuple_(bindparam("batch_after", type_=BigInteger), bindparam("seq_after", type_=BigInteger)),
+    )
+    .order_by(Task.batch_id, Task.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
+_OPEN_IN_TAG = select(func.count()).where(Task.tag_id == bindparam("tag"), Task.status.in_(OPEN_STATES))
+
+
+def _cursor(cursor: str) -> tuple[int, int]:
+    """The ``batch:seq`` a pull reads after (``""``: from the start)."""
     try:
         batch_after, seq_after = (int(x) for x in cursor.split(":")) if cursor else (0, 0)
     except ValueError:
         raise BadRequest("invalid_cursor", f"invalid cursor {cursor!r}") from None
-    with ctx.index.read() as session:
-        tag = own_tag(session, principal, name)
-        rows = session.execute(
-            select(*_done_columns())
-            .join(Batch, Batch.id == Task.batch_id)
-            .where(
-                Task.tag_id == tag.id,
-                Task.batch_id.is_not(None),
-                tuple_(Task.batch_id, Task.seq) > tuple_(batch_after, seq_after),
-            )
-            .order_by(Task.batch_id, Task.seq)
-            .limit(limit)
-        ).all()
-        open_count = session.scalar(select(func.count()).where(Task.tag_id == tag.id, Task.status.in_(OPEN_STATES)))
+    return batch_after, seq_after
+
+
+def _own_tag_id(session: Session, principal: Principal, name: str) -> int:
+    """:func:`own_tag`'s id (one prebuilt query)."""
+    principal.require("user")
+    params = {"user": principal.user_id, "name": name}
+    tag_id = session.connection().execute(_OWN_TAG_ID, params).scalar_one_or_none()
+    if tag_id is None:
+        raise NotFound("unknown_tag", f"unknown tag {name!r}")
+    return int(tag_id)
+
+
+def _page(ctx: Context, session: Session, tag_id: int, cursor: str, limit: int, base_url: str) -> wire.DonePage:
+    batch_after, seq_after = _cursor(cursor)
+    connection = session.connection()
+    params = {"tag": tag_id, "batch_after": batch_after, "seq_after": seq_after, "limit": limit}
+    rows = connection.execute(_DONE_AFTER, params).all()
+    open_count = connection.execute(_OPEN_IN_TAG, {"tag": tag_id}).scalar()
     objects, closed = _group_done(ctx, rows, base_url)
     next_cursor = f"{rows[-1].batch_id}:{rows[-1].seq}" if rows else cursor
     return wire.DonePage(
@@ -144,9 +166,30 @@ def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit:
     )
 
 
+def done_page(ctx: Context, principal: Principal, name: str, cursor: str, limit: int, base_url: str) -> wire.DonePage:
+    """Finished tasks of a tag after ``cursor``, grouped by the result object holding them."""
+    _cursor(cursor)
+    with ctx.index.read() as session:
+        return _page(ctx, session, _own_tag_id(session, principal, name), cursor, limit, base_url)
+
+
+def _first_page(
+    ctx: Context, who: Who, name: str, cursor: str, limit: int, base_url: str
+) -> tuple[Principal, int, int, wire.DonePage]:
+    """A pull's first read, in the transaction that authenticates it: the caller, the tag's id,
+    the version of its channel before the page was read, and the page."""
+    with ctx.index.write() as session:
+        principal = caller(who, session)
+        _cursor(cursor)
+        tag_id = _own_tag_id(session, principal, name)
+        since = ctx.wakeups.version(tag_channel(tag_id))
+        page = _page(ctx, session, tag_id, cursor, limit, base_url)
+    return principal, tag_id, since, page
+
+
 async def done_waiting(
     ctx: Context,
-    principal: Principal,
+    who: Who,
     name: str,
     cursor: str,
     limit: int,
@@ -156,20 +199,16 @@ async def done_waiting(
 ) -> wire.DonePage:
     """:func:`done_page`; when it has nothing new while tasks are still open and the pull asks
     to ``wait``, read again each time tasks of the tag finish (:mod:`lambdas.service.wake`),
-    until there is news or the wait (cut to the API's limit) is over."""
+    until there is news or the wait (cut to the API's limit) is over. The first read is one
+    transaction with the caller's authentication, when ``who`` is a check."""
     wait = ctx.wait_for(wait)
-    channel = "none"
-    if wait > 0:
-        channel = tag_channel(await anyio.to_thread.run_sync(_tag_id, ctx, principal, name))
-    page = await ctx.wakeups.until(
-        channel, wait, lambda: done_page(ctx, principal, name, cursor, limit, base_url), _news, gone
+    principal, tag_id, since, page = await anyio.to_thread.run_sync(
+        _first_page, ctx, who, name, cursor, limit, base_url
     )
+    if wait > 0 and not _news(page):
+        again = lambda: done_page(ctx, principal, name, cursor, limit, base_url)  # noqa: E731
+        page = await ctx.wakeups.until(tag_channel(tag_id), wait, again, _news, gone, after=(page, since))
     return page.model_copy(update={"wait": wait})
-
-
-def _tag_id(ctx: Context, principal: Principal, name: str) -> int:
-    with ctx.index.read() as session:
-        return own_tag(session, principal, name).id
 
 
 def _news(page: wire.DonePage) -> bool:

@@ -233,19 +233,25 @@ class Wakeups:
         found: Callable[[T], bool],
         gone: Optional[Callable[[], Awaitable[bool]]] = None,
         more: Optional[Callable[[], bool]] = None,
+        after: Optional[tuple[T, int]] = None,
     ) -> T:
         """Run ``attempt`` (in the threadpool: it opens its own transaction) until ``found``
         says its answer is worth giving, again after each wake-up of ``channel`` (or every
         ``recheck`` seconds), for up to ``wait`` seconds; return its last answer. Stops early
         when ``gone`` says the caller hung up (a claim must not lease tasks nobody receives).
         A counted wake-up whose attempt found nothing goes on to the next waiter when ``more``
-        (in the threadpool) says something is still there for others (no ``more``: always)."""
+        (in the threadpool) says something is still there for others (no ``more``: always).
+        ``after``: a first answer the caller read itself, with the version of ``channel``
+        before it read it (a pull reads its first page in the transaction that authenticates it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         token: Optional[int] = None
         while True:
-            since = self.version(channel)
-            answer = await self._attempt(channel, token, attempt, found, more)
+            if after is None:
+                since = self.version(channel)
+                answer = await self._attempt(channel, token, attempt, found, more)
+            else:
+                (answer, since), after = after, None
             left = deadline - loop.time()
             if left <= 0 or found(answer):
                 return answer

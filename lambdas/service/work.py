@@ -7,11 +7,12 @@ extend, finish, release) are :mod:`lambdas.service.lifecycle`'s.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Optional, Union, cast
+from typing import Any, Optional, cast
 
 import anyio.to_thread
 from sqlalchemy import Integer, Table, bindparam, literal_column, select, update
@@ -21,7 +22,7 @@ from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, delete_objects, lifecycle, placement, queue
+from lambdas.service import Context, Who, caller, delete_objects, lifecycle, placement, queue
 from lambdas.service.shares import Caps
 from lambdas.service.submit import registered, upload_prefix
 from lambdas.service.wake import WORK
@@ -111,20 +112,12 @@ def _seen(
     raise PermissionDenied("this worker was registered by another identity")
 
 
-Who = Union[Principal, Callable[[Session], Principal]]
-"""The caller, or a check that authenticates it inside the operation's transaction."""
-
-
-def _who(who: Who, session: Session) -> Principal:
-    return who if isinstance(who, Principal) else who(session)
-
-
 def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base_url: str) -> wire.ClaimOut:
     """Lease up to ``max_tasks`` pending tasks this worker can run, oldest first, grouped by
     chunk; extend the leases of the ``held`` tasks it names, as a heartbeat would. One
     transaction (the caller's authentication too, when ``who`` is a check)."""
     with ctx.index.write() as session:
-        principal = _who(who, session)
+        principal = caller(who, session)
         load = {"allocated": body.allocated, "running": body.running, "used": body.used}
         worker = _seen(ctx, session, principal, worker_id, body.building, body.available, **load)
         ctx.metrics.sample(session, worker, ctx.now())
@@ -263,32 +256,43 @@ def heartbeat(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.Heartbeat
     re-leased after this worker was presumed dead). Keep the environments it says it builds.
     One transaction, authentication included when ``who`` is a check."""
     with ctx.index.write() as session:
-        worker = _seen(ctx, session, _who(who, session), worker_id, body.building)
+        worker = _seen(ctx, session, caller(who, session), worker_id, body.building)
         ctx.metrics.sample(session, worker, ctx.now())
         held, lease_until = ctx.lifecycle.extend(session, worker_id, body.tasks)
     return wire.HeartbeatOut(lease_until=lease_until, drop=[t for t in body.tasks if t not in held])
 
 
-def complete(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.CompleteIn) -> wire.CompleteOut:
+def complete(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.CompleteIn) -> wire.CompleteOut:
     """Record results, rejections and tasks handed back. Only tasks still running under this
     worker's lease change state: a result for a cancelled, deleted or re-leased task is ignored.
+    One transaction (the caller's authentication too, when ``who`` is a check).
 
     Idempotent: a retried report (its first answer was lost) finds its result objects already
     recorded and answers as the first time; an object is deleted only when nothing refers to it.
     """
-    prefix = upload_prefix(principal, "results")
-    for stored in body.results:
-        if not stored.key.startswith(prefix):
-            raise PermissionDenied("result object was not uploaded through this worker's upload slots")
-        if ctx.store.size(stored.key) is None:
-            raise BadRequest("object_missing", f"result object {stored.key!r} has not been uploaded")
+    keys = [stored.key for stored in body.results]
     with ctx.index.write() as session:
+        principal = caller(who, session)
+        _check_results(ctx, principal, keys)
         _seen(ctx, session, principal, worker_id)
-        registered(session, [stored.key for stored in body.results])
+        registered(session, keys)
         finished = ctx.lifecycle.finish(session, worker_id, body)
     if finished.orphans:
         delete_objects(ctx, finished.orphans)
     return wire.CompleteOut(accepted=finished.accepted, ignored=finished.ignored)
+
+
+def _check_results(ctx: Context, principal: Principal, keys: list[str]) -> None:
+    """Each result object was uploaded through this worker's slots, and is there, in report
+    order: the first that is not is the answer (the objects are looked up together)."""
+    prefix = upload_prefix(principal, "results")
+    ours = list(itertools.takewhile(lambda key: key.startswith(prefix), keys))
+    sizes = ctx.store.sizes(ours)
+    for key in ours:
+        if sizes[key] is None:
+            raise BadRequest("object_missing", f"result object {key!r} has not been uploaded")
+    if len(ours) < len(keys):
+        raise PermissionDenied("result object was not uploaded through this worker's upload slots")
 
 
 def report_corrupt(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.CorruptIn) -> wire.CorruptOut:

@@ -24,6 +24,10 @@ class ObjectStore(Protocol):
         """Size in bytes of the object at ``key``, or ``None`` when there is none."""
         ...
 
+    def sizes(self, keys: list[str]) -> dict[str, Optional[int]]:
+        """:meth:`size` of each of ``keys`` (a store whose look-ups are round trips overlaps them)."""
+        ...
+
     def delete(self, keys: list[str]) -> None:
         """Delete objects; keys that do not exist are ignored."""
         ...

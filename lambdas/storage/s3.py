@@ -9,6 +9,7 @@ clients see it when it differs from the API's (e.g. a container network).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
@@ -21,6 +22,8 @@ from hmq._batching import batched
 from hmq._errors import ConfigurationError, StorageError
 
 DELETE_BATCH = 1000  # S3's limit per DeleteObjects request
+HEAD_THREADS = 8
+"""Object look-ups (HEAD) one request overlaps: under botocore's connection pool (10)."""
 
 
 def _failed(what: str, exc: Exception) -> StorageError:
@@ -115,6 +118,16 @@ class S3Store:
             raise _failed(f"inspect object {key!r}", exc) from None
         except BotoCoreError as exc:
             raise _failed(f"inspect object {key!r}", exc) from None
+
+    def sizes(self, keys: list[str]) -> dict[str, Optional[int]]:
+        """One HEAD per key, up to :data:`HEAD_THREADS` at a time: a submit of many chunks
+        waits about one round trip, not one per chunk. The first failure (in ``keys``' order)
+        is raised."""
+        if len(keys) <= 1:
+            return {key: self.size(key) for key in keys}
+        assert self.client is not None  # made once, before the threads share it (boto3 clients are thread-safe)
+        with ThreadPoolExecutor(min(len(keys), HEAD_THREADS), thread_name_prefix="hmq-head") as pool:
+            return dict(zip(keys, pool.map(self.size, keys), strict=True))
 
     def delete(self, keys: list[str]) -> None:
         for part in batched(keys, DELETE_BATCH):

@@ -71,3 +71,71 @@ def test_storage_errors_reach_the_client_clearly(stored) -> None:
     user = server.user()
     with pytest.raises(hmq.StorageError, match="403"):
         user.transport.get_object(server.app.state.ctx.store.presign_get(key, -1, base))
+
+
+def _refusal(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("request_of", "status", "answer"),
+    [
+        (lambda s, k, b: ("GET", s.presign_get(k, -1, b)), 403, _refusal("forbidden", "presigned URL has expired")),
+        (
+            lambda s, k, b: ("GET", s.presign_get(k, 60, b)[:-4] + "0000"),
+            403,
+            _refusal("forbidden", "presigned URL signature does not match (altered, or for another object)"),
+        ),
+        (
+            lambda s, k, b: ("GET", s.presign_get(k, 60, b).replace("exp=", "exp=x")),
+            403,
+            _refusal("forbidden", "presigned URL is malformed"),
+        ),
+        (lambda s, k, b: ("GET", s.presign_put(k, 60, b)), 403, _refusal("forbidden", "presigned URL is not for GET")),
+        (lambda s, k, b: ("PUT", s.presign_get(k, 60, b)), 403, _refusal("forbidden", "presigned URL is not for PUT")),
+        (lambda s, k, b: ("GET", f"{b}/v1/blobs/{k}"), 403, _refusal("forbidden", "presigned URL is not for GET")),
+        (
+            lambda s, k, b: ("GET", s.presign_get(k + "x", 60, b)),
+            404,
+            None,  # filled in below: names the key
+        ),
+        (
+            lambda s, k, b: ("POST", s.presign_get(k, 60, b)),
+            405,
+            _refusal("method_not_allowed", "Method Not Allowed"),
+        ),
+        (
+            lambda s, k, b: ("HEAD", s.presign_get(k, 60, b)),
+            405,
+            None,
+        ),
+    ],
+)
+def test_refused_blob_requests_get_the_error_envelope(stored, request_of, status: int, answer) -> None:
+    """Blobs are served outside FastAPI's routes, and answered as every other route is."""
+    server, key, base = stored
+    method, url = request_of(server.app.state.ctx.store, key, base)
+    with httpx.Client() as c:
+        r = c.request(method, url)
+    assert r.status_code == status
+    if method == "HEAD":
+        assert r.content == b""
+        return
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == (answer or _refusal("no_such_object", f"no object {key + 'x'!r}"))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_blob_over_the_limit_is_refused_and_not_stored(make_local_server, chunked: bool) -> None:
+    server = make_local_server(max_object_bytes=100)
+    user = server.user()
+    store = server.app.state.ctx.store
+    key = user._upload_slots("chunk", 1)[0].key
+    too_big = b"x" * 101
+    with httpx.Client() as c:
+        content = iter([too_big[:50], too_big[50:]]) if chunked else too_big
+        r = c.put(store.presign_put(key, 60, user.url), content=content)
+    assert r.status_code == 413
+    message = "object exceeds the limit of 100 bytes" if chunked else "object of 101 bytes exceeds the limit of 100"
+    assert r.json() == _refusal("object_too_large", message)
+    assert store.size(key) is None
