@@ -18,9 +18,9 @@ requests and all) driven by a thread; a few processes hold the threads. Two figu
     submit's own request);
 - an empty claim: API CPU per signed claim that finds nothing (:func:`claim_cost`);
 - busy fleets (100 and 10 workers) draining 20,000 no-op tasks (:func:`busy_worker`): they claim
-  as a real worker claims for no-op calls, skip running them (a no-op result for each) and
-  upload and report results as a real worker does; tasks per second from the first claim to the
-  last report.
+  as a real worker claims for no-op calls (a worker that holds nothing sends a waiting claim),
+  skip running them (a no-op result for each) and upload and report results as a real worker
+  does; tasks per second, and the API's CPU, over the drain (first claim to last report).
 
 ``python -m bench.fleet idle|busy COUNT URL CREDENTIALS GO SECONDS`` is one process of a
 fleet (it prints ``ready`` once registered, starts at the time the file ``GO`` then says, and
@@ -85,10 +85,11 @@ def _session(url: str, creds: WorkerCredentials) -> tuple[Any, float]:
     return session, info.heartbeat_seconds
 
 
-def _claim(session: Any, stats: Stats, want: int) -> wire.ClaimOut:
+def _claim(session: Any, stats: Stats, want: int, wait: float = 0.0) -> wire.ClaimOut:
     t0 = time.perf_counter()
-    out = session.claim(want, 1, allocated=1)
-    stats.claimed(time.perf_counter() - t0, sum(len(g.tasks) for g in out.groups))
+    out = session.claim(want, 1, allocated=1, wait=wait, held=[])
+    got = sum(len(g.tasks) for g in out.groups)
+    stats.claimed(max(0.0, time.perf_counter() - t0 - (0.0 if got else out.wait)), got)
     return out
 
 
@@ -128,29 +129,27 @@ def idle_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentia
 
 
 def busy_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentials) -> None:
-    """Drain the queue as a worker of one core with no-op calls does: claim what it can start
-    soon (``CachedWorker._want`` for calls of ~1 ms: 128), make a no-op result for each task
-    (skipping the download and the run), upload one signed, encrypted result object per claim
-    and report it; stop once claims have come back empty for ``poll_max_seconds``."""
+    """Drain the queue as a worker of one core with no-op calls does (``CachedWorker._claim``):
+    claim what it can start soon (``CachedWorker._want`` for calls of ~1 ms: 128), make a no-op
+    result for each task (skipping the download and the run), upload one signed, encrypted
+    result object per claim and report it. Having reported, it holds nothing, so its next claim
+    waits on the API for work (``WorkerSettings.idle_claim_wait``, never past ``until``), which
+    answers at once while tasks are pending; it stops once such a claim comes back empty (the
+    queue is dry). An empty claim is timed beyond its wait, as :func:`idle_worker`'s."""
     from worker.settings import WorkerSettings
 
+    settings = WorkerSettings(url=session.url)
     users: dict[str, crypto.PublicIdentity] = {}
-    empty_since = None
-    while time.monotonic() < until:
+    while (left := until - time.monotonic()) > 0:
         try:
-            out = _claim(session, stats, 128)
+            out = _claim(session, stats, 128, wait=min(settings.idle_claim_wait(), left))
         except HmqError:
             with stats.lock:
                 stats.errors += 1
             time.sleep(WorkerSettings.poll_max_seconds)
             continue
         if not out.groups:
-            empty_since = empty_since or time.monotonic()
-            if time.monotonic() - empty_since >= WorkerSettings.poll_max_seconds:
-                return
-            time.sleep(WorkerSettings.poll_min_seconds)
-            continue
-        empty_since = None
+            return
         for group in out.groups:
             user = users.get(group.certificate["sig"]) or crypto.verify_certificate(group.certificate, creds.admin)
             users[group.certificate["sig"]] = user
@@ -220,10 +219,11 @@ def _cpu_seconds(pid: int) -> float:
 
 def _fleet(
     kind: str, workers: int, home: Path, seconds: float, during: Callable[[float], Any] = lambda until: None
-) -> tuple[list[dict[str, Any]], float, Any]:
+) -> tuple[list[dict[str, Any]], list[tuple[float, float]], Any]:
     """Run a fleet of ``workers`` in :data:`PROCESSES` processes; their figures, the API's CPU
-    (% of one core) over the window, and what ``during`` (called at the start with the
-    ``time.time()`` at which the window ends) returned."""
+    seconds sampled every 0.1 s as ``(time.time(), seconds)`` from the fleet's start until the
+    last process ended, and what ``during`` (called :data:`RAMP` seconds after the start with
+    the ``time.time()`` at which the fleet's time ends) returned."""
     state = stack.StackState.load(home)
     assert state is not None
     per = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
@@ -242,12 +242,31 @@ def _fleet(
     start = time.time() + 1  # every worker is registered: all start together
     go.with_suffix(".tmp").write_text(str(start))
     go.with_suffix(".tmp").rename(go)  # whole, never half written
-    time.sleep(max(0.0, start + RAMP - time.time()))  # past the start and the first ramp of claims
-    cpu0, t0 = _cpu_seconds(state.api.pid), time.monotonic()
+    samples: list[tuple[float, float]] = []
+    ended = threading.Event()
+
+    def sample() -> None:
+        while not ended.wait(0.1):
+            samples.append((time.time(), _cpu_seconds(state.api.pid)))
+
+    time.sleep(max(0.0, start - time.time()))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    time.sleep(RAMP)  # past the first ramp of claims
     extra = during(start + seconds - 1)
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    cpu = (_cpu_seconds(state.api.pid) - cpu0) / (time.monotonic() - t0) * 100
-    return outs, cpu, extra
+    ended.set()
+    sampler.join()
+    samples.append((time.time(), _cpu_seconds(state.api.pid)))
+    return outs, samples, extra
+
+
+def _cpu_share(samples: list[tuple[float, float]], begin: float, end: float) -> float:
+    """The API's CPU (% of one core) between two ``time.time()``s, from the samples closest
+    inside them."""
+    inside = [s for s in samples if begin <= s[0] <= end] or samples[-2:]
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (t1 - t0) * 100 if t1 > t0 else float("nan")
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -283,7 +302,7 @@ def _pickups(starts: list[float], picked: list[float]) -> list[float]:
 
 
 def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
-    outs, cpu, starts = _fleet("idle", workers, home, seconds, lambda until: trickle(home, until))
+    outs, samples, starts = _fleet("idle", workers, home, seconds, lambda until: trickle(home, until))
     claims = [c for o in outs for c in o["claims"]]
     picked = [p for o in outs for p in o["picked"]]
     pickups = _pickups(starts, picked)
@@ -291,7 +310,7 @@ def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
     return [
         f"{workers:,} idle workers waiting",
         f"{requests / seconds:,.0f}",
-        f"{cpu:.0f}%",
+        f"{_cpu_share(samples, samples[0][0] + RAMP, samples[-1][0]):.0f}%",
         f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
         f"{_quantile(pickups, 0.5) * 1e3:.1f} / {_quantile(pickups, 0.99) * 1e3:.1f} ({len(picked)}/{len(starts)})",
         f"{errors}",
@@ -300,9 +319,11 @@ def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
 
 
 def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
+    """A busy fleet draining ``tasks``; its figures are over the drain, from the first claim that
+    got tasks to the last report."""
     env = {**os.environ, "HMQ_HOME": str(home)}
     scenario("submit_only", tasks, env)
-    outs, cpu, _ = _fleet("busy", workers, home, 600)
+    outs, samples, _ = _fleet("busy", workers, home, 600)
     first = min(o["first"] for o in outs if o["first"])
     last = max(o["last"] for o in outs)
     done = sum(o["tasks"] for o in outs)
@@ -310,7 +331,7 @@ def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
     return [
         f"{workers:,} busy workers, {tasks:,} no-op tasks",
         f"{sum(o['requests'] for o in outs) / (last - first):,.0f}",
-        f"{cpu:.0f}%",
+        f"{_cpu_share(samples, first, last):.0f}%",
         f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
         "-",
         f"{sum(o['errors'] for o in outs)}",

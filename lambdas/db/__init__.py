@@ -66,18 +66,29 @@ def make_engine(url: str, *, serverless: bool = False, secret: Optional[Database
     every transaction of the request reuses (a pool of one, without pings: it is new) and
     :meth:`Index.release` closes at the invocation's end, so no idle connection is left behind
     a frozen sandbox (and RDS Proxy, if used, sees one client per invocation). With ``secret``, each new connection takes the secret's current password,
-    re-reading it once after a failed login (the password was rotated)."""
+    re-reading it once after a failed login (the password was rotated). Otherwise (uvicorn) the
+    pool keeps up to :data:`POOL_KEPT` connections open and opens :data:`POOL_BURST` more only
+    for a burst: a connection past the kept ones is opened for one request and closed after it
+    (a new PostgreSQL backend, and statements prepared again, each time)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     if serverless:
         engine = create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=False)
     else:
-        engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=300)
+        engine = create_engine(url, pool_size=15, max_overflow=5, pool_recycle=300)
         _ping_when_idle(engine, PING_IDLE_SECONDS)
     if secret is not None:
         _follow_rotation(engine, secret)
     return engine
 
+
+POOL_KEPT = 15
+"""PostgreSQL connections an API process under uvicorn keeps open once it used them: as many as
+its busy periods have requests in the index at once (10 busy workers' claims and reports
+overflowed a pool of 5, and opening connections per request took about a fifth of the API's CPU)."""
+
+POOL_BURST = 5
+"""Connections it opens beyond those under a burst, each closed after its request."""
 
 PING_IDLE_SECONDS = 10.0
 """A pooled PostgreSQL connection unused for longer is pinged before it is handed out."""

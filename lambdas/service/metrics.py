@@ -13,7 +13,9 @@ Cost: :meth:`Metrics.sample` runs inside the claim or heartbeat transaction. Wit
 compares two integers and returns (the worker row, returned by its update, says which minute it was
 last sampled in); once per worker and minute it marks the worker sampled and writes one upsert row, plus one per user with
 tasks on that worker (an indexed query of the worker's tasks), plus once per minute for the
-whole fleet a primary-key look-up and, the first time, a count of open tasks. The index is
+whole fleet a primary-key look-up and, the first time, a count of open tasks (by the first
+sample of the minute in each API process: :meth:`Metrics._first_of_minute`; if its transaction
+is rolled back, that process leaves the minute to the others). The index is
 the source of truth: several API processes (Lambda sandboxes) sampling the same minute
 overwrite one row with the same kind of value, never add to it.
 
@@ -23,6 +25,7 @@ Retention: rows older than ``metrics_retention_seconds`` are deleted by the metr
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -59,6 +62,8 @@ class Metrics:
 
     def __init__(self, retention_seconds: float) -> None:
         self.retention_seconds = retention_seconds
+        self._queue_minute = -1  # the last minute whose queue this process looked up
+        self._queue_lock = threading.Lock()
 
     def sample(self, session: Session, worker: Any, now: float) -> None:
         """The claim's and heartbeat's one hook: sample ``worker`` (a row of its id, datacenter,
@@ -77,8 +82,16 @@ class Metrics:
         ).all()
         rows = [{"minute": minute, "worker_id": worker.id, "user_id": u, "cores": int(c)} for u, c in usage]
         _upsert(session, MetricUsage, rows, ["minute", "worker_id", "user_id"])
-        if session.get(MetricQueue, minute) is None:
+        if self._first_of_minute(minute) and session.get(MetricQueue, minute) is None:
             self._count_queue(session, minute)
+
+    def _first_of_minute(self, minute: int) -> bool:
+        """Whether this is the process's first sample of ``minute`` (then it looks the queue up,
+        the others need not): a hundred workers whose claims sample the same minute together
+        count the open tasks once, not a hundred times over."""
+        with self._queue_lock:
+            first, self._queue_minute = self._queue_minute != minute, minute
+        return first
 
     @staticmethod
     def _count_queue(session: Session, minute: int) -> None:
