@@ -229,6 +229,12 @@ class WorkerSession:
                 return
         self._new_slots(0, spare)
 
+    @property
+    def kept_result_slots(self) -> int:
+        """How many spare result upload URLs the session keeps now (some may be too old to use)."""
+        with self._lock:
+            return len(self._spare)
+
     def _kept_slots(self, count: int) -> list[wire.UploadSlot]:
         with self._lock:
             now = self._clock()
