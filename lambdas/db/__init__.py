@@ -75,7 +75,7 @@ def make_engine(url: str, *, serverless: bool = False, secret: Optional[Database
     if serverless:
         engine = create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=False)
     else:
-        engine = create_engine(url, pool_size=15, max_overflow=5, pool_recycle=300)
+        engine = create_engine(url, pool_size=POOL_KEPT, max_overflow=POOL_BURST, pool_recycle=300)
         _ping_when_idle(engine, PING_IDLE_SECONDS)
     if secret is not None:
         _follow_rotation(engine, secret)
