@@ -17,9 +17,10 @@ requests and all) driven by a thread; a few processes hold the threads. Two figu
     that task (what a submitter waits for an idle fleet to pick work up; it includes the
     submit's own request);
 - an empty claim: API CPU per signed claim that finds nothing (:func:`claim_cost`);
-- busy fleets (100 and 10 workers) draining 20,000 no-op tasks (:func:`busy_worker`): they claim
-  as a real worker claims for no-op calls (a worker that holds nothing sends a waiting claim),
-  skip running them (a no-op result for each) and upload and report results as a real worker
+- busy fleets (100 and 10 workers) draining 20,000 no-op tasks (:func:`busy_worker`), three
+  times each in alternating order (:func:`busy_rounds`: the median drain, and the ratio of each
+  round): they claim as a real worker claims for no-op calls (a worker that holds nothing sends
+  a waiting claim), skip running them (a no-op result for each) and upload and report results as a real worker
   does; tasks per second, and the API's CPU, over the drain (first claim to last report).
 
 ``python -m bench.fleet idle|busy COUNT URL CREDENTIALS GO SECONDS`` is one process of a
@@ -33,6 +34,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -319,7 +321,7 @@ def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
     ]
 
 
-def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
+def busy_drain(workers: int, tasks: int, home: Path) -> dict[str, Any]:
     """A busy fleet draining ``tasks``; its figures are over the drain, from the first claim that
     got tasks to the last report."""
     env = {**os.environ, "HMQ_HOME": str(home)}
@@ -328,16 +330,45 @@ def busy_row(workers: int, tasks: int, home: Path) -> list[str]:
     first = min(o["first"] for o in outs if o["first"])
     last = max(o["last"] for o in outs)
     done = sum(o["tasks"] for o in outs)
-    claims = [c for o in outs for c in o["claims"]]
+    return {
+        "workers": workers,
+        "requests": sum(o["requests"] for o in outs) / (last - first),
+        "cpu": _cpu_share(samples, first, last),
+        "claims": [c for o in outs for c in o["claims"]],
+        "errors": sum(o["errors"] for o in outs),
+        "done": done,
+        "rate": done / (last - first),
+    }
+
+
+def busy_row(drain: dict[str, Any], tasks: int) -> list[str]:
+    claims = drain["claims"]
     return [
-        f"{workers:,} busy workers, {tasks:,} no-op tasks",
-        f"{sum(o['requests'] for o in outs) / (last - first):,.0f}",
-        f"{_cpu_share(samples, first, last):.0f}%",
+        f"{drain['workers']:,} busy workers, {tasks:,} no-op tasks",
+        f"{drain['requests']:,.0f}",
+        f"{drain['cpu']:.0f}%",
         f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
         "-",
-        f"{sum(o['errors'] for o in outs)}",
-        f"{done / (last - first):,.0f} ({done:,} done)",
+        f"{drain['errors']}",
+        f"{drain['rate']:,.0f} ({drain['done']:,} done)",
     ]
+
+
+def busy_rounds(sizes: tuple[int, int], tasks: int, home: Path, rounds: int) -> tuple[list[list[str]], str]:
+    """The busy fleets of ``sizes`` (large, small) drained in ``rounds`` rounds, the order of the
+    two alternating from round to round (what the machine does meanwhile moves one drain by
+    20-30%); the table rows of each size's median drain (by tasks/s) and a line of the
+    large/small ratio of each round and their median."""
+    large, small = sizes
+    drains: dict[int, list[dict[str, Any]]] = {large: [], small: []}
+    for r in range(rounds):
+        for n in (small, large) if r % 2 == 0 else (large, small):
+            drains[n].append(busy_drain(n, tasks, home))
+    ratios = [big["rate"] / little["rate"] for big, little in zip(drains[large], drains[small], strict=True)]
+    rows = [busy_row(sorted(drains[n], key=lambda d: d["rate"])[len(drains[n]) // 2], tasks) for n in sizes]
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    line = f"{large} busy / {small} busy workers, tasks/s: {each} (rounds); median {statistics.median(ratios):.2f}"
+    return rows, line
 
 
 def claim_cost(home: Path, claims: int) -> float:
@@ -361,8 +392,8 @@ def claim_cost(home: Path, claims: int) -> float:
 
 def run(quick: bool) -> None:
     """Start PostgreSQL, S3 and one API process, run the fleets, print the table."""
-    idle, busy, tasks, seconds = (
-        ((20, 50), (10, 2), 1_000, 5.0) if quick else ((100, 500, 1_000), (100, 10), 20_000, 20.0)
+    idle, busy, tasks, seconds, rounds = (
+        ((20, 50), (10, 2), 1_000, 5.0, 1) if quick else ((100, 500, 1_000), (100, 10), 20_000, 20.0, 3)
     )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the API holds a socket per worker
@@ -376,7 +407,8 @@ def run(quick: bool) -> None:
             window = seconds if quick else max(seconds, 3 * WorkerSettings.claim_wait_seconds)
             rows += [idle_row(n, home, window) for n in idle]
             empty = claim_cost(home, 100 if quick else 1_000)
-            rows += [busy_row(n, tasks, home) for n in busy]
+            busy_rows, ratios = busy_rounds(busy, tasks, home, rounds)
+            rows += busy_rows
         finally:
             stack.down(home)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -393,6 +425,7 @@ def run(quick: bool) -> None:
     print("fleet       simulated workers (WorkerSession in threads) against one API process:")
     for line in [head, ["---"] * len(head), *rows]:
         print("  | " + " | ".join(line) + " |")
+    print(f"fleet       busy rows: the median of {rounds} drains each; {ratios}")
 
 
 if __name__ == "__main__":
