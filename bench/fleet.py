@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stacks import postgres_s3, scenario
-from hmq import crypto, formats, stack, wire
+from hmq import crypto, defaults, formats, stack, wire
 from hmq._errors import HmqError
 from hmq.credentials import WorkerCredentials
 
@@ -89,7 +89,7 @@ def _session(url: str, creds: WorkerCredentials) -> tuple[Any, float]:
 
 def _claim(session: Any, stats: Stats, want: int, wait: float = 0.0) -> wire.ClaimOut:
     t0 = time.perf_counter()
-    out = session.claim(want, 1, allocated=1, wait=wait, held=[])
+    out = session.claim(want, 1, allocated=1, wait=wait, held=[], spare=defaults.RESULT_SLOT_SPARE)
     got = sum(len(g.tasks) for g in out.groups)
     stats.claimed(max(0.0, time.perf_counter() - t0 - (0.0 if got else out.wait)), got)
     return out
@@ -112,7 +112,8 @@ def idle_worker(session: Any, stats: Stats, until: float, creds: WorkerCredentia
         try:
             timed = time.monotonic() >= ramp
             t0 = time.perf_counter()
-            out = session.claim(1, 1, allocated=1, others=1, wait=min(settings.idle_claim_wait(), left), held=[])
+            wait = min(settings.idle_claim_wait(), left)
+            out = session.claim(1, 1, allocated=1, others=1, wait=wait, held=[], spare=defaults.RESULT_SLOT_SPARE)
             seconds = time.perf_counter() - t0
             with stats.lock:
                 stats.requests += 1
@@ -230,7 +231,7 @@ def _fleet(
     state = stack.StackState.load(home)
     assert state is not None
     per = [workers // PROCESSES + (i < workers % PROCESSES) for i in range(PROCESSES)]
-    go = home / f"go-{kind}-{workers}"
+    go = Path(tempfile.mkdtemp(dir=home)) / f"go-{kind}-{workers}"  # new each time: an old one would start it at once
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bench.fleet", kind, str(n), state.url, str(home / "worker.json"), str(go), str(seconds)],

@@ -451,6 +451,14 @@ class ClaimIn(Model):
         description="every task the worker holds: their leases are extended as by a heartbeat, and "
         "the answer's drop names those to give up; null (not sent) leaves leases alone",
     )
+    result_slots: int = Field(
+        default=0,
+        ge=0,
+        le=defaults.UPLOAD_SLOTS_MAX,
+        description="result upload URLs wanted with the tasks (the worker's spares ran low): issued only "
+        "when the claim leases tasks, and only as many as the worker's upload quota leaves (none is "
+        "no error: POST /v1/workers/{id}/uploads says why)",
+    )
 
 
 class ClaimTask(Model):
@@ -480,6 +488,9 @@ class ClaimOut(Model):
         default=None, description="new end of the leases of the held tasks (null: held was not sent or not read)"
     )
     drop: list[UUID] = Field(default_factory=list, description="held tasks to give up (cancelled, deleted, re-leased)")
+    uploads: Optional[UploadsOut] = Field(
+        default=None, description="the result upload URLs asked for with result_slots (null: none issued)"
+    )
 
 
 class StoredResults(Model):

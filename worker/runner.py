@@ -316,6 +316,7 @@ class CachedWorker:
                 wait=wait,
                 held=held,
                 interrupt=interrupt,
+                spare=self.settings.result_slot_spare,
             )
         finally:
             with self._cv:

@@ -166,6 +166,7 @@ class WorkerSession:
         wait: float = 0.0,
         held: Optional[Iterable[str]] = None,
         interrupt: Optional[Interrupt] = None,
+        spare: int = 0,
     ) -> wire.ClaimOut:
         """Lease up to ``max_tasks`` tasks needing at most ``available`` cores (never retried:
         a repeated claim would lease other tasks), at most ``per_user[key id]`` of a user named
@@ -179,7 +180,9 @@ class WorkerSession:
         does not read ``held`` answers ``held_until`` null). ``interrupt`` ends a waiting claim
         from another thread (the worker is told to stop): the API, seeing its client hang up,
         hands back whatever it leased for it; an answer already on its way is still read, and
-        nothing else comes back but an empty answer."""
+        nothing else comes back but an empty answer. ``spare``: the result upload URLs to keep
+        (as :meth:`result_slots`); when half or more of them are used up, the claim asks for the
+        rest along with the tasks, so that reporting those needs no request for URLs."""
         body = wire.ClaimIn(
             max_tasks=max(1, min(max_tasks, defaults.CLAIM_MAX_TASKS)),
             available=max(available, 1),
@@ -193,11 +196,15 @@ class WorkerSession:
             building=_builds(building),
             wait=min(max(wait, 0.0), 600.0),
             held=None if held is None else [uuid.UUID(str(t)) for t in held],
+            result_slots=self._slots_to_ask(spare),
         )
         try:
-            return self.transport.call(
+            out = self.transport.call(
                 "POST", self._path("claim"), body, model=wire.ClaimOut, retry=False, interrupt=interrupt
             )
+            if out.uploads is not None:
+                self._keep(out.uploads)
+            return out
         except Unreachable:
             if interrupt is None or not interrupt.fired:
                 raise
@@ -235,6 +242,20 @@ class WorkerSession:
         with self._lock:
             return len(self._spare)
 
+    def _slots_to_ask(self, spare: int) -> int:
+        """How many result URLs a claim asks for to keep ``spare``: none while more than half
+        of them are kept and usable (a claim then costs no upload row), else the rest."""
+        with self._lock:
+            now = self._clock()
+            usable = sum(1 for until, _ in self._spare if until > now)
+        return 0 if usable > spare // 2 else min(spare - usable, defaults.UPLOAD_SLOTS_MAX)
+
+    def _keep(self, uploads: wire.UploadsOut, skip: int = 0) -> None:
+        """Keep the slots of ``uploads`` past the first ``skip``, usable for half their lifetime."""
+        usable_until = self._clock() + uploads.expires_in / 2
+        with self._lock:
+            self._spare.extend((usable_until, slot) for slot in uploads.slots[skip:])
+
     def _kept_slots(self, count: int) -> list[wire.UploadSlot]:
         with self._lock:
             now = self._clock()
@@ -246,9 +267,7 @@ class WorkerSession:
         """``ask`` new result slots: the first ``need`` returned, the rest kept."""
         body = wire.UploadsIn(kind="results", count=min(ask, defaults.UPLOAD_SLOTS_MAX))
         out = self.transport.call("POST", self._path("uploads"), body, model=wire.UploadsOut)
-        usable_until = self._clock() + out.expires_in / 2
-        with self._lock:
-            self._spare.extend((usable_until, slot) for slot in out.slots[need:])
+        self._keep(out, need)
         return out.slots[:need]
 
     def complete(self, body: wire.CompleteIn) -> wire.CompleteOut:

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any, Optional, cast
 
-from sqlalchemy import Table, bindparam, delete, func, literal, select
+from sqlalchemy import Table, bindparam, delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -37,12 +37,33 @@ def uploads(
     uploads of ``worker_id`` (which must be the caller's), since the workers of a fleet often
     share one identity and each keeps spare URLs (``result_slot_spare``)."""
     principal.require("worker" if body.kind == "results" else "user")
-    prefix = upload_prefix(principal, body.kind)
-    keys = [prefix + uuid.uuid4().hex for _ in range(body.count)]
-    limit = ctx.settings.max_pending_uploads
     with ctx.index.write() as session:
+        keys = issue_uploads(ctx, session, principal, body.kind, body.count, worker_id)
+    return presigned_uploads(ctx, keys, base_url)
+
+
+def issue_uploads(
+    ctx: Context,
+    session: Session,
+    principal: Principal,
+    kind: str,
+    count: int,
+    worker_id: Optional[uuid.UUID] = None,
+    *,
+    within_quota: bool = False,
+) -> list[str]:
+    """Record ``count`` new upload keys of ``kind`` in ``session`` (:func:`uploads`); beyond the
+    caller's quota a 429 ``upload_quota``, or with ``within_quota`` as many as it leaves (maybe
+    none: a claim's spare result URLs, :func:`lambdas.service.work.claim`, the worker being the
+    caller's already)."""
+    limit = ctx.settings.max_pending_uploads
+    if within_quota:
+        count = min(count, limit - _pending_count(session, (Upload.worker_id == worker_id,)))
+        if count <= 0:
+            return []
+    else:
         pending = _pending_uploads(session, principal, worker_id)
-        if pending + len(keys) > limit:
+        if pending + count > limit:
             whose = "of this worker" if worker_id is not None else "of yours"
             raise BadRequest(
                 "upload_quota",
@@ -51,8 +72,15 @@ def uploads(
                 f"uploads are deleted, {ctx.settings.upload_grace_seconds:.0f} s after their URL was issued",
                 status=429,
             )
-        now = ctx.now()
-        session.add_all(Upload(key=key, user_id=principal.user_id, issued=now, worker_id=worker_id) for key in keys)
+    prefix = upload_prefix(principal, kind)
+    keys = [prefix + uuid.uuid4().hex for _ in range(count)]
+    rows = [{"key": key, "user_id": principal.user_id, "issued": ctx.now(), "worker_id": worker_id} for key in keys]
+    session.connection().execute(_ISSUED, rows)
+    return keys
+
+
+def presigned_uploads(ctx: Context, keys: list[str], base_url: str) -> wire.UploadsOut:
+    """The presigned PUT URLs of upload keys recorded by :func:`issue_uploads`."""
     slots = [wire.UploadSlot(key=key, url=ctx.presign_put(key, base_url)) for key in keys]
     return wire.UploadsOut(slots=slots, expires_in=ctx.settings.presign_expiry_seconds)
 
@@ -70,9 +98,14 @@ def _pending_uploads(session: Session, principal: Principal, worker_id: Optional
         if owner != principal.user_id:
             raise PermissionDenied("this worker was registered by another identity")
         mine = (Upload.worker_id == worker_id,)
+    return _pending_count(session, mine)
+
+
+def _pending_count(session: Session, mine: tuple[Any, ...]) -> int:
     return session.scalar(select(func.count()).select_from(Upload).where(*mine)) or 0
 
 
+_ISSUED = insert(Upload)
 _REGISTERED = delete(Upload).where(Upload.key.in_(bindparam("keys", expanding=True)))
 
 

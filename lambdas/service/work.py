@@ -24,7 +24,7 @@ from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
 from lambdas.service import Context, Who, caller, delete_objects, lifecycle, placement, queue
 from lambdas.service.shares import Caps
-from lambdas.service.submit import registered, upload_prefix
+from lambdas.service.submit import issue_uploads, presigned_uploads, registered, upload_prefix
 from lambdas.service.wake import WORK
 
 log = logging.getLogger("hmq.api")
@@ -130,8 +130,12 @@ def claim(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.ClaimIn, base
         rows = _claimed(session, lease.seqs)
         users = {r.user_id for r in rows}
         certificates = dict(session.connection().execute(_CERTIFICATES, {"users": list(users)}).all()) if users else {}
+        slots = []
+        if rows and body.result_slots:  # what the worker will report these with: no request of its own
+            slots = issue_uploads(ctx, session, principal, "results", body.result_slots, worker_id, within_quota=True)
     groups = _groups(ctx, rows, certificates, base_url)
-    return wire.ClaimOut(groups=groups, lease_until=lease.until, held_until=held_until, drop=drop)
+    uploads = presigned_uploads(ctx, slots, base_url) if slots else None
+    return wire.ClaimOut(groups=groups, lease_until=lease.until, held_until=held_until, drop=drop, uploads=uploads)
 
 
 async def claim_waiting(

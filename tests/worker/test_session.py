@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,52 @@ def test_spare_result_upload_urls_serve_later_reports_until_they_are_too_old(ser
     now[0] += 10**6  # the kept ones are too old now
     fresh = session.result_slots(1)
     assert len(requests) == 3 and len(fresh) == 1
+
+
+def test_a_claim_that_leases_tasks_brings_the_spare_result_urls_its_session_lacks(
+    server: Server, tmp_path: Path
+) -> None:
+    """A busy worker asks for result URLs with its claims, not with requests of their own: a
+    claim asks when half the spares are used up and gets them only when it leases tasks."""
+    worker = ManualWorker(server, tmp_path)
+    session = worker.session
+    requests = []
+    call = session.transport.call
+
+    def counted(*args, **kwargs):
+        requests.append(args[1].rsplit("/", 1)[-1])
+        return call(*args, **kwargs)
+
+    session.transport.call = counted  # type: ignore[method-assign]
+    empty = session.claim(10, 1, spare=4)  # nothing pending: no URLs either
+    assert empty.groups == [] and empty.uploads is None and session.kept_result_slots == 0
+    user = server.user()
+    submit(user, lambda x: x, [(i,) for i in range(3)])
+    out = session.claim(1, 1, spare=4)
+    assert out.uploads is not None and len(out.uploads.slots) == 4 and session.kept_result_slots == 4
+    (group,) = out.groups
+    worker.complete(group, {str(t.id): 0 for t in group.tasks})  # its URL is a kept one
+    assert requests == ["claim", "claim", "complete"]
+    assert session.claim(1, 1, spare=4).uploads is None  # 3 of 4 kept: more than half, none asked
+    session.result_slots(2, spare=0)
+    again = session.claim(1, 1, spare=4)  # 1 kept: the other 3 come with the task
+    assert again.uploads is not None and len(again.uploads.slots) == 3 and session.kept_result_slots == 4
+    assert "uploads" not in requests
+    assert len({s.key for s in session.result_slots(4, spare=0)}) == 4
+
+
+def test_a_claim_brings_no_more_result_urls_than_the_worker_quota_leaves(make_server: Any, tmp_path: Path) -> None:
+    server = make_server(max_pending_uploads=5)
+    worker = ManualWorker(server, tmp_path)
+    worker.session.result_slots(3, spare=0)  # 3 of its 5 outstanding
+    submit(server.user(), lambda x: x, [(1,), (2,)])
+    out = worker.session.claim(1, 1, spare=8)
+    assert len(out.groups) == 1 and out.uploads is not None and len(out.uploads.slots) == 2  # what the quota left
+    full = worker.session.claim(1, 1, spare=8)
+    assert len(full.groups) == 1 and full.uploads is None  # at its quota: the tasks, no URLs, no error
+    with pytest.raises(hmq.BadRequest) as info:  # a request of its own says why
+        worker.session._new_slots(1, 1)
+    assert info.value.code == "upload_quota" and info.value.status == 429
 
 
 def test_result_objects_end_at_their_count_or_size(server: Server, tmp_path: Path) -> None:
