@@ -278,6 +278,14 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
+def _p50_p99_ms(values: list[float]) -> str:
+    """The p50 and p99 of ``values`` (seconds) in milliseconds, or "-" when nothing was measured
+    (a quick run whose only pickup was the first, which is left out)."""
+    if not values:
+        return "-"
+    return f"{_quantile(values, 0.5) * 1e3:.1f} / {_quantile(values, 0.99) * 1e3:.1f}"
+
+
 def trickle(home: Path, until: float) -> list[float]:
     """Submit one no-op task a second until ``until`` (``time.time()``), as one user; the
     ``time.time()`` at which each submit started."""
@@ -315,8 +323,8 @@ def idle_row(workers: int, home: Path, seconds: float) -> list[str]:
         f"{workers:,} idle workers waiting",
         f"{requests / seconds:,.0f}",
         f"{_cpu_share(samples, samples[0][0] + RAMP, samples[-1][0]):.0f}%",
-        f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
-        f"{_quantile(pickups, 0.5) * 1e3:.1f} / {_quantile(pickups, 0.99) * 1e3:.1f} ({len(picked)}/{len(starts)})",
+        _p50_p99_ms(claims),
+        f"{_p50_p99_ms(pickups)} ({len(picked)}/{len(starts)})",
         f"{errors}",
         "-",
     ]
@@ -348,7 +356,7 @@ def busy_row(drain: dict[str, Any], tasks: int) -> list[str]:
         f"{drain['workers']:,} busy workers, {tasks:,} no-op tasks",
         f"{drain['requests']:,.0f}",
         f"{drain['cpu']:.0f}%",
-        f"{_quantile(claims, 0.5) * 1e3:.1f} / {_quantile(claims, 0.99) * 1e3:.1f}",
+        _p50_p99_ms(claims),
         "-",
         f"{drain['errors']}",
         f"{drain['rate']:,.0f} ({drain['done']:,} done)",

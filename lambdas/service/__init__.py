@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Union
 
 from sqlalchemy.orm import Session
 
-from hmq._errors import StorageError
+from hmq._errors import HmqError, StorageError
 from lambdas.auth import Principal
 from lambdas.db import Index
 from lambdas.service.lifecycle import Clock, Lifecycle
@@ -88,6 +89,21 @@ class Context:
 
     def presign_put(self, key: str, base_url: str) -> str:
         return self.store.presign_put(key, self.settings.presign_expiry_seconds, base_url)
+
+
+@contextmanager
+def objects_checked(check: Callable[[], None]) -> Iterator[None]:
+    """Run the block while the objects a request names are looked up (see
+    :meth:`ObjectStore.look_up`), then ``check`` them: it waits for the look-ups and raises
+    if an object may not be registered, before the block's transaction commits. When the block
+    fails with an error of its own, a failing check is the answer instead, so the caller hears
+    what it would have heard had the objects been looked at first."""
+    try:
+        yield
+    except HmqError:
+        check()
+        raise
+    check()
 
 
 def delete_objects(ctx: Context, keys: list[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any, Optional, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, literal, select
@@ -13,7 +14,7 @@ from hmq import wire
 from hmq._errors import BadRequest, Conflict, HmqError, NotFound, PayloadTooLarge, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User, Worker
-from lambdas.service import Context, Who, caller, delete_objects, placement
+from lambdas.service import Context, Who, caller, delete_objects, objects_checked, placement
 from lambdas.service.lifecycle import encode_datacenters, place
 from lambdas.service.wake import WORK, touch
 
@@ -173,22 +174,22 @@ def submit(ctx: Context, who: Who, body: wire.SubmitIn) -> wire.SubmitOut:
     created = existing = 0
     with ctx.index.write() as session:
         principal = caller(who, session).require("user")
-        _check_chunks(ctx, principal, body.chunks)
-        if isinstance(who, Principal):  # authenticated in another transaction: revoked since?
-            _not_revoked(session, principal)
-        placements = placement.of_chunks(body.chunks)
-        tag = _own_or_new_tag(ctx, session, principal, body.tag, placements)
-        placement.remember(session, tag, placements)
-        registered(session, [c.key for c in body.chunks])
-        functions = _functions(session, principal, body.chunks)
-        for chunk in body.chunks:
-            rows = _task_rows(ctx, session, chunk, _chunk_id(session, tag, functions[chunk.function], chunk), tag)
-            inserted = _insert_new(session, rows)
-            created += inserted
-            existing += len(rows) - inserted
-        warnings = placement.submit_warnings(ctx, session, placements)
-        if created:
-            touch(session, WORK, count=created)  # as many waiting claims claim again once this is committed
+        with objects_checked(_chunks_check(ctx, principal, body.chunks)):
+            if isinstance(who, Principal):  # authenticated in another transaction: revoked since?
+                _not_revoked(session, principal)
+            placements = placement.of_chunks(body.chunks)
+            tag = _own_or_new_tag(ctx, session, principal, body.tag, placements)
+            placement.remember(session, tag, placements)
+            registered(session, [c.key for c in body.chunks])
+            functions = _functions(session, principal, body.chunks)
+            for chunk in body.chunks:
+                rows = _task_rows(ctx, session, chunk, _chunk_id(session, tag, functions[chunk.function], chunk), tag)
+                inserted = _insert_new(session, rows)
+                created += inserted
+                existing += len(rows) - inserted
+            warnings = placement.submit_warnings(ctx, session, placements)
+            if created:
+                touch(session, WORK, count=created)  # as many waiting claims claim again once this is committed
     return wire.SubmitOut(created=created, existing=existing, warnings=warnings)
 
 
@@ -229,17 +230,26 @@ def _chunk_refused(principal: Principal, chunk: wire.ChunkIn) -> Optional[HmqErr
     return None
 
 
-def _check_chunks(ctx: Context, principal: Principal, chunks: list[wire.ChunkIn]) -> None:
+def _chunks_check(ctx: Context, principal: Principal, chunks: list[wire.ChunkIn]) -> Callable[[], None]:
     """Each chunk was uploaded through the caller's slots, its call ranges lie after its header
     and its object is there, no larger than allowed and long enough, in submit order: the first
-    that is not is the answer. The objects are looked up together (:meth:`ObjectStore.sizes`)."""
+    that is not is the answer. The objects are looked up together, while the submit's
+    transaction goes on (:func:`objects_checked`); a chunk refused before its object is looked
+    at ends the submit here."""
     refused = [_chunk_refused(principal, chunk) for chunk in chunks]
     upto = next((i for i, why in enumerate(refused) if why is not None), len(chunks))
-    sizes = ctx.store.sizes([chunk.key for chunk in chunks[:upto]])
-    for chunk in chunks[:upto]:
-        _checked_size(ctx, chunk.key, max(offset + length for _, offset, length in chunk.tasks), sizes[chunk.key])
+    sizes = ctx.store.look_up([chunk.key for chunk in chunks[:upto]])
+
+    def check() -> None:
+        found = sizes()
+        for chunk in chunks[:upto]:
+            _checked_size(ctx, chunk.key, max(offset + length for _, offset, length in chunk.tasks), found[chunk.key])
+        if upto < len(chunks):
+            raise cast(HmqError, refused[upto])
+
     if upto < len(chunks):
-        raise cast(HmqError, refused[upto])
+        check()
+    return check
 
 
 def _own_or_new_tag(

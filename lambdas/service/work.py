@@ -22,7 +22,7 @@ from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
 from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
-from lambdas.service import Context, Who, caller, delete_objects, lifecycle, placement, queue
+from lambdas.service import Context, Who, caller, delete_objects, lifecycle, objects_checked, placement, queue
 from lambdas.service.shares import Caps
 from lambdas.service.submit import issue_uploads, presigned_uploads, registered, upload_prefix
 from lambdas.service.wake import WORK
@@ -277,26 +277,35 @@ def complete(ctx: Context, who: Who, worker_id: uuid.UUID, body: wire.CompleteIn
     keys = [stored.key for stored in body.results]
     with ctx.index.write() as session:
         principal = caller(who, session)
-        _check_results(ctx, principal, keys)
-        _seen(ctx, session, principal, worker_id)
-        registered(session, keys)
-        finished = ctx.lifecycle.finish(session, worker_id, body)
+        with objects_checked(_results_check(ctx, principal, keys)):
+            _seen(ctx, session, principal, worker_id)
+            registered(session, keys)
+            finished = ctx.lifecycle.finish(session, worker_id, body)
     if finished.orphans:
         delete_objects(ctx, finished.orphans)
     return wire.CompleteOut(accepted=finished.accepted, ignored=finished.ignored)
 
 
-def _check_results(ctx: Context, principal: Principal, keys: list[str]) -> None:
+def _results_check(ctx: Context, principal: Principal, keys: list[str]) -> Callable[[], None]:
     """Each result object was uploaded through this worker's slots, and is there, in report
-    order: the first that is not is the answer (the objects are looked up together)."""
+    order: the first that is not is the answer. The objects are looked up together, while the
+    report's transaction goes on (:func:`objects_checked`); an object from elsewhere ends the
+    report here."""
     prefix = upload_prefix(principal, "results")
     ours = list(itertools.takewhile(lambda key: key.startswith(prefix), keys))
-    sizes = ctx.store.sizes(ours)
-    for key in ours:
-        if sizes[key] is None:
-            raise BadRequest("object_missing", f"result object {key!r} has not been uploaded")
+    sizes = ctx.store.look_up(ours)
+
+    def check() -> None:
+        found = sizes()
+        for key in ours:
+            if found[key] is None:
+                raise BadRequest("object_missing", f"result object {key!r} has not been uploaded")
+        if len(ours) < len(keys):
+            raise PermissionDenied("result object was not uploaded through this worker's upload slots")
+
     if len(ours) < len(keys):
-        raise PermissionDenied("result object was not uploaded through this worker's upload slots")
+        check()
+    return check
 
 
 def report_corrupt(ctx: Context, principal: Principal, worker_id: uuid.UUID, body: wire.CorruptIn) -> wire.CorruptOut:

@@ -7,6 +7,7 @@ the object server itself).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional, Protocol
 from urllib.parse import urlparse
 
@@ -24,8 +25,11 @@ class ObjectStore(Protocol):
         """Size in bytes of the object at ``key``, or ``None`` when there is none."""
         ...
 
-    def sizes(self, keys: list[str]) -> dict[str, Optional[int]]:
-        """:meth:`size` of each of ``keys`` (a store whose look-ups are round trips overlaps them)."""
+    def look_up(self, keys: list[str]) -> Callable[[], dict[str, Optional[int]]]:
+        """Start looking up the :meth:`size` of each of ``keys``; the function returned waits for
+        them (and raises the first failure, in ``keys``' order). A store whose look-ups are
+        round trips runs them meanwhile, overlapped, so that the caller's other work (its
+        index transaction) hides them."""
         ...
 
     def delete(self, keys: list[str]) -> None:

@@ -9,6 +9,7 @@ clients see it when it differs from the API's (e.g. a container network).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -24,6 +25,11 @@ from hmq._errors import ConfigurationError, StorageError
 DELETE_BATCH = 1000  # S3's limit per DeleteObjects request
 HEAD_THREADS = 8
 """Object look-ups (HEAD) one request overlaps: under botocore's connection pool (10)."""
+
+
+def _look_up_threads() -> ThreadPoolExecutor:
+    """The threads a store looks objects up on (started on first use)."""
+    return ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="hmq-head")
 
 
 def _failed(what: str, exc: Exception) -> StorageError:
@@ -45,6 +51,7 @@ class S3Store:
     addressing_style: str = "auto"
     _client: Any = field(default=None, init=False, repr=False)
     _presigner: Any = field(default=None, init=False, repr=False)
+    _heads: ThreadPoolExecutor = field(default_factory=_look_up_threads, init=False, repr=False)
 
     @classmethod
     def from_url(cls, url: str) -> S3Store:
@@ -119,15 +126,15 @@ class S3Store:
         except BotoCoreError as exc:
             raise _failed(f"inspect object {key!r}", exc) from None
 
-    def sizes(self, keys: list[str]) -> dict[str, Optional[int]]:
-        """One HEAD per key, up to :data:`HEAD_THREADS` at a time: a submit of many chunks
-        waits about one round trip, not one per chunk. The first failure (in ``keys``' order)
-        is raised."""
-        if len(keys) <= 1:
-            return {key: self.size(key) for key in keys}
+    def look_up(self, keys: list[str]) -> Callable[[], dict[str, Optional[int]]]:
+        """One HEAD per key on the store's look-up threads, up to :data:`HEAD_THREADS` at a time:
+        a submit of many chunks waits about one round trip, not one per chunk, and that round
+        trip runs while the caller's transaction does its work."""
+        if not keys:
+            return dict
         assert self.client is not None  # made once, before the threads share it (boto3 clients are thread-safe)
-        with ThreadPoolExecutor(min(len(keys), HEAD_THREADS), thread_name_prefix="hmq-head") as pool:
-            return dict(zip(keys, pool.map(self.size, keys), strict=True))
+        futures = [(key, self._heads.submit(self.size, key)) for key in keys]
+        return lambda: {key: future.result() for key, future in futures}
 
     def delete(self, keys: list[str]) -> None:
         for part in batched(keys, DELETE_BATCH):

@@ -224,6 +224,33 @@ def test_a_retried_report_keeps_the_results(server: Server, tmp_path: Path) -> N
     assert tag.pull() == 0 and list(tag.results) == ids
 
 
+def test_a_report_of_a_result_object_not_uploaded_is_refused_and_changes_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    """The report's objects are looked up while its transaction records the results: a
+    missing one is still the answer, and nothing of the report is kept."""
+    from hmq import formats, wire
+
+    user = server.user()
+    tag = submit(user, lambda x: x, [(1,), (2,)])
+    w = ManualWorker(server, tmp_path)
+    (group,) = w.claim()
+    ids = [str(t.id) for t in group.tasks]
+    slot = w.api.result_slots(1)[0]
+    body = wire.CompleteIn(results=[wire.StoredResults(key=slot.key, tag=group.tag, completed=ids)])
+    with pytest.raises(hmq.BadRequest, match=f"result object '{slot.key}' has not been uploaded"):
+        w.api.store_results(body)
+    assert user.get_tasks_status(ids) == {i: "running" for i in ids}
+    assert w.api.sync_tasks("default", ids) == []  # still leased to this worker
+    user_key = crypto.verify_certificate(group.certificate, w.creds.admin)
+    records = [formats.ResultRecord(t, formats.KIND_RESULT, formats.compress(formats.to_json(t))) for t in ids]
+    w.api.transport.put_object(
+        slot.url, formats.encode_results(w.creds.identity, w.creds.certificate, user_key, group.tag, records)
+    )
+    assert w.api.store_results(body).accepted == 2  # the same report, once the object is there
+    assert tag.pull() == 0 and list(tag.results) == ids
+
+
 def test_heartbeat_extends_only_the_tasks_the_worker_names(make_server, tmp_path: Path) -> None:
     clock = ManualClock()
     server = make_server(clock=clock, lease_seconds=30)
