@@ -231,9 +231,12 @@ def run(peer: str, spec: dict[str, Any], workers: int, budget: float) -> dict[st
                 figures[key] = f"not run: the {PROBE_CALLS}-call probe {rate}"  # so would this
                 continue
             if n / rate > left:
-                figures[key] = (
-                    f"skipped: ~{n / rate / 60:.0f} min at {rate:.0f} calls/s, {left:.0f} s of the {budget:.0f} s budget left"
+                remains = (
+                    f"{left:.0f} s of the {budget:.0f} s budget left"
+                    if left > 0
+                    else f"the {budget:.0f} s budget used up"
                 )
+                figures[key] = f"skipped: ~{n / rate / 60:.0f} min at {rate:.0f} calls/s, {remains}"
                 continue
             figures[key] = _attempt(calls, target, func, n)
             rate = max(rate, figures[key]) if isinstance(figures[key], float) else rate
