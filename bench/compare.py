@@ -7,7 +7,9 @@ environment (:mod:`bench.peer_env`): RQ with Redis and ``SimpleWorker`` processe
 its localhost compute and storage backends (:mod:`bench.peers`). A peer that cannot run here is
 left out with a one-line reason; a peer workload that would not fit in its time budget is
 skipped, and one that fails (a Lithops call that never returns is given up after a timeout) is
-marked so, each with a line under the table saying why.
+marked so, each with a line under the table saying why. The last line under it is the floor of
+a warm call here (:mod:`bench.floor`): its eight requests to handlers that do nothing, beside
+RQ's one-call p50.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from bench import peer_env
+from bench import floor, peer_env
 from bench.stacks import local_queue, postgres_s3, scenario
 
 PEER_NAMES = {"rq": "RQ", "lithops": "Lithops"}
@@ -126,6 +128,18 @@ def table(workloads: Workloads, columns: dict[str, Optional[dict[str, Any]]]) ->
     return lines
 
 
+def floor_note(protocol_floor: dict[str, float], columns: dict[str, Optional[dict[str, Any]]]) -> str:
+    """The line on :mod:`bench.floor`'s figures, against RQ's one-call p50 when RQ ran."""
+    line = (
+        "floor: a warm call's eight requests to handlers that do nothing (httpx to uvicorn and "
+        f"Starlette): p50 / p95 {_cell(protocol_floor)} ms"
+    )
+    rq = (columns.get("RQ") or {}).get("latency")
+    if isinstance(rq, dict):
+        line += f", {_ratio(protocol_floor, rq)} RQ's p50"
+    return line
+
+
 def run(workers: int, quick: bool, peers: list[str], latency_only: bool = False) -> None:
     """Measure everything (``latency_only``: the one-call latency alone) and print the table
     (and why a peer is missing, if one is)."""
@@ -135,6 +149,7 @@ def run(workers: int, quick: bool, peers: list[str], latency_only: bool = False)
         columns["hmq"] = hmq_column(workloads, env)
     with postgres_s3() as (database, storage), local_queue(workers, database=database, storage=storage) as env:
         columns["hmq PG+S3"] = hmq_column(workloads, env)
+    protocol_floor = floor.measure(workloads.latency)
     notes = []
     for peer in peers:
         figures, why = peer_column(peer, workloads, workers, 120 if quick else 600)
@@ -146,6 +161,6 @@ def run(workers: int, quick: bool, peers: list[str], latency_only: bool = False)
     print(
         f"{'latency' if latency_only else 'compare':<11} the same workloads on hmq and its peers, {workers} workers each:"
     )
-    for line in [*table(workloads, columns), *notes]:
+    for line in [*table(workloads, columns), *notes, floor_note(protocol_floor, columns)]:
         print(f"  {line}")
     print("  (ratios: of rates, higher is better for hmq; of one-call p50 latencies, lower is)")

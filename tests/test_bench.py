@@ -6,6 +6,7 @@ redis-server is missing, the bench prints the one-line reason instead of RQ's co
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,6 @@ def test_quick_compare_prints_the_table() -> None:
         assert all(c and c != "-" for c in cells), row  # every figure and ratio is there
     if not redis:
         assert any(line.startswith("RQ: left out: no redis-server") for line in lines), out.stdout
+    floor = next(line for line in lines if line.startswith("floor: a warm call's eight requests"))
+    assert re.search(r"p50 / p95 [\d.]+ / [\d.]+ ms", floor), floor
+    assert ("x RQ's p50" in floor) == redis, floor
