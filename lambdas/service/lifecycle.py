@@ -106,13 +106,16 @@ def placement_key(python: str, ncores: int, memory: Optional[int], datacenters: 
     return f"{python}|{ncores}|{'' if memory is None else memory}|{datacenters or ''}"
 
 
+_PLACEMENT_ID = select(Placement.id).where(Placement.key == bindparam("key"))
+
+
 def place(session: Session, python: str, ncores: int, memory: Optional[int], datacenters: Optional[str]) -> int:
     """The id of the placement row of tasks of this kind, made on first use (concurrent
     submits of a new kind both find the one row: INSERT ... ON CONFLICT DO NOTHING)."""
     key = placement_key(python, ncores, memory, datacenters)
-    found = session.scalar(select(Placement.id).where(Placement.key == key))
+    found = session.connection().execute(_PLACEMENT_ID, {"key": key}).scalar()
     if found is not None:
-        return found
+        return int(found)
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:

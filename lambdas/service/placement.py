@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
@@ -51,20 +51,29 @@ def of_chunks(chunks: Iterable[wire.ChunkIn]) -> list[Placement]:
     return sorted(found, key=repr)
 
 
-def remember(session: Session, tag: Tag, placements: Sequence[Placement]) -> None:
-    """Add ``placements`` to those the tag keeps. A tag made before they were kept (NULL)
-    stays without: a partial list would hide some, so its open tasks are scanned instead.
-    Adding one locks the tag's row first (PostgreSQL), so concurrent submits lose none."""
-    if tag.placements is None or not _new(tag, placements):
+def remember(session: Session, tag: Any, placements: Sequence[Placement]) -> None:
+    """Add ``placements`` to those the tag keeps (``tag``: its row, with ``id`` and
+    ``placements``). A tag made before they were kept (NULL) stays without: a partial list
+    would hide some, so its open tasks are scanned instead. Adding one locks the tag's row
+    first (PostgreSQL), so concurrent submits lose none."""
+    if tag.placements is None or not _new(tag.placements, placements):
         return
-    session.refresh(tag, ["placements"], with_for_update=True)
-    if tag.placements is not None:
-        tag.placements = json.dumps([*json.loads(tag.placements), *_new(tag, placements)])
+    connection = session.connection()
+    kept = connection.execute(_KEPT_FOR_UPDATE, {"tag": tag.id}).scalar()
+    if kept is not None:
+        connection.execute(
+            _KEEP, {"tag": tag.id, "placements": json.dumps([*json.loads(kept), *_new(kept, placements)])}
+        )
 
 
-def _new(tag: Tag, placements: Sequence[Placement]) -> list[Placement]:
-    kept = [tuple(p) for p in json.loads(tag.placements or "[]")]
-    return [p for p in placements if p not in kept]
+_KEPT_FOR_UPDATE = select(Tag.placements).where(Tag.id == bindparam("tag")).with_for_update()
+_KEEP = update(Tag).where(Tag.id == bindparam("tag")).values(placements=bindparam("placements"))
+
+
+def _new(kept: Optional[str], placements: Sequence[Placement]) -> list[Placement]:
+    """Those of ``placements`` not in ``kept`` (a tag's JSON list)."""
+    known = [tuple(p) for p in json.loads(kept or "[]")]
+    return [p for p in placements if p not in known]
 
 
 def submit_warnings(ctx: Context, session: Session, placements: Sequence[Placement]) -> list[str]:
@@ -112,11 +121,14 @@ def _waits(ctx: Context, reason: str) -> str:
 
 def _recent_workers(ctx: Context, session: Session) -> Sequence[Any]:
     since = ctx.now() - ctx.settings.placement_warning_seconds
-    return session.execute(
-        select(Worker.python, Worker.datacenter, Worker.cores, Worker.memory)
-        .distinct()
-        .where(Worker.last_seen >= since)
-    ).all()
+    return session.connection().execute(_RECENT_WORKERS, {"since": since}).all()
+
+
+_RECENT_WORKERS = (
+    select(Worker.python, Worker.datacenter, Worker.cores, Worker.memory)
+    .distinct()
+    .where(Worker.last_seen >= bindparam("since"))
+)
 
 
 def _placements(session: Session, tag: Tag) -> list[Placement]:

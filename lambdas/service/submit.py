@@ -203,11 +203,8 @@ def _functions(session: Session, principal: Principal, chunks: list[wire.ChunkIn
     not found corrupt by a worker (409 ``function_corrupt``: the client registers it again, which
     replaces the copy, and submits again; a client that remembers having registered a function
     does not look it up before each submit)."""
-    rows = session.execute(
-        select(Function.digest, Function.id, Function.corrupt).where(
-            Function.user_id == principal.user_id, Function.digest.in_({c.function for c in chunks})
-        )
-    ).all()
+    params = {"user": principal.user_id, "digests": sorted({c.function for c in chunks})}
+    rows = session.connection().execute(_FUNCTIONS, params).all()
     found = {r.digest: r for r in rows}
     for digest in dict.fromkeys(c.function for c in chunks):
         if digest not in found:
@@ -219,6 +216,11 @@ def _functions(session: Session, principal: Principal, chunks: list[wire.ChunkIn
                 "register the function again, then submit",
             )
     return {digest: r.id for digest, r in found.items()}
+
+
+_FUNCTIONS = select(Function.digest, Function.id, Function.corrupt).where(
+    Function.user_id == bindparam("user"), Function.digest.in_(bindparam("digests", expanding=True))
+)
 
 
 def _chunk_refused(principal: Principal, chunk: wire.ChunkIn) -> Optional[HmqError]:
@@ -254,31 +256,45 @@ def _chunks_check(ctx: Context, principal: Principal, chunks: list[wire.ChunkIn]
 
 def _own_or_new_tag(
     ctx: Context, session: Session, principal: Principal, name: str, placements: list[placement.Placement]
-) -> Tag:
-    """The caller's tag ``name``, made on first use (names are per user: another user's tag of
-    the same name is another tag), then keeping ``placements`` (:func:`placement.remember`
-    has nothing to add to a new tag)."""
-    tag = session.scalars(select(Tag).where(Tag.user_id == principal.user_id, Tag.name == name)).one_or_none()
+) -> Any:
+    """The row (``id``, ``user_id``, ``placements``) of the caller's tag ``name``, made on first
+    use (names are per user: another user's tag of the same name is another tag), then keeping
+    ``placements`` (:func:`placement.remember` has nothing to add to a new tag)."""
+    connection = session.connection()
+    tag = connection.execute(_OWN_TAG, {"user": principal.user_id, "name": name}).first()
     if tag is None:
-        tag = Tag(user_id=principal.user_id, name=name, created=ctx.now(), placements=json.dumps(placements))
-        session.add(tag)
-        session.flush()
+        values = {
+            "user_id": principal.user_id,
+            "name": name,
+            "created": ctx.now(),
+            "placements": json.dumps(placements),
+        }
+        tag = connection.execute(_NEW_TAG, values).one()
     return tag
 
 
-def _chunk_id(session: Session, tag: Tag, function_id: int, chunk: wire.ChunkIn) -> int:
+def _chunk_id(session: Session, tag: Any, function_id: int, chunk: wire.ChunkIn) -> int:
     """The chunk's row (made on first submission; a retried submission finds it)."""
-    row = session.scalars(select(Chunk).where(Chunk.key == chunk.key)).one_or_none()
+    connection = session.connection()
+    row = connection.execute(_CHUNK, {"key": chunk.key}).first()
     if row is None:
-        row = Chunk(tag_id=tag.id, function_id=function_id, key=chunk.key, header_len=chunk.header_len)
-        session.add(row)
-        session.flush()
-    elif row.tag_id != tag.id:
+        values = {"tag_id": tag.id, "function_id": function_id, "key": chunk.key, "header_len": chunk.header_len}
+        return int(connection.execute(_NEW_CHUNK, values).scalar_one())
+    if row.tag_id != tag.id:
         raise Conflict("chunk_reused", "this chunk was submitted to another tag")
-    return row.id
+    return int(row.id)
 
 
-def _task_rows(ctx: Context, session: Session, chunk: wire.ChunkIn, chunk_id: int, tag: Tag) -> list[dict[str, Any]]:
+# built once, as the other statements of a submit
+_OWN_TAG = select(Tag.id, Tag.user_id, Tag.placements).where(
+    Tag.user_id == bindparam("user"), Tag.name == bindparam("name")
+)
+_NEW_TAG = insert(Tag).returning(Tag.id, Tag.user_id, Tag.placements)
+_CHUNK = select(Chunk.id, Chunk.tag_id).where(Chunk.key == bindparam("key"))
+_NEW_CHUNK = insert(Chunk).returning(Chunk.id)
+
+
+def _task_rows(ctx: Context, session: Session, chunk: wire.ChunkIn, chunk_id: int, tag: Any) -> list[dict[str, Any]]:
     datacenters = encode_datacenters(chunk.datacenters)
     shared = {
         "tag_id": tag.id,
