@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Optional, cast
 
 import anyio.to_thread
-from sqlalchemy import Integer, Table, bindparam, literal_column, select, update
+from sqlalchemy import Integer, Table, bindparam, delete, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from hmq import wire
 from hmq._errors import BadRequest, NotFound, PermissionDenied
 from lambdas.auth import Principal
-from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, User, Worker
+from lambdas.db.models import Chunk, Function, Tag, Task, TaskStatus, Upload, User, Worker
 from lambdas.service import Context, Who, caller, delete_objects, lifecycle, objects_checked, placement, queue
 from lambdas.service.shares import Caps
 from lambdas.service.submit import issue_uploads, presigned_uploads, registered, upload_prefix
@@ -173,8 +173,9 @@ async def claim_waiting(
     out = await ctx.wakeups.until(WORK, wait, attempt, leased, gone, more=lambda: _pending(ctx))
     if out.groups and wait > 0 and gone is not None and await _hung_up(gone):
         ids = [t.id for g in out.groups for t in g.tasks]
-        await anyio.to_thread.run_sync(_hand_back, ctx, worker_id, ids)
-        out = out.model_copy(update={"groups": []})
+        keys = [slot.key for slot in out.uploads.slots] if out.uploads is not None else []
+        await anyio.to_thread.run_sync(_hand_back, ctx, worker_id, ids, keys)
+        out = out.model_copy(update={"groups": [], "uploads": None})
     first: wire.ClaimOut = state["first"]
     return out.model_copy(update={"wait": wait, "held_until": first.held_until, "drop": first.drop})
 
@@ -186,12 +187,20 @@ async def _hung_up(gone: Callable[[], Awaitable[bool]]) -> bool:
     return await gone()
 
 
-def _hand_back(ctx: Context, worker_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+def _hand_back(ctx: Context, worker_id: uuid.UUID, ids: list[uuid.UUID], keys: list[str]) -> None:
     """Hand back tasks leased for a claim whose worker hung up: pending again at once (and the
-    waiting claims woken for them), not when their lease runs out."""
+    waiting claims woken for them), not when their lease runs out; the result upload URLs
+    issued with them (``keys``: the worker never got them) stop counting against its quota."""
     with ctx.index.write() as session:
         released = ctx.lifecycle.release(session, worker_id, ids)
+        if keys:
+            session.connection().execute(_NEVER_SENT, {"keys": keys, "worker": worker_id})
     log.info("worker %s hung up on its claim: %d of its %d tasks handed back", worker_id, len(released), len(ids))
+
+
+_NEVER_SENT = delete(Upload).where(
+    Upload.key.in_(bindparam("keys", expanding=True)), Upload.worker_id == bindparam("worker")
+)
 
 
 _ANY_PENDING = select(Task.seq).where(Task.status == literal_column(str(int(TaskStatus.PENDING)))).limit(1)

@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 import hmq
 from hmq import wire
 from hmq._http import Interrupt
 from lambdas.db import make_engine
-from lambdas.db.models import Worker
+from lambdas.db.models import Upload, Worker
 from tests.helpers import ManualClock, ManualWorker, Server, signed, start_server, submit, wait_for
 from worker.session import WorkerSession
 
@@ -276,10 +276,11 @@ def test_a_woken_claim_whose_worker_hung_up_hands_the_wake_up_on(make_server: An
     waiting.close()
 
 
-def _claim_over_socket(server: Server, w: ManualWorker, wait: float) -> socket.socket:
-    """A waiting claim of ``w``'s worker for one task, signed, sent over a connection of its own."""
+def _claim_over_socket(server: Server, w: ManualWorker, wait: float, result_slots: int = 0) -> socket.socket:
+    """A waiting claim of ``w``'s worker for one task (and ``result_slots`` result upload URLs
+    with it), signed, sent over a connection of its own."""
     path = f"/v1/workers/{w.session.worker_id}/claim"
-    body = json.dumps({"max_tasks": 1, "available": 1, "wait": wait}).encode()
+    body = json.dumps({"max_tasks": 1, "available": 1, "wait": wait, "result_slots": result_slots}).encode()
     host, port = server.url.removeprefix("http://").split(":")
     headers = {
         "host": f"{host}:{port}",
@@ -329,16 +330,28 @@ def _holding_up(server: Server, worker_id: uuid.UUID) -> Iterator[Callable[[], N
         engine.dispose()
 
 
+def _uploads_of(server: Server, worker_id: uuid.UUID) -> int:
+    """How many unregistered upload URLs the index counts for the worker."""
+    engine = make_engine(server.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(Upload).where(Upload.worker_id == worker_id)) or 0)
+    finally:
+        engine.dispose()
+
+
 _LOCK_WAITS = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
 
 
 def _handed_back(server: Server, user: hmq.API, tag: Any, gone: ManualWorker, since: float, tmp_path: Path) -> None:
     """Once the claim of ``gone``'s worker (which hung up) leased the task (its worker seen
     after ``since``), the task is pending again within 10 s, its lease (120 s) still running,
-    and another worker's claim gets it."""
+    and another worker's claim gets it; the result upload URLs issued with it (the worker never
+    got them) no longer count against the worker's quota."""
     assert server.settings.lease_seconds == 120
     wait_for(lambda: _seen_at(server, [gone.session], since) == 1, timeout=30, what="the claim to lease the task")
     wait_for(lambda: user.get_tag_status(tag.name)["pending"] == 1, timeout=10, what="the task to be handed back")
+    assert _uploads_of(server, gone.session.worker_id) == 0
     (other,) = _waiting(server, tmp_path / "other", 1)
     assert sum(len(g.tasks) for g in other.claim(1, 1, wait=5).groups) == 1
     assert user.get_tag_status(tag.name)["running"] == 1
@@ -356,7 +369,7 @@ def test_a_task_leased_for_a_worker_that_hung_up_meanwhile_is_handed_back_at_onc
     gone = ManualWorker(server, tmp_path / "gone")
     sent = time.time()
     with _holding_up(server, gone.session.worker_id) as until_waiting:
-        sock = _claim_over_socket(server, gone, wait=20)
+        sock = _claim_over_socket(server, gone, wait=20, result_slots=4)
         until_waiting()
         assert _hang_up(sock) == b""  # no answer: the API has seen the hang-up
     _handed_back(server, user, tag, gone, sent, tmp_path)
@@ -371,7 +384,7 @@ def test_a_task_a_woken_claim_leased_for_a_worker_that_hung_up_is_handed_back_at
     user = pg_server.user()
     gone = ManualWorker(pg_server, tmp_path / "gone")
     sent = time.time()
-    sock = _claim_over_socket(pg_server, gone, wait=20)
+    sock = _claim_over_socket(pg_server, gone, wait=20, result_slots=4)
     wait_for(lambda: _seen_at(pg_server, [gone.session], sent) == 1, timeout=30, what="the claim's first read")
     woken = time.time()
     with _holding_up(pg_server, gone.session.worker_id) as until_waiting:
