@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import BigInteger, Table, Uuid, bindparam, delete, func, select, update
+from sqlalchemy import BigInteger, Table, Uuid, bindparam, delete, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -116,16 +116,25 @@ class Metrics:
         params.update(p_allocated=worker.allocated or 0, p_used=worker.used or 0, p_running=worker.running or 0)
         for statement in _sample_statements(connection.dialect.name):
             connection.execute(statement, params)
-        if self._first_of_minute(minute) and session.get(MetricQueue, minute) is None:
+        if self._first_of_minute(session, minute) and session.get(MetricQueue, minute) is None:
             self._count_queue(session, minute)
 
-    def _first_of_minute(self, minute: int) -> bool:
+    def _first_of_minute(self, session: Session, minute: int) -> bool:
         """Whether this is the process's first sample of ``minute`` (then it looks the queue up,
         the others need not): a hundred workers whose claims sample the same minute together
-        count the open tasks once, not a hundred times over."""
+        count the open tasks once, not a hundred times over. Should the transaction of that
+        first sample roll back, the next sample of the minute is the first again."""
         with self._queue_lock:
-            first, self._queue_minute = self._queue_minute != minute, minute
+            before = self._queue_minute
+            first, self._queue_minute = before != minute, minute
+        if first:
+            event.listen(session, "after_rollback", lambda _: self._forget(minute, before), once=True)
         return first
+
+    def _forget(self, minute: int, before: int) -> None:
+        with self._queue_lock:
+            if self._queue_minute == minute:
+                self._queue_minute = before
 
     @staticmethod
     def _count_queue(session: Session, minute: int) -> None:

@@ -4,6 +4,7 @@ read by the admin only, purged after the retention."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -81,3 +82,25 @@ def test_samples_older_than_the_retention_are_purged_by_the_sweep(make_server: A
     user.whoami()
     assert _rows(server) == (0, 0, 0)
     assert user.get_tag_status(groups[0].tag)["total"] == 1  # the tasks are not touched
+
+
+def test_a_minute_whose_first_sample_rolled_back_still_gets_its_queue_point(make_server: Any, tmp_path: Path) -> None:
+    """The first sample of a minute in the API process counts the queue; when that sample's
+    transaction rolls back (the claim failed after it), the next sample of the minute counts
+    it, and the minute has its point (pending, running) all the same."""
+    clock = ManualClock(start=(int(ManualClock().now) // 60) * 60 + 1.0)
+    server = make_server(clock=clock, request_max_skew_seconds=10**6)
+    submit(server.user("alice"), lambda: 1, [()] * 3)
+    worker = ManualWorker(server, tmp_path, datacenter="hpc", cores=2)
+    ctx = server.app.state.ctx
+    row = SimpleNamespace(
+        id=worker.session.worker_id, datacenter="hpc", cores=2, allocated=0, used=0, running=0, sampled=None
+    )
+    with pytest.raises(RuntimeError, match="the claim failed"), ctx.index.write() as session:
+        ctx.metrics.sample(session, row, clock.now)
+        raise RuntimeError("the claim failed after sampling")
+    assert _rows(server) == (0, 0, 0)  # the sample went with its transaction
+    worker.session.claim(1, 1, allocated=2, running=0, used=0)  # the same minute
+    with server.admin() as admin:
+        points = admin.metrics(since=clock.now - 3600).points
+    assert [(p.workers, p.cores, p.pending, p.running) for p in points] == [(1, 2, 3, 0)]
