@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 import hmq
+from lambdas.routes.blobs import SMALL_OBJECT
 from tests.helpers import Server
 
 
@@ -29,6 +30,30 @@ def test_presigned_get_with_range(stored) -> None:
     assert _get(url).content == b"0123456789" * 100
     part = _get(url, headers={"range": "bytes=10-14"})
     assert part.status_code == 206 and part.content == b"01234"
+
+
+@pytest.mark.parametrize("size", [1000, SMALL_OBJECT, SMALL_OBJECT + 1, 3 * SMALL_OBJECT])
+def test_objects_small_and_large_are_stored_and_served_alike(local_server: Server, size: int) -> None:
+    """Small objects are read and written in one piece, large ones streamed: the same bytes,
+    statuses and ranges either way, and what neither path answers from memory (several
+    ranges, a suffix, one past the end) as HTTP says."""
+    user = local_server.user()
+    slot = user._upload_slots("chunk", 1)[0]
+    data = bytes(i % 251 for i in range(size))
+    user.transport.put_object(slot.url, data)
+    url = local_server.app.state.ctx.store.presign_get(slot.key, 60, user.url)
+    whole = _get(url)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["accept-ranges"] == "bytes"
+    for asked, start, end in [("bytes=10-14", 10, 15), ("bytes=7-", 7, size), ("bytes=-5", size - 5, size)]:
+        part = _get(url, headers={"range": asked})
+        assert (part.status_code, part.content) == (206, data[start:end]), asked
+        assert part.headers["content-range"] == f"bytes {start}-{end - 1}/{size}"
+    end_past = _get(url, headers={"range": f"bytes={size - 3}-{size + 100}"})
+    assert (end_past.status_code, end_past.content) == (206, data[-3:])
+    several = _get(url, headers={"range": "bytes=0-1,5-6"})
+    assert several.status_code == 206 and several.headers["content-type"].startswith("multipart/byteranges")
+    assert _get(url, headers={"range": f"bytes={size}-"}).status_code == 416
 
 
 @pytest.mark.parametrize("change", ["signature", "key", "expiry", "operation"])
