@@ -131,8 +131,8 @@ def table(workloads: Workloads, columns: dict[str, Optional[dict[str, Any]]]) ->
 def floor_note(protocol_floor: dict[str, float], columns: dict[str, Optional[dict[str, Any]]]) -> str:
     """The line on :mod:`bench.floor`'s figures, against RQ's one-call p50 when RQ ran."""
     line = (
-        "floor: a warm call's eight requests to handlers that do nothing (httpx to uvicorn and "
-        f"Starlette): p50 / p95 {_cell(protocol_floor)} ms"
+        "floor: a warm call's eight requests to handlers that do nothing (hmq's kept connections "
+        f"to uvicorn and Starlette): p50 / p95 {_cell(protocol_floor)} ms"
     )
     rq = (columns.get("RQ") or {}).get("latency")
     if isinstance(rq, dict):

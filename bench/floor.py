@@ -1,6 +1,7 @@
-"""The floor under one warm call on this machine: its eight HTTP requests, in order, sent by the
-client library hmq uses (httpx, one kept-alive connection) to the server stack hmq's API runs on
-(uvicorn, Starlette), whose handlers do nothing but read the body and answer a few bytes.
+"""The floor under one warm call on this machine: its eight HTTP requests, in order, sent as hmq's
+client and worker send them (kept ``http.client`` connections, :class:`hmq._http.ConnectionPool`)
+to the server stack hmq's API runs on (uvicorn, Starlette), whose handlers do nothing but read the
+body and answer a few bytes.
 
 A warm hmq call is these eight requests and more (signatures, encryption, the index, waking a
 waiting claim and pull, two processes); the floor is what the requests alone cost, with none of
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 
 from bench.peers import percentiles
+from hmq._http import ConnectionPool
 from hmq.stack import free_port
 
 BLOB = b"\0" * 600
@@ -90,13 +92,19 @@ def measure(repeats: int) -> dict[str, float]:
     """p50 and p95 (ms) of a warm call's eight requests to handlers that do nothing, ``repeats``
     times after a warm-up."""
     times = []
-    with empty_server() as url, httpx.Client(base_url=url) as client:
-        for i in range(WARM_UP + repeats):
-            t0 = time.perf_counter()
-            for method, path, body in REQUESTS:
-                client.request(method, path, content=body).raise_for_status()
-            if i >= WARM_UP:
-                times.append(time.perf_counter() - t0)
+    pool = ConnectionPool(timeout=10, headers={})
+    with empty_server() as url:
+        try:
+            for i in range(WARM_UP + repeats):
+                t0 = time.perf_counter()
+                for method, path, body in REQUESTS:
+                    answer = pool.request(method, url + path, None, body)
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"the empty server answered {method} {path} with {answer.status_code}")
+                if i >= WARM_UP:
+                    times.append(time.perf_counter() - t0)
+        finally:
+            pool.close()
     return percentiles(times)
 
 
