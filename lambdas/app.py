@@ -83,8 +83,13 @@ def create_app(settings: Settings, *, serverless: bool = False, clock: Callable[
     app.state.ctx = Context.create(settings, index, store, clock, serverless=serverless)
     app.state.auth = Authenticator(settings, index, clock)
     errors.install(app)
-    for module in (users, tags, work, queue):
+    # A request is matched against the routes in order, each match a regular expression and, in
+    # FastAPI, a few layers of context: the routes of every call (its blobs, then the worker's
+    # and the client's) come first, the schema pages last. No two routes match the same path.
+    documentation = list(app.router.routes)
+    app.router.routes[:] = list(blobs.routes)
+    for module in (work, tags, users, queue):
         app.include_router(module.router)
-    app.router.routes.extend(blobs.routes)
+    app.router.routes.extend(documentation)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app

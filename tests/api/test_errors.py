@@ -219,3 +219,39 @@ def test_the_openapi_schema_lists_each_routes_error_answers(local_server: Server
             if "{tag}" in path or "{worker_id}" in path or "{digest}" in path:
                 assert "404" in answers, (method, path)
     assert "409" in schema["paths"]["/v1/tasks"]["post"]["responses"]
+
+
+def _leaf_routes(routes: list) -> list:
+    leaves = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        leaves.extend(_leaf_routes(inner.routes) if inner is not None else [route])
+    return leaves
+
+
+def test_each_request_matches_one_route_whatever_their_order(local_server: Server) -> None:
+    """The app orders its routes by how often they are called (blobs first, the schema pages
+    last), which is only safe while no request could match two of them."""
+    from starlette.routing import Match
+
+    leaves = _leaf_routes(local_server.app.router.routes)
+    values = {"name": "alice", "digest": "0" * 64, "tag": "t", "worker_id": str(uuid.uuid4()), "key": "u/k/f/x"}
+    checked = 0
+    for route in leaves:
+        path = route.path
+        for name, value in values.items():
+            path = path.replace("{" + name + "}", value).replace("{" + name + ":path}", value)
+        assert "{" not in path, route.path
+        for method in sorted(route.methods or ()):
+            scope = {
+                "type": "http",
+                "path": path,
+                "root_path": "",
+                "method": method,
+                "headers": [],
+                "query_string": b"",
+            }
+            full = [other.path for other in leaves if other.matches(scope)[0] == Match.FULL]
+            assert full == [route.path], (method, path, full)
+            checked += 1
+    assert checked >= 40
